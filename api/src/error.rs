@@ -1,0 +1,180 @@
+//! The one error type of the HTTP layer and its JSON envelope:
+//! `{"error": {"code", "message", "fields"?}}`.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use parley_shared::StoreError;
+use parley_shared::domain::ParseError;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+
+/// The error envelope every non-2xx answer uses.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorEnvelope {
+    pub error: ErrorBody,
+}
+
+/// A machine-readable `code`, a human-readable `message`, and per-field messages for
+/// validation errors.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    #[schema(example = "validation_error")]
+    pub code: &'static str,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fields: Option<BTreeMap<String, Vec<String>>>,
+}
+
+/// Everything a handler can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    Validation {
+        message: String,
+        fields: BTreeMap<String, Vec<String>>,
+    },
+    #[error("{message}")]
+    BadRequest {
+        code: &'static str,
+        message: String,
+        status: StatusCode,
+    },
+    #[error("authentication required")]
+    Unauthorized,
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    #[error("admin rights required")]
+    Forbidden,
+    #[error("not found")]
+    NotFound,
+    #[error("{field} is already taken")]
+    Conflict { field: &'static str },
+    #[error("too many requests")]
+    RateLimited { retry_after_secs: u64 },
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    /// A validation error on one field.
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        let mut errors = FieldErrors::default();
+        errors.add(field, message);
+        errors.into_error()
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Validation { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "validation_error"),
+            ApiError::BadRequest { status, code, .. } => (*status, code),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
+            ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound => ApiError::NotFound,
+            StoreError::Conflict { field } => ApiError::Conflict { field },
+            StoreError::Other(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        StoreError::from(err).into()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let (message, fields) = match &self {
+            ApiError::Internal(err) => {
+                tracing::error!(error = format!("{err:#}"), "request failed");
+                ("internal server error".to_owned(), None)
+            }
+            ApiError::Validation { message, fields } => (message.clone(), Some(fields.clone())),
+            ApiError::Conflict { field } => (
+                self.to_string(),
+                Some(BTreeMap::from([(
+                    field.to_string(),
+                    vec!["is already taken".to_owned()],
+                )])),
+            ),
+            other => (other.to_string(), None),
+        };
+        let body = ErrorEnvelope {
+            error: ErrorBody {
+                code,
+                message,
+                fields,
+            },
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        match self {
+            ApiError::RateLimited { retry_after_secs } => {
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(retry_after_secs.max(1)),
+                );
+            }
+            ApiError::Unauthorized | ApiError::InvalidCredentials => {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// Collects per-field validation messages, so a client learns every problem at once.
+#[derive(Debug, Default)]
+pub struct FieldErrors(BTreeMap<String, Vec<String>>);
+
+impl FieldErrors {
+    pub fn add(&mut self, field: &str, message: impl Into<String>) {
+        self.0
+            .entry(field.to_owned())
+            .or_default()
+            .push(message.into());
+    }
+
+    /// Parses `raw` with `parse`, recording the error under `field`.
+    pub fn check<T>(&mut self, field: &str, parsed: Result<T, ParseError>) -> Option<T> {
+        parsed.map_err(|e| self.add(field, e.0)).ok()
+    }
+
+    pub fn into_error(self) -> ApiError {
+        let message = match self.0.keys().next() {
+            Some(first) if self.0.len() == 1 => format!("{first} {}", self.0[first][0]),
+            _ => "some fields are invalid".to_owned(),
+        };
+        ApiError::Validation {
+            message,
+            fields: self.0,
+        }
+    }
+
+    /// `Err` with every collected message if there are any.
+    pub fn finish(self) -> Result<(), ApiError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(self.into_error())
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

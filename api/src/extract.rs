@@ -1,0 +1,163 @@
+//! Extractors: JSON bodies with enveloped rejections, the authenticated user, and the
+//! client's address.
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use parley_shared::ids::SessionId;
+use parley_shared::store::{sessions, users::User};
+use serde::de::DeserializeOwned;
+use std::net::{IpAddr, SocketAddr};
+
+/// `axum::Json`, but a bad body gets the error envelope with a message that says what to fix.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Json(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    let (code, message) = match &rejection {
+        JsonRejection::MissingJsonContentType(_) => (
+            "unsupported_media_type",
+            "expected a body with Content-Type: application/json".to_owned(),
+        ),
+        JsonRejection::JsonSyntaxError(_) => (
+            "invalid_json",
+            format!("the body is not valid JSON: {}", rejection.body_text()),
+        ),
+        JsonRejection::JsonDataError(_) => ("invalid_body", rejection.body_text()),
+        _ if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => (
+            "payload_too_large",
+            "the request body is too large".to_owned(),
+        ),
+        _ => ("invalid_body", rejection.body_text()),
+    };
+    ApiError::BadRequest {
+        code,
+        message,
+        status: rejection.status(),
+    }
+}
+
+impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
+    fn into_response(self) -> axum::response::Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// A signed-in user on a live session. Any problem with the token is a 401; the reason is
+/// logged at debug only.
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    pub user: User,
+    pub session: SessionId,
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if let Some(user) = parts.extensions.get::<AuthUser>() {
+            return Ok(user.clone());
+        }
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(ApiError::Unauthorized)?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .ok_or(ApiError::Unauthorized)?
+            .trim();
+        let claims = state.jwt.verify(token).map_err(|e| {
+            tracing::debug!(reason = %e, "access token refused");
+            ApiError::Unauthorized
+        })?;
+        let user = sessions::active_user(&state.db.pool, claims.sid, claims.sub)
+            .await?
+            .ok_or_else(|| {
+                tracing::debug!(session.id = %claims.sid, "access token of an ended session");
+                ApiError::Unauthorized
+            })?;
+        tracing::Span::current().record("user.id", tracing::field::display(user.id));
+        let auth = AuthUser {
+            user,
+            session: claims.sid,
+        };
+        parts.extensions.insert(auth.clone());
+        Ok(auth)
+    }
+}
+
+/// A signed-in admin; other users get 403.
+#[derive(Debug, Clone)]
+pub struct AdminUser(pub AuthUser);
+
+impl FromRequestParts<AppState> for AdminUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let user = AuthUser::from_request_parts(parts, state).await?;
+        if !user.user.is_admin {
+            return Err(ApiError::Forbidden);
+        }
+        Ok(AdminUser(user))
+    }
+}
+
+/// The client's address: the socket peer, or, when the peer is a configured trusted proxy,
+/// the last untrusted hop in `X-Forwarded-For`.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+            .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        let trusted = &state.config.trusted_proxies;
+        if !trusted.contains(&peer) {
+            return Ok(ClientIp(peer));
+        }
+        let forwarded = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+            .collect::<Vec<_>>();
+        let client = forwarded
+            .into_iter()
+            .rev()
+            .find(|ip| !trusted.contains(ip))
+            .unwrap_or(peer);
+        Ok(ClientIp(client))
+    }
+}

@@ -1,0 +1,13 @@
+//! Parley's HTTP API: axum routes, extractors, OpenAPI.
+
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod ratelimit;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+pub mod tokens;
+
+pub use startup::Application;

@@ -1,0 +1,34 @@
+//! `parley-api`: serve (default), `migrate`, or `create-admin --email E --password P`.
+
+use anyhow::{Context, bail};
+use parley_api::{Application, startup, telemetry};
+use parley_shared::Config;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    telemetry::init(config.log_format);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        None | Some("serve") => Application::build(config).await?.run_until_stopped().await,
+        Some("migrate") => {
+            startup::build_state(config).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Some("create-admin") => {
+            let email = flag(&args, "--email").context("create-admin needs --email")?;
+            let password = flag(&args, "--password").context("create-admin needs --password")?;
+            let state = startup::build_state(config).await?;
+            startup::create_admin(&state, &email, &password).await
+        }
+        Some(other) => bail!("unknown command {other:?}; expected serve, migrate or create-admin"),
+    }
+}
+
+fn flag(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}

@@ -1,0 +1,39 @@
+//! The OpenAPI 3.1 document of every route.
+
+use crate::routes::{auth, health, users};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Parley API", description = "User accounts and LLM chat, built around durable jobs."),
+    paths(
+        auth::register, auth::login, auth::refresh, auth::logout, auth::change_password,
+        users::me, users::update_me, users::delete_me,
+        health::healthz, health::readyz,
+    ),
+    components(schemas(crate::error::ErrorEnvelope, crate::error::ErrorBody)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "accounts", description = "Sign-up, sign-in, sessions and profile"),
+        (name = "operations", description = "Health and readiness"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}

@@ -1,0 +1,53 @@
+//! Login throttling per client address and per account (governor's GCRA limiters). Quotas
+//! refill continuously, so a throttled user waits seconds, not a lock-out period.
+
+use crate::error::ApiError;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+
+pub struct LoginLimiter {
+    by_ip: DefaultKeyedRateLimiter<IpAddr>,
+    by_account: DefaultKeyedRateLimiter<String>,
+    clock: DefaultClock,
+}
+
+impl std::fmt::Debug for LoginLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LoginLimiter")
+    }
+}
+
+impl LoginLimiter {
+    pub fn new(ip_per_minute: u32, account_per_minute: u32) -> Self {
+        let quota = |n: u32| Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
+        Self {
+            by_ip: RateLimiter::keyed(quota(ip_per_minute)),
+            by_account: RateLimiter::keyed(quota(account_per_minute)),
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// Counts one sign-in attempt from `ip` on `account` (a normalized email); `Err` with the
+    /// wait when either has used its quota.
+    pub fn check(&self, ip: IpAddr, account: &str) -> Result<(), ApiError> {
+        let wait = |not_until: governor::NotUntil<_>| ApiError::RateLimited {
+            retry_after_secs: not_until
+                .wait_time_from(self.clock.now())
+                .as_secs_f64()
+                .ceil() as u64,
+        };
+        self.by_ip.check_key(&ip).map_err(wait)?;
+        self.by_account
+            .check_key(&account.to_owned())
+            .map_err(wait)?;
+        Ok(())
+    }
+
+    /// Forgets keys whose quota is full again (called periodically to bound memory).
+    pub fn sweep(&self) {
+        self.by_ip.retain_recent();
+        self.by_account.retain_recent();
+    }
+}

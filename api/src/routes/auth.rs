@@ -1,0 +1,256 @@
+//! Registration, sign-in, token refresh, sign-out and password change.
+
+use crate::error::{ApiError, ApiResult, ErrorEnvelope, FieldErrors};
+use crate::extract::{AuthUser, ClientIp, Json};
+use crate::routes::users::UserProfile;
+use crate::state::AppState;
+use crate::tokens::{self, TokenPair};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::post;
+use parley_shared::domain::{DisplayName, Email, Password, Username};
+use parley_shared::store::{sessions, users};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/auth/register", post(register))
+        .route("/api/auth/login", post(login))
+        .route("/api/auth/token/refresh", post(refresh))
+        .route("/api/auth/logout", post(logout))
+        .route("/api/auth/password/change", post(change_password))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RegisterRequest {
+    pub email: String,
+    pub password: String,
+    pub username: Option<String>,
+    pub display_name: Option<String>,
+}
+
+/// A new account, signed in.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuthResponse {
+    pub user: UserProfile,
+    #[serde(flatten)]
+    pub tokens: TokenPair,
+}
+
+fn user_agent(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+/// Creates an account and signs it in.
+#[utoipa::path(post, path = "/api/auth/register/", tag = "accounts", request_body = RegisterRequest, responses(
+    (status = 201, body = AuthResponse),
+    (status = 409, description = "email or username taken", body = ErrorEnvelope),
+    (status = 422, description = "invalid fields", body = ErrorEnvelope)))]
+pub async fn register(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Json(req): Json<RegisterRequest>,
+) -> ApiResult<(StatusCode, Json<AuthResponse>)> {
+    let mut errors = FieldErrors::default();
+    let email = errors.check("email", Email::parse(&req.email));
+    let password = errors.check("password", Password::parse(&req.password));
+    let username = req
+        .username
+        .as_deref()
+        .filter(|u| !u.trim().is_empty())
+        .map(|u| errors.check("username", Username::parse(u)));
+    let display_name = req
+        .display_name
+        .as_deref()
+        .map(|d| errors.check("display_name", DisplayName::parse(d)));
+    errors.finish()?;
+    let (email, password) = (email.expect("checked"), password.expect("checked"));
+    let (username, display_name) = (username.flatten(), display_name.flatten());
+
+    let hash = state.hasher.hash(password.expose()).await?;
+    let user = users::create(
+        &state.db.pool,
+        users::NewUser {
+            email: &email,
+            username: username.as_ref(),
+            display_name: display_name.as_ref(),
+            password_hash: &hash,
+            is_admin: false,
+        },
+    )
+    .await?;
+    tracing::info!(user.id = %user.id, email = %email.masked(), "account registered");
+    let (_, tokens) =
+        tokens::start_session(&state, user.id, user_agent(&headers), &ip.to_string()).await?;
+    let user = UserProfile::new(&user, &state.config);
+    Ok((StatusCode::CREATED, Json(AuthResponse { user, tokens })))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LoginRequest {
+    pub email: String,
+    pub password: String,
+}
+
+/// Signs in with email and password.
+#[utoipa::path(post, path = "/api/auth/login/", tag = "accounts", request_body = LoginRequest, responses(
+    (status = 200, body = TokenPair),
+    (status = 401, description = "invalid_credentials, for any wrong pair", body = ErrorEnvelope),
+    (status = 429, description = "too many attempts; see Retry-After", body = ErrorEnvelope)))]
+pub async fn login(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Json(req): Json<LoginRequest>,
+) -> ApiResult<Json<TokenPair>> {
+    state
+        .login_limiter
+        .check(ip, &req.email.trim().to_lowercase())?;
+    let user = match Email::parse(&req.email) {
+        Ok(email) => users::by_email(&state.db.pool, &email)
+            .await?
+            .filter(|u| u.is_active),
+        Err(_) => None,
+    };
+    let Some(user) = user else {
+        // Same work as a wrong password, so the answer time does not reveal accounts.
+        state.hasher.verify_dummy(&req.password).await;
+        return Err(ApiError::InvalidCredentials);
+    };
+    let verification = state
+        .hasher
+        .verify(&req.password, &user.password_hash)
+        .await?;
+    if !verification.valid {
+        tracing::info!(user.id = %user.id, "sign-in with a wrong password");
+        return Err(ApiError::InvalidCredentials);
+    }
+    if verification.needs_rehash {
+        let hash = state.hasher.hash(&req.password).await?;
+        users::set_password_hash(&state.db.pool, user.id, &hash).await?;
+        tracing::info!(user.id = %user.id, "password hash upgraded to current parameters");
+    }
+    users::record_login(&state.db.pool, user.id).await?;
+    let (session, tokens) =
+        tokens::start_session(&state, user.id, user_agent(&headers), &ip.to_string()).await?;
+    tracing::info!(user.id = %user.id, session.id = %session, "signed in");
+    Ok(Json(tokens))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+/// Exchanges a refresh token for a new pair (the old refresh token stops working).
+#[utoipa::path(post, path = "/api/auth/token/refresh/", tag = "accounts", request_body = RefreshRequest, responses(
+    (status = 200, body = TokenPair),
+    (status = 401, description = "unknown, expired or reused token", body = ErrorEnvelope)))]
+pub async fn refresh(
+    State(state): State<AppState>,
+    Json(req): Json<RefreshRequest>,
+) -> ApiResult<Json<TokenPair>> {
+    Ok(Json(
+        tokens::refresh(&state, req.refresh_token.trim()).await?,
+    ))
+}
+
+/// Which sessions a logout ends.
+#[derive(Debug, Default, Deserialize, ToSchema, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogoutScope {
+    /// This session (the default).
+    #[default]
+    Local,
+    /// Every other session of the user.
+    Others,
+    /// Every session of the user.
+    Global,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct LogoutRequest {
+    /// Accepted for clients that send it; the session is the access token's.
+    pub refresh_token: Option<String>,
+    #[serde(default)]
+    pub scope: LogoutScope,
+}
+
+/// Signs out. The access tokens of ended sessions stop working at once.
+#[utoipa::path(post, path = "/api/auth/logout/", tag = "accounts", request_body(content = Option<LogoutRequest>), security(("bearer" = [])), responses(
+    (status = 204, description = "signed out"), (status = 401, body = ErrorEnvelope)))]
+pub async fn logout(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let req: LogoutRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        LogoutRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest {
+            code: "invalid_body",
+            message: format!("the body is not a valid logout request: {e}"),
+            status: StatusCode::BAD_REQUEST,
+        })?
+    };
+    let pool = &state.db.pool;
+    match req.scope {
+        LogoutScope::Local => sessions::revoke(pool, auth.session, "logout").await?,
+        LogoutScope::Others => {
+            sessions::revoke_all(pool, auth.user.id, Some(auth.session), "logout_others").await?;
+        }
+        LogoutScope::Global => {
+            sessions::revoke_all(pool, auth.user.id, None, "logout_global").await?;
+        }
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ChangePasswordRequest {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+/// Changes the password and ends the user's other sessions.
+#[utoipa::path(post, path = "/api/auth/password/change/", tag = "accounts", request_body = ChangePasswordRequest, security(("bearer" = [])), responses(
+    (status = 204, description = "changed"),
+    (status = 401, body = ErrorEnvelope),
+    (status = 422, description = "wrong current password or a weak new one", body = ErrorEnvelope)))]
+pub async fn change_password(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Json(req): Json<ChangePasswordRequest>,
+) -> ApiResult<StatusCode> {
+    let mut errors = FieldErrors::default();
+    let new = errors.check("new_password", Password::parse(&req.new_password));
+    if !state
+        .hasher
+        .verify(&req.current_password, &auth.user.password_hash)
+        .await?
+        .valid
+    {
+        errors.add("current_password", "is not correct");
+    }
+    errors.finish()?;
+    let hash = state.hasher.hash(new.expect("checked").expose()).await?;
+    let mut tx = state.db.pool.begin().await?;
+    users::set_password_hash(&mut *tx, auth.user.id, &hash).await?;
+    sessions::revoke_all(
+        &mut *tx,
+        auth.user.id,
+        Some(auth.session),
+        "password_change",
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(user.id = %auth.user.id, "password changed");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,31 @@
+//! The router: one module per route group.
+
+pub mod auth;
+pub mod docs;
+pub mod health;
+pub mod users;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.max_json_body_bytes;
+    Router::new()
+        .merge(auth::routes())
+        .merge(users::routes())
+        .merge(health::routes())
+        .merge(docs::routes())
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async {
+            ApiError::BadRequest {
+                code: "method_not_allowed",
+                message: "this method is not allowed on this path".into(),
+                status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
+            }
+        })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+        .merge(docs::assets())
+}

@@ -1,0 +1,174 @@
+//! Building and running the application.
+
+use crate::ratelimit::LoginLimiter;
+use crate::routes;
+use crate::state::AppState;
+use anyhow::Context;
+use axum::ServiceExt;
+use axum::extract::Request;
+use axum::http::HeaderName;
+use parley_shared::auth::{JwtKeys, Keys, PasswordHasher, random_token};
+use parley_shared::domain::{Email, Password};
+use parley_shared::store::{secrets, users};
+use parley_shared::{Config, Db};
+use secrecy::ExposeSecret;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tower::Layer;
+use tower_http::normalize_path::NormalizePathLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+/// A built application: database migrated, listener bound.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let state = build_state(config).await?;
+        bootstrap_admin(&state).await?;
+        let listener = TcpListener::bind(state.config.bind)
+            .await
+            .with_context(|| format!("binding {} (PARLEY_BIND)", state.config.bind))?;
+        Ok(Self { listener, state })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_default()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until SIGINT or SIGTERM, then drains in-flight requests.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let limiter = self.state.login_limiter.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                limiter.sweep();
+            }
+        });
+        let request_id = HeaderName::from_static("x-request-id");
+        let router = routes::router(self.state.clone())
+            .layer(
+                TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                    let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request.id = id, user.id = tracing::field::Empty)
+                }),
+            )
+            .layer(PropagateRequestIdLayer::new(request_id.clone()))
+            .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));
+        let app = NormalizePathLayer::trim_trailing_slash().layer(router);
+        tracing::info!(address = %self.listener.local_addr()?, "listening");
+        axum::serve(
+            self.listener,
+            ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app),
+        )
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+        Ok(())
+    }
+}
+
+/// Connects, migrates, and derives keys: everything the API and the CLI commands share.
+pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
+    let db = Db::connect(
+        config.database_url.expose(),
+        config.database_max_connections,
+    )
+    .await?;
+    db.migrate().await?;
+    let master = match &config.secret_key {
+        Some(key) => key.expose_secret().to_owned(),
+        None => {
+            tracing::warn!(
+                "PARLEY_SECRET_KEY is not set; using a generated key kept in the database"
+            );
+            secrets::get_or_create(&db.pool, "master_key", random_token).await?
+        }
+    };
+    let keys = Keys::derive(master.as_bytes());
+    let hasher = PasswordHasher::new(config.argon2, config.password_hash_concurrency)?;
+    let jwt = JwtKeys::new(
+        &keys.jwt,
+        &config.jwt_issuer,
+        &config.jwt_audience,
+        config.access_token_ttl_secs,
+    );
+    let login_limiter = Arc::new(LoginLimiter::new(
+        config.login_ip_per_minute,
+        config.login_account_per_minute,
+    ));
+    Ok(AppState {
+        config: Arc::new(config),
+        db,
+        hasher,
+        jwt,
+        keys: Arc::new(keys),
+        login_limiter,
+    })
+}
+
+/// Creates the admin named by `PARLEY_ADMIN_EMAIL`/`PARLEY_ADMIN_PASSWORD` when no admin exists.
+async fn bootstrap_admin(state: &AppState) -> anyhow::Result<()> {
+    let (Some(email), Some(password)) = (&state.config.admin_email, &state.config.admin_password)
+    else {
+        return Ok(());
+    };
+    if users::any_admin(&state.db.pool).await? {
+        return Ok(());
+    }
+    create_admin(state, email, password.expose_secret()).await
+}
+
+/// Creates an admin account, or grants admin rights to an existing account with that email.
+pub async fn create_admin(state: &AppState, email: &str, password: &str) -> anyhow::Result<()> {
+    let email = Email::parse(email).map_err(|e| anyhow::anyhow!("admin email {e}"))?;
+    if let Some(user) = users::by_email(&state.db.pool, &email).await? {
+        users::set_admin(&state.db.pool, user.id, true).await?;
+        tracing::info!(user.id = %user.id, "existing account granted admin rights");
+        return Ok(());
+    }
+    let password = Password::parse(password).map_err(|e| anyhow::anyhow!("admin password {e}"))?;
+    let hash = state.hasher.hash(password.expose()).await?;
+    let user = users::create(
+        &state.db.pool,
+        users::NewUser {
+            email: &email,
+            username: None,
+            display_name: None,
+            password_hash: &hash,
+            is_admin: true,
+        },
+    )
+    .await?;
+    tracing::info!(user.id = %user.id, email = %email.masked(), "admin account created");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,37 @@
+//! Sub-keys derived from the master secret, one per purpose.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// Keys for signing and deriving tokens. Derived, so one master secret serves every purpose
+/// and rotating it invalidates everything at once.
+#[derive(Clone)]
+pub struct Keys {
+    pub jwt: Vec<u8>,
+    pub refresh: Vec<u8>,
+    pub encryption: [u8; 32],
+}
+
+impl Keys {
+    pub fn derive(master: &[u8]) -> Self {
+        let mut encryption = [0u8; 32];
+        encryption.copy_from_slice(&hmac(master, b"parley encryption v1"));
+        Self {
+            jwt: hmac(master, b"parley jwt v1").to_vec(),
+            refresh: hmac(master, b"parley refresh v1").to_vec(),
+            encryption,
+        }
+    }
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Keys(..)")
+    }
+}
+
+pub(crate) fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts any key length");
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}

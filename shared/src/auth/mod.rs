@@ -1,0 +1,11 @@
+//! Authentication primitives: password hashing, access tokens (JWT) and opaque tokens.
+
+mod jwt;
+mod keys;
+mod password;
+mod tokens;
+
+pub use jwt::{AccessClaims, JwtError, JwtKeys, TOKEN_TYPE_ACCESS};
+pub use keys::Keys;
+pub use password::{PasswordHasher, Verification};
+pub use tokens::{hash_token, random_token, successor_token};

@@ -1,0 +1,298 @@
+//! Typed configuration, loaded once at start-up from `PARLEY_*` environment variables over an
+//! optional `KEY=value` file named by `PARLEY_CONFIG_FILE`. Secrets never show in `Debug`.
+
+use secrecy::SecretString;
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+
+/// A configuration value that could not be used; names the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {var}: {reason}")]
+pub struct ConfigError {
+    pub var: String,
+    pub reason: String,
+}
+
+/// A URL that may carry a password; `Debug` and `Display` hide the credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// The URL with any `user:password@` part replaced.
+    pub fn redacted(&self) -> String {
+        match (self.0.find("://"), self.0.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}://***@{}", &self.0[..scheme], &self.0[at + 1..])
+            }
+            _ => self.0.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Argon2id cost parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Argon2Params {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Default for Argon2Params {
+    /// OWASP's recommendation: 19 MiB, two passes, one lane.
+    fn default() -> Self {
+        Self {
+            memory_kib: 19 * 1024,
+            iterations: 2,
+            parallelism: 1,
+        }
+    }
+}
+
+/// Everything Parley reads from its environment.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub bind: SocketAddr,
+    pub public_url: String,
+    pub database_url: SecretUrl,
+    pub database_max_connections: u32,
+    /// Master secret for token signing and encryption. When unset, one is generated and kept
+    /// in the database (fine for one embedded node; set it explicitly in production).
+    pub secret_key: Option<SecretString>,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    pub access_token_ttl_secs: i64,
+    pub refresh_reuse_grace_secs: i64,
+    pub session_max_age_secs: i64,
+    pub session_idle_timeout_secs: i64,
+    pub argon2: Argon2Params,
+    pub password_hash_concurrency: usize,
+    pub login_ip_per_minute: u32,
+    pub login_account_per_minute: u32,
+    pub trusted_proxies: Vec<IpAddr>,
+    pub admin_email: Option<String>,
+    pub admin_password: Option<SecretString>,
+    pub log_format: LogFormat,
+    pub max_json_body_bytes: usize,
+}
+
+impl Config {
+    /// Reads the process environment (and `PARLEY_CONFIG_FILE`, if set).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut vars: HashMap<String, String> = HashMap::new();
+        if let Ok(path) = std::env::var("PARLEY_CONFIG_FILE") {
+            let iter = dotenvy::from_path_iter(&path).map_err(|e| ConfigError {
+                var: "PARLEY_CONFIG_FILE".into(),
+                reason: format!("cannot read {path}: {e}"),
+            })?;
+            for item in iter {
+                let (k, v) = item.map_err(|e| ConfigError {
+                    var: "PARLEY_CONFIG_FILE".into(),
+                    reason: format!("cannot parse {path}: {e}"),
+                })?;
+                vars.insert(k, v);
+            }
+        }
+        vars.extend(std::env::vars().filter(|(k, _)| k.starts_with("PARLEY_")));
+        Self::from_vars(vars)
+    }
+
+    /// Builds a configuration from explicit variables (tests use this).
+    pub fn from_vars(vars: HashMap<String, String>) -> Result<Self, ConfigError> {
+        let v = Vars(vars);
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Ok(Self {
+            bind: v.parse(
+                "PARLEY_BIND",
+                "127.0.0.1:8080".parse().expect("valid default"),
+            )?,
+            public_url: v
+                .string("PARLEY_PUBLIC_URL")
+                .unwrap_or_else(|| "http://127.0.0.1:8080".into())
+                .trim_end_matches('/')
+                .to_owned(),
+            database_url: SecretUrl::new(
+                v.string("PARLEY_DATABASE_URL")
+                    .unwrap_or_else(|| "sqlite://./data/parley.db".into()),
+            ),
+            database_max_connections: v.parse("PARLEY_DATABASE_MAX_CONNECTIONS", 16)?,
+            secret_key: v.secret("PARLEY_SECRET_KEY", 32)?,
+            jwt_issuer: v
+                .string("PARLEY_JWT_ISSUER")
+                .unwrap_or_else(|| "parley".into()),
+            jwt_audience: v
+                .string("PARLEY_JWT_AUDIENCE")
+                .unwrap_or_else(|| "parley-api".into()),
+            access_token_ttl_secs: v.positive("PARLEY_ACCESS_TOKEN_TTL_SECS", 15 * 60)?,
+            refresh_reuse_grace_secs: v.parse("PARLEY_REFRESH_REUSE_GRACE_SECS", 10)?,
+            session_max_age_secs: v.positive("PARLEY_SESSION_MAX_AGE_SECS", 30 * 24 * 3600)?,
+            session_idle_timeout_secs: v
+                .positive("PARLEY_SESSION_IDLE_TIMEOUT_SECS", 7 * 24 * 3600)?,
+            argon2: Argon2Params {
+                memory_kib: v.positive("PARLEY_ARGON2_MEMORY_KIB", 19 * 1024)?,
+                iterations: v.positive("PARLEY_ARGON2_ITERATIONS", 2)?,
+                parallelism: v.positive("PARLEY_ARGON2_PARALLELISM", 1)?,
+            },
+            password_hash_concurrency: v.positive("PARLEY_PASSWORD_HASH_CONCURRENCY", cpus)?,
+            login_ip_per_minute: v.positive("PARLEY_LOGIN_IP_PER_MINUTE", 30)?,
+            login_account_per_minute: v.positive("PARLEY_LOGIN_ACCOUNT_PER_MINUTE", 10)?,
+            trusted_proxies: v.list("PARLEY_TRUSTED_PROXIES")?,
+            admin_email: v.string("PARLEY_ADMIN_EMAIL"),
+            admin_password: v.secret("PARLEY_ADMIN_PASSWORD", 0)?,
+            log_format: match v.string("PARLEY_LOG_FORMAT").as_deref() {
+                None | Some("text") => LogFormat::Text,
+                Some("json") => LogFormat::Json,
+                Some(_) => return Err(v.error("PARLEY_LOG_FORMAT", "expected text or json")),
+            },
+            max_json_body_bytes: v.positive("PARLEY_MAX_JSON_BODY_BYTES", 64 * 1024)?,
+        })
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        self.database_url.expose().starts_with("sqlite:")
+    }
+}
+
+struct Vars(HashMap<String, String>);
+
+impl Vars {
+    fn string(&self, key: &str) -> Option<String> {
+        self.0
+            .get(key)
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+    }
+
+    fn error(&self, key: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            var: key.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    fn parse<T: FromStr>(&self, key: &str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: fmt::Display,
+    {
+        match self.string(key) {
+            None => Ok(default),
+            Some(raw) => raw
+                .parse()
+                .map_err(|e: T::Err| self.error(key, format!("{raw:?}: {e}"))),
+        }
+    }
+
+    fn positive<T: FromStr + Default + PartialOrd>(
+        &self,
+        key: &str,
+        default: T,
+    ) -> Result<T, ConfigError>
+    where
+        T::Err: fmt::Display,
+    {
+        let value = self.parse(key, default)?;
+        if value <= T::default() {
+            return Err(self.error(key, "must be greater than zero"));
+        }
+        Ok(value)
+    }
+
+    fn secret(&self, key: &str, min_len: usize) -> Result<Option<SecretString>, ConfigError> {
+        match self.0.get(key).filter(|s| !s.is_empty()) {
+            None => Ok(None),
+            Some(s) if s.len() < min_len => {
+                Err(self.error(key, format!("must be at least {min_len} characters")))
+            }
+            Some(s) => Ok(Some(SecretString::from(s.clone()))),
+        }
+    }
+
+    fn list<T: FromStr>(&self, key: &str) -> Result<Vec<T>, ConfigError>
+    where
+        T::Err: fmt::Display,
+    {
+        self.string(key)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse()
+                    .map_err(|e: T::Err| self.error(key, format!("{s:?}: {e}")))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_give_the_embedded_profile() {
+        let config = Config::from_vars(HashMap::new()).unwrap();
+        assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
+        assert!(config.is_sqlite());
+        assert_eq!(config.argon2, Argon2Params::default());
+    }
+
+    #[test]
+    fn an_invalid_value_names_its_variable() {
+        let err = Config::from_vars(vars(&[("PARLEY_BIND", "nowhere")])).unwrap_err();
+        assert_eq!(err.var, "PARLEY_BIND");
+        assert!(err.to_string().contains("PARLEY_BIND"));
+        let err = Config::from_vars(vars(&[("PARLEY_ACCESS_TOKEN_TTL_SECS", "0")])).unwrap_err();
+        assert_eq!(err.var, "PARLEY_ACCESS_TOKEN_TTL_SECS");
+    }
+
+    #[test]
+    fn debug_output_hides_secrets_and_url_passwords() {
+        let config = Config::from_vars(vars(&[
+            (
+                "PARLEY_DATABASE_URL",
+                "postgres://app:hunter2hunter2@db/parley",
+            ),
+            ("PARLEY_SECRET_KEY", "k3y-k3y-k3y-k3y-k3y-k3y-k3y-k3y-k3y"),
+            ("PARLEY_ADMIN_PASSWORD", "adm1n-pa55w0rd"),
+        ]))
+        .unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2hunter2"));
+        assert!(!debug.contains("k3y-k3y"));
+        assert!(!debug.contains("adm1n-pa55w0rd"));
+        assert!(debug.contains("postgres://***@db/parley"));
+    }
+}

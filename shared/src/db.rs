@@ -1,0 +1,136 @@
+//! The app database: one pool over sqlx's `Any` driver, so every store runs the same
+//! portable SQL on SQLite and PostgreSQL. Placeholders are `$1`-style, which both accept.
+
+use anyhow::Context;
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, migrate::Migrator};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// Which engine the app database runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A handle on the app database (cheap to clone).
+#[derive(Clone, Debug)]
+pub struct Db {
+    pub pool: AnyPool,
+    pub backend: Backend,
+}
+
+impl Db {
+    /// Connects to `url` (`sqlite://path` or `postgres://...`), creating a SQLite file and its
+    /// directory if missing.
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            anyhow::bail!("PARLEY_DATABASE_URL must start with sqlite:// or postgres://");
+        };
+        let url = match backend {
+            Backend::Sqlite => prepare_sqlite(url)?,
+            Backend::Postgres => url.to_owned(),
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        use sqlx::Executor;
+                        conn.execute("pragma journal_mode = wal; pragma foreign_keys = on; pragma busy_timeout = 10000; pragma synchronous = normal;")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .context("connecting to the app database")?;
+        Ok(Self { pool, backend })
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator
+            .run(&self.pool)
+            .await
+            .context("running database migrations")
+    }
+
+    /// Whether the database answers a trivial query.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("select 1").execute(&self.pool).await.is_ok()
+    }
+}
+
+/// Makes sure the SQLite file's directory exists and the file is created, in WAL mode.
+fn prepare_sqlite(url: &str) -> anyhow::Result<String> {
+    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path != ":memory:" && !path.is_empty() {
+        if let Some(dir) = Path::new(path)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the database directory {}", dir.display()))?;
+        }
+    }
+    let mut params: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
+    if !params.iter().any(|p| p.starts_with("mode=")) {
+        params.push("mode=rwc");
+    }
+    // Validate early so a bad path gets a clear error.
+    sqlx::sqlite::SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
+        .context("PARLEY_DATABASE_URL is not a valid SQLite URL")?;
+    Ok(format!("sqlite://{path}?{}", params.join("&")))
+}
+
+/// A boolean column: `boolean` on PostgreSQL, `integer` 0/1 on SQLite (sqlx's `Any` driver
+/// cannot map SQLite's `boolean` affinity). Decode into it with
+/// `#[sqlx(try_from = "DbBool")]`.
+#[derive(Debug, Clone, Copy)]
+pub struct DbBool(pub bool);
+
+impl From<DbBool> for bool {
+    fn from(b: DbBool) -> Self {
+        b.0
+    }
+}
+
+impl sqlx::Type<sqlx::Any> for DbBool {
+    fn type_info() -> sqlx::any::AnyTypeInfo {
+        <bool as sqlx::Type<sqlx::Any>>::type_info()
+    }
+
+    fn compatible(ty: &sqlx::any::AnyTypeInfo) -> bool {
+        <bool as sqlx::Type<sqlx::Any>>::compatible(ty)
+            || <i64 as sqlx::Type<sqlx::Any>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Any> for DbBool {
+    fn decode(value: sqlx::any::AnyValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        match <bool as sqlx::Decode<sqlx::Any>>::decode(value.clone()) {
+            Ok(b) => Ok(DbBool(b)),
+            Err(_) => Ok(DbBool(
+                <i64 as sqlx::Decode<sqlx::Any>>::decode(value)? != 0,
+            )),
+        }
+    }
+}

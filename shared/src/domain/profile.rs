@@ -1,0 +1,84 @@
+//! Profile fields.
+
+use super::ParseError;
+
+/// 3 to 30 characters: letters, digits, `_`, `.`, `-`. Unique (case-insensitively).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Username(String);
+
+impl Username {
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        let s = raw.trim();
+        let n = s.chars().count();
+        if !(3..=30).contains(&n) {
+            return Err(ParseError::new("must be 3 to 30 characters"));
+        }
+        if !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        {
+            return Err(ParseError::new(
+                "may contain only letters, digits, '_', '.' and '-'",
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// At most 100 characters, no control characters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DisplayName(String);
+
+impl DisplayName {
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        let s = raw.trim();
+        if s.chars().count() > 100 {
+            return Err(ParseError::new("must be at most 100 characters"));
+        }
+        if s.chars().any(char::is_control) {
+            return Err(ParseError::new("must not contain control characters"));
+        }
+        Ok(Self(s.to_owned()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// At most 1000 characters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bio(String);
+
+impl Bio {
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        if raw.chars().count() > 1000 {
+            return Err(ParseError::new("must be at most 1000 characters"));
+        }
+        Ok(Self(raw.trim().to_owned()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_have_a_length_and_an_alphabet() {
+        assert!(Username::parse("ann_b.c-d").is_ok());
+        assert!(Username::parse("ab").is_err());
+        assert!(Username::parse("has space").is_err());
+        assert!(Username::parse(&"a".repeat(31)).is_err());
+    }
+
+    #[test]
+    fn display_names_refuse_control_characters() {
+        assert!(DisplayName::parse("Ann \u{7}").is_err());
+        assert_eq!(DisplayName::parse(" Ann B ").unwrap().as_str(), "Ann B");
+    }
+}

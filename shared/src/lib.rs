@@ -1,0 +1,15 @@
+//! Everything the Parley binaries share: configuration, domain types, the stores over
+//! SQLite and PostgreSQL, and the authentication primitives.
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod ids;
+pub mod store;
+pub mod time;
+
+pub use config::Config;
+pub use db::Db;
+pub use error::StoreError;

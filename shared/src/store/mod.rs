@@ -1,0 +1,11 @@
+//! Stores: query functions over any executor (the pool, a connection or a transaction), so a
+//! caller can compose several writes, and an enqueue, in one transaction. The SQL is the
+//! portable subset that SQLite and PostgreSQL share.
+
+pub mod secrets;
+pub mod sessions;
+pub mod users;
+
+/// Anything a query can run on: `&AnyPool`, `&mut AnyConnection`, `&mut Transaction<Any>`.
+pub trait Exec<'e>: sqlx::Executor<'e, Database = sqlx::Any> {}
+impl<'e, T: sqlx::Executor<'e, Database = sqlx::Any>> Exec<'e> for T {}

@@ -1,0 +1,160 @@
+//! Sessions and their rotating refresh tokens.
+
+use super::Exec;
+use super::users::User;
+use crate::error::StoreError;
+use crate::ids::{SessionId, UserId};
+use crate::time::now_ms;
+
+pub async fn create<'e, E: Exec<'e>>(
+    ex: E,
+    user: UserId,
+    expires_at: i64,
+    user_agent: &str,
+    ip: &str,
+) -> Result<SessionId, StoreError> {
+    let id = SessionId::new();
+    let now = now_ms();
+    sqlx::query(
+        "insert into sessions (id, user_id, user_agent, ip, expires_at, last_used_at, created_at, updated_at)
+         values ($1, $2, $3, $4, $5, $6, $6, $6)",
+    )
+    .bind(id.to_string())
+    .bind(user.to_string())
+    .bind(user_agent.chars().take(255).collect::<String>())
+    .bind(ip)
+    .bind(expires_at)
+    .bind(now)
+    .execute(ex)
+    .await?;
+    Ok(id)
+}
+
+/// The user behind a live session: not revoked, not expired, and the account active.
+pub async fn active_user<'e, E: Exec<'e>>(
+    ex: E,
+    session: SessionId,
+    user: UserId,
+) -> Result<Option<User>, StoreError> {
+    Ok(sqlx::query_as(
+        "select u.id, u.email, u.username, u.display_name, u.bio, u.avatar_key, u.password_hash,
+                u.email_verified, u.is_admin, u.is_active, u.date_joined, u.last_login, u.created_at, u.updated_at
+         from sessions s join users u on u.id = s.user_id
+         where s.id = $1 and s.user_id = $2 and s.revoked_at is null and s.expires_at > $3 and u.is_active = true",
+    )
+    .bind(session.to_string())
+    .bind(user.to_string())
+    .bind(now_ms())
+    .fetch_optional(ex)
+    .await?)
+}
+
+/// Ends one session.
+pub async fn revoke<'e, E: Exec<'e>>(
+    ex: E,
+    session: SessionId,
+    reason: &str,
+) -> Result<(), StoreError> {
+    let now = now_ms();
+    sqlx::query(
+        "update sessions set revoked_at = $2, revoke_reason = $3, updated_at = $2 where id = $1 and revoked_at is null",
+    )
+    .bind(session.to_string())
+    .bind(now)
+    .bind(reason)
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
+/// Ends every session of a user, but `keep` if given. Returns how many ended.
+pub async fn revoke_all<'e, E: Exec<'e>>(
+    ex: E,
+    user: UserId,
+    keep: Option<SessionId>,
+    reason: &str,
+) -> Result<u64, StoreError> {
+    let now = now_ms();
+    let done = sqlx::query(
+        "update sessions set revoked_at = $2, revoke_reason = $3, updated_at = $2
+         where user_id = $1 and revoked_at is null and ($4 is null or id <> $4)",
+    )
+    .bind(user.to_string())
+    .bind(now)
+    .bind(reason)
+    .bind(keep.map(|s| s.to_string()))
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// A refresh token with what is needed to judge it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct RefreshRecord {
+    #[sqlx(try_from = "String")]
+    pub session_id: SessionId,
+    #[sqlx(try_from = "String")]
+    pub user_id: UserId,
+    pub rotated_at: Option<i64>,
+    pub session_revoked_at: Option<i64>,
+    pub session_expires_at: i64,
+    pub session_last_used_at: i64,
+    #[sqlx(try_from = "crate::db::DbBool")]
+    pub user_active: bool,
+}
+
+pub async fn insert_refresh<'e, E: Exec<'e>>(
+    ex: E,
+    token_hash: &str,
+    session: SessionId,
+) -> Result<(), StoreError> {
+    let now = now_ms();
+    sqlx::query(
+        "insert into refresh_tokens (token_hash, session_id, created_at, updated_at) values ($1, $2, $3, $3)
+         on conflict (token_hash) do nothing",
+    )
+    .bind(token_hash)
+    .bind(session.to_string())
+    .bind(now)
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
+pub async fn find_refresh<'e, E: Exec<'e>>(
+    ex: E,
+    token_hash: &str,
+) -> Result<Option<RefreshRecord>, StoreError> {
+    Ok(sqlx::query_as(
+        "select t.session_id, s.user_id, t.rotated_at, s.revoked_at as session_revoked_at,
+                s.expires_at as session_expires_at, s.last_used_at as session_last_used_at,
+                u.is_active as user_active
+         from refresh_tokens t join sessions s on s.id = t.session_id join users u on u.id = s.user_id
+         where t.token_hash = $1",
+    )
+    .bind(token_hash)
+    .fetch_optional(ex)
+    .await?)
+}
+
+/// Marks a token rotated; false when another request rotated it first.
+pub async fn mark_rotated<'e, E: Exec<'e>>(ex: E, token_hash: &str) -> Result<bool, StoreError> {
+    let now = now_ms();
+    let done = sqlx::query(
+        "update refresh_tokens set rotated_at = $2, updated_at = $2 where token_hash = $1 and rotated_at is null",
+    )
+    .bind(token_hash)
+    .bind(now)
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn touch<'e, E: Exec<'e>>(ex: E, session: SessionId) -> Result<(), StoreError> {
+    sqlx::query("update sessions set last_used_at = $2, updated_at = $2 where id = $1")
+        .bind(session.to_string())
+        .bind(now_ms())
+        .execute(ex)
+        .await?;
+    Ok(())
+}
