@@ -1,1 +1,1 @@
-pub fn placeholder() {}
+//! Parley job handlers.

@@ -1,0 +1,250 @@
+//! Test harness: the whole app on port 0 with a fresh database (a SQLite file in a temp
+//! directory, or a new PostgreSQL database), and one helper per endpoint.
+#![allow(dead_code)]
+
+use parley_api::Application;
+use parley_api::state::AppState;
+use parley_shared::Config;
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use sqlx::Connection;
+use std::collections::HashMap;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs a test body once per database backend: `<name>::sqlite` and `<name>::postgres`.
+/// The PostgreSQL variant needs `PARLEY_TEST_DATABASE_URL` (CI always sets it).
+#[macro_export]
+macro_rules! both_backends {
+    ($(async fn $name:ident($backend:ident: Backend) $body:block)*) => {$(
+        mod $name {
+            use super::*;
+            async fn run($backend: Backend) $body
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() { run(Backend::Sqlite).await }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if $crate::common::postgres_url().is_none() {
+                    eprintln!("PARLEY_TEST_DATABASE_URL is not set; skipping the PostgreSQL variant");
+                    return;
+                }
+                run(Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
+pub fn postgres_url() -> Option<String> {
+    std::env::var("PARLEY_TEST_DATABASE_URL")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    _dir: tempfile::TempDir,
+}
+
+/// A fresh database URL for `backend`.
+pub async fn fresh_database(backend: Backend, dir: &std::path::Path) -> String {
+    match backend {
+        Backend::Sqlite => format!("sqlite://{}/parley.db", dir.display()),
+        Backend::Postgres => {
+            let base = postgres_url().expect("PARLEY_TEST_DATABASE_URL");
+            let name = format!("parley_test_{}", uuid::Uuid::new_v4().simple());
+            let mut conn = sqlx::PgConnection::connect(&base)
+                .await
+                .expect("PostgreSQL is reachable");
+            sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            let (prefix, _) = base.rsplit_once('/').expect("a database URL with a path");
+            format!("{prefix}/{name}")
+        }
+    }
+}
+
+/// Starts the app with cheap password hashing and the given extra settings.
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, &[]).await
+}
+
+pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let mut vars: HashMap<String, String> = [
+        ("PARLEY_BIND", "127.0.0.1:0"),
+        ("PARLEY_ARGON2_MEMORY_KIB", "1024"),
+        ("PARLEY_ARGON2_ITERATIONS", "1"),
+        ("PARLEY_DATABASE_MAX_CONNECTIONS", "5"),
+        ("PARLEY_LOGIN_IP_PER_MINUTE", "1000"),
+        ("PARLEY_LOGIN_ACCOUNT_PER_MINUTE", "1000"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    vars.insert(
+        "PARLEY_DATABASE_URL".into(),
+        fresh_database(backend, dir.path()).await,
+    );
+    for (k, v) in extra {
+        vars.insert((*k).to_owned(), (*v).to_owned());
+    }
+    let config = Config::from_vars(vars).expect("valid test config");
+    let app = Application::build(config).await.expect("app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state().clone();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        state,
+        _dir: dir,
+    }
+}
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A signed-in user made by [`TestApp::signup`].
+pub struct Account {
+    pub email: String,
+    pub access: String,
+    pub refresh: String,
+    pub id: String,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value, token: Option<&str>) -> Response {
+        let mut req = self.client.post(self.url(path)).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.unwrap()
+    }
+
+    pub async fn register(&self, body: &Value) -> Response {
+        self.post_json("/api/auth/register/", body, None).await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Response {
+        self.post_json(
+            "/api/auth/login/",
+            &json!({"email": email, "password": password}),
+            None,
+        )
+        .await
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> Response {
+        self.post_json(
+            "/api/auth/token/refresh/",
+            &json!({"refresh_token": refresh_token}),
+            None,
+        )
+        .await
+    }
+
+    pub async fn logout(&self, token: &str, body: &Value) -> Response {
+        self.post_json("/api/auth/logout/", body, Some(token)).await
+    }
+
+    pub async fn change_password(&self, token: &str, current: &str, new: &str) -> Response {
+        self.post_json(
+            "/api/auth/password/change/",
+            &json!({"current_password": current, "new_password": new}),
+            Some(token),
+        )
+        .await
+    }
+
+    pub async fn me(&self, token: &str) -> Response {
+        self.client
+            .get(self.url("/api/users/me/"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn patch_me(&self, token: &str, body: &Value) -> Response {
+        self.client
+            .patch(self.url("/api/users/me/"))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn delete_me(&self, token: &str, password: &str) -> Response {
+        self.client
+            .delete(self.url("/api/users/me/"))
+            .bearer_auth(token)
+            .json(&json!({"password": password}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Registers `email` and returns its tokens.
+    pub async fn signup(&self, email: &str) -> Account {
+        let res = self
+            .register(&json!({"email": email, "password": PASSWORD}))
+            .await;
+        assert_eq!(
+            res.status(),
+            StatusCode::CREATED,
+            "{}",
+            res.text().await.unwrap()
+        );
+        let body: Value = res.json().await.unwrap();
+        Account {
+            email: email.to_owned(),
+            access: body["access_token"].as_str().unwrap().to_owned(),
+            refresh: body["refresh_token"].as_str().unwrap().to_owned(),
+            id: body["user"]["id"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// Signs in again: a second session of the same account.
+    pub async fn signin(&self, email: &str, password: &str) -> Account {
+        let res = self.login(email, password).await;
+        assert_eq!(
+            res.status(),
+            StatusCode::OK,
+            "{}",
+            res.text().await.unwrap()
+        );
+        let body: Value = res.json().await.unwrap();
+        Account {
+            email: email.to_owned(),
+            access: body["access_token"].as_str().unwrap().to_owned(),
+            refresh: body["refresh_token"].as_str().unwrap().to_owned(),
+            id: String::new(),
+        }
+    }
+}
+
+/// Asserts the status and the error envelope's code; returns the body.
+pub async fn assert_error(res: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(res.status(), status);
+    let body: Value = res.json().await.expect("an error body in JSON");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    body
+}
