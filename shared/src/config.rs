@@ -100,6 +100,35 @@ pub struct Config {
     pub admin_password: Option<SecretString>,
     pub log_format: LogFormat,
     pub max_json_body_bytes: usize,
+    /// Where the file mail transport writes `.eml` files (used when no SMTP host is set).
+    pub email_dir: std::path::PathBuf,
+    pub email_from: String,
+    pub smtp: Option<SmtpConfig>,
+    /// Where avatars and other media files are kept.
+    pub media_dir: std::path::PathBuf,
+    pub max_avatar_bytes: usize,
+    pub max_avatar_pixels: u64,
+}
+
+/// How SMTP connections are secured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain text (a local relay or a test catcher).
+    None,
+    /// Upgrade with STARTTLS (port 587).
+    StartTls,
+    /// TLS from the first byte (port 465).
+    Tls,
+}
+
+/// An SMTP relay.
+#[derive(Clone, Debug)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
 }
 
 impl Config {
@@ -171,6 +200,34 @@ impl Config {
                 Some(_) => return Err(v.error("PARLEY_LOG_FORMAT", "expected text or json")),
             },
             max_json_body_bytes: v.positive("PARLEY_MAX_JSON_BODY_BYTES", 64 * 1024)?,
+            email_dir: v.string("PARLEY_EMAIL_DIR").unwrap_or_else(|| "./data/mail".into()).into(),
+            email_from: v.string("PARLEY_EMAIL_FROM").unwrap_or_else(|| "Parley <no-reply@parley.local>".into()),
+            smtp: match v.string("PARLEY_SMTP_HOST") {
+                None => None,
+                Some(host) => {
+                    let tls = match v.string("PARLEY_SMTP_TLS").as_deref() {
+                        None | Some("starttls") => SmtpTls::StartTls,
+                        Some("tls") => SmtpTls::Tls,
+                        Some("none") => SmtpTls::None,
+                        Some(_) => return Err(v.error("PARLEY_SMTP_TLS", "expected none, starttls or tls")),
+                    };
+                    let default_port = match tls {
+                        SmtpTls::None => 25,
+                        SmtpTls::StartTls => 587,
+                        SmtpTls::Tls => 465,
+                    };
+                    Some(SmtpConfig {
+                        host,
+                        port: v.parse("PARLEY_SMTP_PORT", default_port)?,
+                        tls,
+                        username: v.string("PARLEY_SMTP_USERNAME"),
+                        password: v.secret("PARLEY_SMTP_PASSWORD", 0)?,
+                    })
+                }
+            },
+            media_dir: v.string("PARLEY_MEDIA_DIR").unwrap_or_else(|| "./data/media".into()).into(),
+            max_avatar_bytes: v.positive("PARLEY_MAX_AVATAR_BYTES", 5 * 1024 * 1024)?,
+            max_avatar_pixels: v.positive("PARLEY_MAX_AVATAR_PIXELS", 40_000_000)?,
         })
     }
 
