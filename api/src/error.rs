@@ -30,16 +30,9 @@ pub struct ErrorBody {
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{message}")]
-    Validation {
-        message: String,
-        fields: BTreeMap<String, Vec<String>>,
-    },
+    Validation { message: String, fields: BTreeMap<String, Vec<String>> },
     #[error("{message}")]
-    BadRequest {
-        code: &'static str,
-        message: String,
-        status: StatusCode,
-    },
+    BadRequest { code: &'static str, message: String, status: StatusCode },
     #[error("authentication required")]
     Unauthorized,
     #[error("invalid email or password")]
@@ -104,34 +97,19 @@ impl IntoResponse for ApiError {
                 ("internal server error".to_owned(), None)
             }
             ApiError::Validation { message, fields } => (message.clone(), Some(fields.clone())),
-            ApiError::Conflict { field } => (
-                self.to_string(),
-                Some(BTreeMap::from([(
-                    field.to_string(),
-                    vec!["is already taken".to_owned()],
-                )])),
-            ),
+            ApiError::Conflict { field } => {
+                (self.to_string(), Some(BTreeMap::from([(field.to_string(), vec!["is already taken".to_owned()])])))
+            }
             other => (other.to_string(), None),
         };
-        let body = ErrorEnvelope {
-            error: ErrorBody {
-                code,
-                message,
-                fields,
-            },
-        };
+        let body = ErrorEnvelope { error: ErrorBody { code, message, fields } };
         let mut response = (status, axum::Json(body)).into_response();
         match self {
             ApiError::RateLimited { retry_after_secs } => {
-                response.headers_mut().insert(
-                    header::RETRY_AFTER,
-                    HeaderValue::from(retry_after_secs.max(1)),
-                );
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
             }
             ApiError::Unauthorized | ApiError::InvalidCredentials => {
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             _ => {}
         }
@@ -145,10 +123,7 @@ pub struct FieldErrors(BTreeMap<String, Vec<String>>);
 
 impl FieldErrors {
     pub fn add(&mut self, field: &str, message: impl Into<String>) {
-        self.0
-            .entry(field.to_owned())
-            .or_default()
-            .push(message.into());
+        self.0.entry(field.to_owned()).or_default().push(message.into());
     }
 
     /// Parses `raw` with `parse`, recording the error under `field`.
@@ -161,19 +136,12 @@ impl FieldErrors {
             Some(first) if self.0.len() == 1 => format!("{first} {}", self.0[first][0]),
             _ => "some fields are invalid".to_owned(),
         };
-        ApiError::Validation {
-            message,
-            fields: self.0,
-        }
+        ApiError::Validation { message, fields: self.0 }
     }
 
     /// `Err` with every collected message if there are any.
     pub fn finish(self) -> Result<(), ApiError> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(self.into_error())
-        }
+        if self.0.is_empty() { Ok(()) } else { Err(self.into_error()) }
     }
 }
 

@@ -29,26 +29,19 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     let (code, message) = match &rejection {
-        JsonRejection::MissingJsonContentType(_) => (
-            "unsupported_media_type",
-            "expected a body with Content-Type: application/json".to_owned(),
-        ),
-        JsonRejection::JsonSyntaxError(_) => (
-            "invalid_json",
-            format!("the body is not valid JSON: {}", rejection.body_text()),
-        ),
+        JsonRejection::MissingJsonContentType(_) => {
+            ("unsupported_media_type", "expected a body with Content-Type: application/json".to_owned())
+        }
+        JsonRejection::JsonSyntaxError(_) => {
+            ("invalid_json", format!("the body is not valid JSON: {}", rejection.body_text()))
+        }
         JsonRejection::JsonDataError(_) => ("invalid_body", rejection.body_text()),
-        _ if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => (
-            "payload_too_large",
-            "the request body is too large".to_owned(),
-        ),
+        _ if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ("payload_too_large", "the request body is too large".to_owned())
+        }
         _ => ("invalid_body", rejection.body_text()),
     };
-    ApiError::BadRequest {
-        code,
-        message,
-        status: rejection.status(),
-    }
+    ApiError::BadRequest { code, message, status: rejection.status() }
 }
 
 impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
@@ -68,10 +61,7 @@ pub struct AuthUser {
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         if let Some(user) = parts.extensions.get::<AuthUser>() {
             return Ok(user.clone());
         }
@@ -89,17 +79,12 @@ impl FromRequestParts<AppState> for AuthUser {
             tracing::debug!(reason = %e, "access token refused");
             ApiError::Unauthorized
         })?;
-        let user = sessions::active_user(&state.db.pool, claims.sid, claims.sub)
-            .await?
-            .ok_or_else(|| {
-                tracing::debug!(session.id = %claims.sid, "access token of an ended session");
-                ApiError::Unauthorized
-            })?;
+        let user = sessions::active_user(&state.db.pool, claims.sid, claims.sub).await?.ok_or_else(|| {
+            tracing::debug!(session.id = %claims.sid, "access token of an ended session");
+            ApiError::Unauthorized
+        })?;
         tracing::Span::current().record("user.id", tracing::field::display(user.id));
-        let auth = AuthUser {
-            user,
-            session: claims.sid,
-        };
+        let auth = AuthUser { user, session: claims.sid };
         parts.extensions.insert(auth.clone());
         Ok(auth)
     }
@@ -112,10 +97,7 @@ pub struct AdminUser(pub AuthUser);
 impl FromRequestParts<AppState> for AdminUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let user = AuthUser::from_request_parts(parts, state).await?;
         if !user.user.is_admin {
             return Err(ApiError::Forbidden);
@@ -132,15 +114,9 @@ pub struct ClientIp(pub IpAddr);
 impl FromRequestParts<AppState> for ClientIp {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip())
-            .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let peer =
+            parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()).unwrap_or(IpAddr::from([127, 0, 0, 1]));
         let trusted = &state.config.trusted_proxies;
         if !trusted.contains(&peer) {
             return Ok(ClientIp(peer));
@@ -153,11 +129,7 @@ impl FromRequestParts<AppState> for ClientIp {
             .flat_map(|v| v.split(','))
             .filter_map(|s| s.trim().parse::<IpAddr>().ok())
             .collect::<Vec<_>>();
-        let client = forwarded
-            .into_iter()
-            .rev()
-            .find(|ip| !trusted.contains(ip))
-            .unwrap_or(peer);
+        let client = forwarded.into_iter().rev().find(|ip| !trusted.contains(ip)).unwrap_or(peer);
         Ok(ClientIp(client))
     }
 }

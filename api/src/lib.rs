@@ -3,11 +3,11 @@
 pub mod error;
 pub mod extract;
 pub mod openapi;
+pub mod pagination;
 pub mod ratelimit;
 pub mod routes;
 pub mod startup;
 pub mod state;
-pub mod telemetry;
 pub mod tokens;
 
 pub use startup::Application;

@@ -1,8 +1,9 @@
-//! `parley-api`: serve (default), `migrate`, or `create-admin --email E --password P`.
+//! `parley-api`: serve (default), `worker`, `migrate`, or `create-admin --email E --password P`.
 
 use anyhow::{Context, bail};
-use parley_api::{Application, startup, telemetry};
+use parley_api::{Application, startup};
 use parley_shared::Config;
+use parley_shared::telemetry;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -22,13 +23,17 @@ async fn main() -> anyhow::Result<()> {
             let state = startup::build_state(config).await?;
             startup::create_admin(&state, &email, &password).await
         }
-        Some(other) => bail!("unknown command {other:?}; expected serve, migrate or create-admin"),
+        Some("worker") => {
+            // The same workers as `parley-worker`, from this binary.
+            let ctx = parley_worker::WorkerContext::connect(config).await?;
+            let poll = ctx.poll_interval();
+            tokio::spawn(parley_shared::queue::run_dispatcher(ctx.db.clone(), ctx.queue.clone(), poll));
+            parley_worker::run(ctx, startup::shutdown_signal()).await
+        }
+        Some(other) => bail!("unknown command {other:?}; expected serve, worker, migrate or create-admin"),
     }
 }
 
 fn flag(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
 }

@@ -1,6 +1,6 @@
 //! The OpenAPI 3.1 document of every route.
 
-use crate::routes::{auth, health, users};
+use crate::routes::{auth, health, jobs, users};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -10,12 +10,14 @@ use utoipa::{Modify, OpenApi};
     paths(
         auth::register, auth::login, auth::refresh, auth::logout, auth::change_password,
         users::me, users::update_me, users::delete_me,
+        jobs::list_jobs, jobs::get_job, jobs::job_events, jobs::cancel_job,
         health::healthz, health::readyz,
     ),
     components(schemas(crate::error::ErrorEnvelope, crate::error::ErrorBody)),
     modifiers(&BearerAuth),
     tags(
         (name = "accounts", description = "Sign-up, sign-in, sessions and profile"),
+        (name = "jobs", description = "Durable jobs: status, events, cancellation"),
         (name = "operations", description = "Health and readiness"),
     )
 )]
@@ -28,12 +30,7 @@ impl Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
         );
     }
 }

@@ -33,15 +33,10 @@ impl LoginLimiter {
     /// wait when either has used its quota.
     pub fn check(&self, ip: IpAddr, account: &str) -> Result<(), ApiError> {
         let wait = |not_until: governor::NotUntil<_>| ApiError::RateLimited {
-            retry_after_secs: not_until
-                .wait_time_from(self.clock.now())
-                .as_secs_f64()
-                .ceil() as u64,
+            retry_after_secs: not_until.wait_time_from(self.clock.now()).as_secs_f64().ceil() as u64,
         };
         self.by_ip.check_key(&ip).map_err(wait)?;
-        self.by_account
-            .check_key(&account.to_owned())
-            .map_err(wait)?;
+        self.by_account.check_key(&account.to_owned()).map_err(wait)?;
         Ok(())
     }
 

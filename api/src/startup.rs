@@ -9,6 +9,8 @@ use axum::extract::Request;
 use axum::http::HeaderName;
 use parley_shared::auth::{JwtKeys, Keys, PasswordHasher, random_token};
 use parley_shared::domain::{Email, Password};
+use parley_shared::events::EventBus;
+use parley_shared::queue::{Queue, run_dispatcher};
 use parley_shared::store::{secrets, users};
 use parley_shared::{Config, Db};
 use secrecy::ExposeSecret;
@@ -38,18 +40,32 @@ impl Application {
     }
 
     pub fn port(&self) -> u16 {
-        self.listener
-            .local_addr()
-            .map(|a| a.port())
-            .unwrap_or_default()
+        self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
     }
 
     pub fn state(&self) -> &AppState {
         &self.state
     }
 
-    /// Serves until SIGINT or SIGTERM, then drains in-flight requests.
+    /// Serves until SIGINT or SIGTERM, then drains in-flight requests and stops the
+    /// in-process workers (if any) after their grace period.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let poll = Duration::from_millis(self.state.config.queue_poll_ms);
+        tokio::spawn(run_dispatcher(self.state.db.clone(), self.state.queue.clone(), poll));
+        let mut workers = Vec::new();
+        for _ in 0..self.state.config.workers {
+            let mut stop = stop_rx.clone();
+            let ctx = self.state.worker_context();
+            workers.push(tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                if let Err(e) = parley_worker::run(ctx, stopped).await {
+                    tracing::error!(error = format!("{e:#}"), "in-process workers stopped");
+                }
+            }));
+        }
         let limiter = self.state.login_limiter.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -70,59 +86,40 @@ impl Application {
             .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));
         let app = NormalizePathLayer::trim_trailing_slash().layer(router);
         tracing::info!(address = %self.listener.local_addr()?, "listening");
-        axum::serve(
-            self.listener,
-            ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app),
-        )
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+        axum::serve(self.listener, ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app))
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
+        let _ = stop_tx.send(true);
+        for worker in workers {
+            let _ = worker.await;
+        }
         Ok(())
     }
 }
 
 /// Connects, migrates, and derives keys: everything the API and the CLI commands share.
 pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
-    let db = Db::connect(
-        config.database_url.expose(),
-        config.database_max_connections,
-    )
-    .await?;
+    let db = Db::connect(config.database_url.expose(), config.database_max_connections).await?;
     db.migrate().await?;
     let master = match &config.secret_key {
         Some(key) => key.expose_secret().to_owned(),
         None => {
-            tracing::warn!(
-                "PARLEY_SECRET_KEY is not set; using a generated key kept in the database"
-            );
+            tracing::warn!("PARLEY_SECRET_KEY is not set; using a generated key kept in the database");
             secrets::get_or_create(&db.pool, "master_key", random_token).await?
         }
     };
     let keys = Keys::derive(master.as_bytes());
     let hasher = PasswordHasher::new(config.argon2, config.password_hash_concurrency)?;
-    let jwt = JwtKeys::new(
-        &keys.jwt,
-        &config.jwt_issuer,
-        &config.jwt_audience,
-        config.access_token_ttl_secs,
-    );
-    let login_limiter = Arc::new(LoginLimiter::new(
-        config.login_ip_per_minute,
-        config.login_account_per_minute,
-    ));
-    Ok(AppState {
-        config: Arc::new(config),
-        db,
-        hasher,
-        jwt,
-        keys: Arc::new(keys),
-        login_limiter,
-    })
+    let jwt = JwtKeys::new(&keys.jwt, &config.jwt_issuer, &config.jwt_audience, config.access_token_ttl_secs);
+    let login_limiter = Arc::new(LoginLimiter::new(config.login_ip_per_minute, config.login_account_per_minute));
+    let queue = Queue::connect(&config).await?;
+    let bus = EventBus::connect(&config).await?;
+    Ok(AppState { config: Arc::new(config), db, hasher, jwt, keys: Arc::new(keys), login_limiter, queue, bus })
 }
 
 /// Creates the admin named by `PARLEY_ADMIN_EMAIL`/`PARLEY_ADMIN_PASSWORD` when no admin exists.
 async fn bootstrap_admin(state: &AppState) -> anyhow::Result<()> {
-    let (Some(email), Some(password)) = (&state.config.admin_email, &state.config.admin_password)
-    else {
+    let (Some(email), Some(password)) = (&state.config.admin_email, &state.config.admin_password) else {
         return Ok(());
     };
     if users::any_admin(&state.db.pool).await? {
@@ -143,27 +140,20 @@ pub async fn create_admin(state: &AppState, email: &str, password: &str) -> anyh
     let hash = state.hasher.hash(password.expose()).await?;
     let user = users::create(
         &state.db.pool,
-        users::NewUser {
-            email: &email,
-            username: None,
-            display_name: None,
-            password_hash: &hash,
-            is_admin: true,
-        },
+        users::NewUser { email: &email, username: None, display_name: None, password_hash: &hash, is_admin: true },
     )
     .await?;
     tracing::info!(user.id = %user.id, email = %email.masked(), "admin account created");
     Ok(())
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
     #[cfg(unix)]
     let terminate = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             s.recv().await;
         }
     };

@@ -2,6 +2,8 @@
 
 use crate::ratelimit::LoginLimiter;
 use parley_shared::auth::{JwtKeys, Keys, PasswordHasher};
+use parley_shared::events::EventBus;
+use parley_shared::queue::Queue;
 use parley_shared::{Config, Db};
 use std::sync::Arc;
 
@@ -13,4 +15,18 @@ pub struct AppState {
     pub jwt: JwtKeys,
     pub keys: Arc<Keys>,
     pub login_limiter: Arc<LoginLimiter>,
+    pub queue: Queue,
+    pub bus: EventBus,
+}
+
+impl AppState {
+    /// The worker-side view of the same resources (for in-process workers).
+    pub fn worker_context(&self) -> parley_worker::WorkerContext {
+        parley_worker::WorkerContext {
+            config: self.config.clone(),
+            db: self.db.clone(),
+            queue: self.queue.clone(),
+            bus: self.bus.clone(),
+        }
+    }
 }

@@ -36,12 +36,7 @@ pub async fn start_session(
     Ok((session, pair(state, user, session, refresh)?))
 }
 
-fn pair(
-    state: &AppState,
-    user: UserId,
-    session: SessionId,
-    refresh: String,
-) -> ApiResult<TokenPair> {
+fn pair(state: &AppState, user: UserId, session: SessionId, refresh: String) -> ApiResult<TokenPair> {
     Ok(TokenPair {
         access_token: state.jwt.issue(user, session)?,
         refresh_token: refresh,
@@ -58,15 +53,10 @@ const MAX_GRACE_STEPS: usize = 8;
 /// or replayed, and ends the whole session.
 pub async fn refresh(state: &AppState, presented: &str) -> ApiResult<TokenPair> {
     let hash = hash_token(presented);
-    let record = sessions::find_refresh(&state.db.pool, &hash)
-        .await?
-        .ok_or(ApiError::Unauthorized)?;
+    let record = sessions::find_refresh(&state.db.pool, &hash).await?.ok_or(ApiError::Unauthorized)?;
     let now = now_ms();
     let idle_limit = state.config.session_idle_timeout_secs * 1000;
-    if record.session_revoked_at.is_some()
-        || !record.user_active
-        || record.session_expires_at <= now
-    {
+    if record.session_revoked_at.is_some() || !record.user_active || record.session_expires_at <= now {
         tracing::debug!(session.id = %record.session_id, "refresh on an ended session");
         return Err(ApiError::Unauthorized);
     }

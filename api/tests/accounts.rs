@@ -312,8 +312,7 @@ both_backends! {
 
 #[tokio::test]
 async fn the_openapi_document_describes_every_route() {
-    let spec: Value =
-        serde_json::to_value(<parley_api::openapi::ApiDoc as utoipa::OpenApi>::openapi()).unwrap();
+    let spec: Value = serde_json::to_value(<parley_api::openapi::ApiDoc as utoipa::OpenApi>::openapi()).unwrap();
     let paths = spec["paths"].as_object().unwrap();
     for (path, method) in [
         ("/api/auth/register/", "post"),
@@ -327,24 +326,16 @@ async fn the_openapi_document_describes_every_route() {
         ("/healthz", "get"),
         ("/readyz", "get"),
     ] {
-        assert!(
-            paths.get(path).and_then(|p| p.get(method)).is_some(),
-            "{method} {path} is missing"
-        );
+        assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} is missing");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_email_and_wrong_password_take_about_the_same_time() {
     // Real OWASP parameters, so the hash dominates both paths.
-    let app = spawn_app_with(
-        Backend::Sqlite,
-        &[
-            ("PARLEY_ARGON2_MEMORY_KIB", "19456"),
-            ("PARLEY_ARGON2_ITERATIONS", "2"),
-        ],
-    )
-    .await;
+    let app =
+        spawn_app_with(Backend::Sqlite, &[("PARLEY_ARGON2_MEMORY_KIB", "19456"), ("PARLEY_ARGON2_ITERATIONS", "2")])
+            .await;
     app.signup("timing@example.com").await;
     let mut known = Vec::new();
     let mut unknown = Vec::new();
@@ -359,10 +350,5 @@ async fn unknown_email_and_wrong_password_take_about_the_same_time() {
     known.sort();
     unknown.sort();
     let ratio = unknown[3].as_secs_f64() / known[3].as_secs_f64();
-    assert!(
-        (0.5..2.0).contains(&ratio),
-        "median unknown {:?} vs known {:?}",
-        unknown[3],
-        known[3]
-    );
+    assert!((0.5..2.0).contains(&ratio), "median unknown {:?} vs known {:?}", unknown[3], known[3]);
 }

@@ -67,11 +67,7 @@ pub struct Argon2Params {
 impl Default for Argon2Params {
     /// OWASP's recommendation: 19 MiB, two passes, one lane.
     fn default() -> Self {
-        Self {
-            memory_kib: 19 * 1024,
-            iterations: 2,
-            parallelism: 1,
-        }
+        Self { memory_kib: 19 * 1024, iterations: 2, parallelism: 1 }
     }
 }
 
@@ -108,6 +104,23 @@ pub struct Config {
     pub media_dir: std::path::PathBuf,
     pub max_avatar_bytes: usize,
     pub max_avatar_pixels: u64,
+    /// The job queue: the app's SQLite file (embedded) or `redis://...` (distributed).
+    pub queue_url: SecretUrl,
+    /// Prefix of every Redis key and channel, so several deployments (or tests) can share
+    /// one server.
+    pub redis_prefix: String,
+    /// Worker sets run inside `parley-api` (0: none, jobs run in `parley-worker` processes).
+    pub workers: usize,
+    /// Jobs run at once per queue per worker set.
+    pub worker_concurrency: usize,
+    /// A running job whose worker stops renewing its lease for this long is run again.
+    pub job_lease_secs: u64,
+    /// The queue's worker heartbeat; a worker silent for two beats is considered dead.
+    pub queue_heartbeat_secs: u64,
+    /// How often idle workers and the dispatcher look for work when no wake-up arrives.
+    pub queue_poll_ms: u64,
+    /// On SIGTERM, running jobs get this long to finish.
+    pub shutdown_grace_secs: u64,
 }
 
 /// How SMTP connections are secured.
@@ -155,34 +168,33 @@ impl Config {
     /// Builds a configuration from explicit variables (tests use this).
     pub fn from_vars(vars: HashMap<String, String>) -> Result<Self, ConfigError> {
         let v = Vars(vars);
+        let database = v.string("PARLEY_DATABASE_URL").unwrap_or_default();
+        let queue = v.string("PARLEY_QUEUE_URL").unwrap_or_default();
+        if database.starts_with("postgres") && !queue.starts_with("redis") {
+            return Err(v.error("PARLEY_QUEUE_URL", "must be a redis:// URL when the database is PostgreSQL"));
+        }
+        if !queue.is_empty() && !queue.starts_with("redis") && !queue.starts_with("sqlite") {
+            return Err(v.error("PARLEY_QUEUE_URL", "expected redis://... or sqlite://..."));
+        }
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Self {
-            bind: v.parse(
-                "PARLEY_BIND",
-                "127.0.0.1:8080".parse().expect("valid default"),
-            )?,
+            bind: v.parse("PARLEY_BIND", "127.0.0.1:8080".parse().expect("valid default"))?,
             public_url: v
                 .string("PARLEY_PUBLIC_URL")
                 .unwrap_or_else(|| "http://127.0.0.1:8080".into())
                 .trim_end_matches('/')
                 .to_owned(),
             database_url: SecretUrl::new(
-                v.string("PARLEY_DATABASE_URL")
-                    .unwrap_or_else(|| "sqlite://./data/parley.db".into()),
+                v.string("PARLEY_DATABASE_URL").unwrap_or_else(|| "sqlite://./data/parley.db".into()),
             ),
             database_max_connections: v.parse("PARLEY_DATABASE_MAX_CONNECTIONS", 16)?,
             secret_key: v.secret("PARLEY_SECRET_KEY", 32)?,
-            jwt_issuer: v
-                .string("PARLEY_JWT_ISSUER")
-                .unwrap_or_else(|| "parley".into()),
-            jwt_audience: v
-                .string("PARLEY_JWT_AUDIENCE")
-                .unwrap_or_else(|| "parley-api".into()),
+            jwt_issuer: v.string("PARLEY_JWT_ISSUER").unwrap_or_else(|| "parley".into()),
+            jwt_audience: v.string("PARLEY_JWT_AUDIENCE").unwrap_or_else(|| "parley-api".into()),
             access_token_ttl_secs: v.positive("PARLEY_ACCESS_TOKEN_TTL_SECS", 15 * 60)?,
             refresh_reuse_grace_secs: v.parse("PARLEY_REFRESH_REUSE_GRACE_SECS", 10)?,
             session_max_age_secs: v.positive("PARLEY_SESSION_MAX_AGE_SECS", 30 * 24 * 3600)?,
-            session_idle_timeout_secs: v
-                .positive("PARLEY_SESSION_IDLE_TIMEOUT_SECS", 7 * 24 * 3600)?,
+            session_idle_timeout_secs: v.positive("PARLEY_SESSION_IDLE_TIMEOUT_SECS", 7 * 24 * 3600)?,
             argon2: Argon2Params {
                 memory_kib: v.positive("PARLEY_ARGON2_MEMORY_KIB", 19 * 1024)?,
                 iterations: v.positive("PARLEY_ARGON2_ITERATIONS", 2)?,
@@ -228,6 +240,17 @@ impl Config {
             media_dir: v.string("PARLEY_MEDIA_DIR").unwrap_or_else(|| "./data/media".into()).into(),
             max_avatar_bytes: v.positive("PARLEY_MAX_AVATAR_BYTES", 5 * 1024 * 1024)?,
             max_avatar_pixels: v.positive("PARLEY_MAX_AVATAR_PIXELS", 40_000_000)?,
+            queue_url: SecretUrl::new(match v.string("PARLEY_QUEUE_URL") {
+                Some(url) => url,
+                None => v.string("PARLEY_DATABASE_URL").unwrap_or_else(|| "sqlite://./data/parley.db".into()),
+            }),
+            redis_prefix: v.string("PARLEY_REDIS_PREFIX").unwrap_or_else(|| "parley".into()),
+            workers: v.parse("PARLEY_WORKERS", 1)?,
+            worker_concurrency: v.positive("PARLEY_WORKER_CONCURRENCY", 16)?,
+            job_lease_secs: v.positive("PARLEY_JOB_LEASE_SECS", 30)?,
+            queue_heartbeat_secs: v.positive("PARLEY_QUEUE_HEARTBEAT_SECS", 2)?,
+            queue_poll_ms: v.positive("PARLEY_QUEUE_POLL_MS", 200)?,
+            shutdown_grace_secs: v.parse("PARLEY_SHUTDOWN_GRACE_SECS", 20)?,
         })
     }
 
@@ -240,17 +263,11 @@ struct Vars(HashMap<String, String>);
 
 impl Vars {
     fn string(&self, key: &str) -> Option<String> {
-        self.0
-            .get(key)
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
+        self.0.get(key).map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
     }
 
     fn error(&self, key: &str, reason: impl Into<String>) -> ConfigError {
-        ConfigError {
-            var: key.to_owned(),
-            reason: reason.into(),
-        }
+        ConfigError { var: key.to_owned(), reason: reason.into() }
     }
 
     fn parse<T: FromStr>(&self, key: &str, default: T) -> Result<T, ConfigError>
@@ -259,17 +276,11 @@ impl Vars {
     {
         match self.string(key) {
             None => Ok(default),
-            Some(raw) => raw
-                .parse()
-                .map_err(|e: T::Err| self.error(key, format!("{raw:?}: {e}"))),
+            Some(raw) => raw.parse().map_err(|e: T::Err| self.error(key, format!("{raw:?}: {e}"))),
         }
     }
 
-    fn positive<T: FromStr + Default + PartialOrd>(
-        &self,
-        key: &str,
-        default: T,
-    ) -> Result<T, ConfigError>
+    fn positive<T: FromStr + Default + PartialOrd>(&self, key: &str, default: T) -> Result<T, ConfigError>
     where
         T::Err: fmt::Display,
     {
@@ -283,9 +294,7 @@ impl Vars {
     fn secret(&self, key: &str, min_len: usize) -> Result<Option<SecretString>, ConfigError> {
         match self.0.get(key).filter(|s| !s.is_empty()) {
             None => Ok(None),
-            Some(s) if s.len() < min_len => {
-                Err(self.error(key, format!("must be at least {min_len} characters")))
-            }
+            Some(s) if s.len() < min_len => Err(self.error(key, format!("must be at least {min_len} characters"))),
             Some(s) => Ok(Some(SecretString::from(s.clone()))),
         }
     }
@@ -299,10 +308,7 @@ impl Vars {
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
-            .map(|s| {
-                s.parse()
-                    .map_err(|e: T::Err| self.error(key, format!("{s:?}: {e}")))
-            })
+            .map(|s| s.parse().map_err(|e: T::Err| self.error(key, format!("{s:?}: {e}"))))
             .collect()
     }
 }
@@ -312,10 +318,7 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -338,10 +341,7 @@ mod tests {
     #[test]
     fn debug_output_hides_secrets_and_url_passwords() {
         let config = Config::from_vars(vars(&[
-            (
-                "PARLEY_DATABASE_URL",
-                "postgres://app:hunter2hunter2@db/parley",
-            ),
+            ("PARLEY_DATABASE_URL", "postgres://app:hunter2hunter2@db/parley"),
             ("PARLEY_SECRET_KEY", "k3y-k3y-k3y-k3y-k3y-k3y-k3y-k3y-k3y"),
             ("PARLEY_ADMIN_PASSWORD", "adm1n-pa55w0rd"),
         ]))

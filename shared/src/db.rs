@@ -8,9 +8,6 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
-
 /// Which engine the app database runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -62,14 +59,13 @@ impl Db {
 
     /// Applies pending migrations.
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        let migrator = match self.backend {
-            Backend::Sqlite => &SQLITE_MIGRATIONS,
-            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        let mut migrator: Migrator = match self.backend {
+            Backend::Sqlite => sqlx::migrate!("../migrations/sqlite"),
+            Backend::Postgres => sqlx::migrate!("../migrations/postgres"),
         };
-        migrator
-            .run(&self.pool)
-            .await
-            .context("running database migrations")
+        // The embedded queue keeps its own migrations in the same file and table.
+        migrator.set_ignore_missing(true);
+        migrator.run(&self.pool).await.context("running database migrations")
     }
 
     /// Whether the database answers a trivial query.
@@ -82,12 +78,9 @@ impl Db {
 fn prepare_sqlite(url: &str) -> anyhow::Result<String> {
     let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let dir = Path::new(path)
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty());
+    let dir = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty());
     if let Some(dir) = dir.filter(|_| path != ":memory:") {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating the database directory {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating the database directory {}", dir.display()))?;
     }
     let mut params: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
     if !params.iter().any(|p| p.starts_with("mode=")) {
@@ -117,8 +110,7 @@ impl sqlx::Type<sqlx::Any> for DbBool {
     }
 
     fn compatible(ty: &sqlx::any::AnyTypeInfo) -> bool {
-        <bool as sqlx::Type<sqlx::Any>>::compatible(ty)
-            || <i64 as sqlx::Type<sqlx::Any>>::compatible(ty)
+        <bool as sqlx::Type<sqlx::Any>>::compatible(ty) || <i64 as sqlx::Type<sqlx::Any>>::compatible(ty)
     }
 }
 
@@ -126,9 +118,7 @@ impl<'r> sqlx::Decode<'r, sqlx::Any> for DbBool {
     fn decode(value: sqlx::any::AnyValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
         match <bool as sqlx::Decode<sqlx::Any>>::decode(value.clone()) {
             Ok(b) => Ok(DbBool(b)),
-            Err(_) => Ok(DbBool(
-                <i64 as sqlx::Decode<sqlx::Any>>::decode(value)? != 0,
-            )),
+            Err(_) => Ok(DbBool(<i64 as sqlx::Decode<sqlx::Any>>::decode(value)? != 0)),
         }
     }
 }

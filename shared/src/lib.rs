@@ -6,8 +6,12 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod ids;
+pub mod jobs;
+pub mod queue;
 pub mod store;
+pub mod telemetry;
 pub mod time;
 
 pub use config::Config;

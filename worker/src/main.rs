@@ -1,5 +1,33 @@
-//! `parley-worker`: runs job handlers against the configured queue.
+//! `parley-worker`: runs the job handlers against the configured queue until SIGTERM.
 
-fn main() {
-    eprintln!("parley-worker: no job kinds are registered yet");
+use parley_shared::Config;
+use parley_shared::telemetry;
+use parley_worker::WorkerContext;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    telemetry::init(config.log_format);
+    let ctx = WorkerContext::connect(config).await?;
+    tokio::spawn(parley_shared::queue::run_dispatcher(ctx.db.clone(), ctx.queue.clone(), ctx.poll_interval()));
+    tracing::info!("worker started");
+    parley_worker::run(ctx, shutdown_signal()).await?;
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
+    tracing::info!("stopping: no new jobs; running jobs get the grace period");
 }

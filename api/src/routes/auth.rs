@@ -41,10 +41,7 @@ pub struct AuthResponse {
 }
 
 fn user_agent(headers: &HeaderMap) -> &str {
-    headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
+    headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
 /// Creates an account and signs it in.
@@ -61,15 +58,9 @@ pub async fn register(
     let mut errors = FieldErrors::default();
     let email = errors.check("email", Email::parse(&req.email));
     let password = errors.check("password", Password::parse(&req.password));
-    let username = req
-        .username
-        .as_deref()
-        .filter(|u| !u.trim().is_empty())
-        .map(|u| errors.check("username", Username::parse(u)));
-    let display_name = req
-        .display_name
-        .as_deref()
-        .map(|d| errors.check("display_name", DisplayName::parse(d)));
+    let username =
+        req.username.as_deref().filter(|u| !u.trim().is_empty()).map(|u| errors.check("username", Username::parse(u)));
+    let display_name = req.display_name.as_deref().map(|d| errors.check("display_name", DisplayName::parse(d)));
     errors.finish()?;
     let (email, password) = (email.expect("checked"), password.expect("checked"));
     let (username, display_name) = (username.flatten(), display_name.flatten());
@@ -87,8 +78,7 @@ pub async fn register(
     )
     .await?;
     tracing::info!(user.id = %user.id, email = %email.masked(), "account registered");
-    let (_, tokens) =
-        tokens::start_session(&state, user.id, user_agent(&headers), &ip.to_string()).await?;
+    let (_, tokens) = tokens::start_session(&state, user.id, user_agent(&headers), &ip.to_string()).await?;
     let user = UserProfile::new(&user, &state.config);
     Ok((StatusCode::CREATED, Json(AuthResponse { user, tokens })))
 }
@@ -110,13 +100,9 @@ pub async fn login(
     headers: HeaderMap,
     Json(req): Json<LoginRequest>,
 ) -> ApiResult<Json<TokenPair>> {
-    state
-        .login_limiter
-        .check(ip, &req.email.trim().to_lowercase())?;
+    state.login_limiter.check(ip, &req.email.trim().to_lowercase())?;
     let user = match Email::parse(&req.email) {
-        Ok(email) => users::by_email(&state.db.pool, &email)
-            .await?
-            .filter(|u| u.is_active),
+        Ok(email) => users::by_email(&state.db.pool, &email).await?.filter(|u| u.is_active),
         Err(_) => None,
     };
     let Some(user) = user else {
@@ -124,10 +110,7 @@ pub async fn login(
         state.hasher.verify_dummy(&req.password).await;
         return Err(ApiError::InvalidCredentials);
     };
-    let verification = state
-        .hasher
-        .verify(&req.password, &user.password_hash)
-        .await?;
+    let verification = state.hasher.verify(&req.password, &user.password_hash).await?;
     if !verification.valid {
         tracing::info!(user.id = %user.id, "sign-in with a wrong password");
         return Err(ApiError::InvalidCredentials);
@@ -138,8 +121,7 @@ pub async fn login(
         tracing::info!(user.id = %user.id, "password hash upgraded to current parameters");
     }
     users::record_login(&state.db.pool, user.id).await?;
-    let (session, tokens) =
-        tokens::start_session(&state, user.id, user_agent(&headers), &ip.to_string()).await?;
+    let (session, tokens) = tokens::start_session(&state, user.id, user_agent(&headers), &ip.to_string()).await?;
     tracing::info!(user.id = %user.id, session.id = %session, "signed in");
     Ok(Json(tokens))
 }
@@ -153,13 +135,8 @@ pub struct RefreshRequest {
 #[utoipa::path(post, path = "/api/auth/token/refresh/", tag = "accounts", request_body = RefreshRequest, responses(
     (status = 200, body = TokenPair),
     (status = 401, description = "unknown, expired or reused token", body = ErrorEnvelope)))]
-pub async fn refresh(
-    State(state): State<AppState>,
-    Json(req): Json<RefreshRequest>,
-) -> ApiResult<Json<TokenPair>> {
-    Ok(Json(
-        tokens::refresh(&state, req.refresh_token.trim()).await?,
-    ))
+pub async fn refresh(State(state): State<AppState>, Json(req): Json<RefreshRequest>) -> ApiResult<Json<TokenPair>> {
+    Ok(Json(tokens::refresh(&state, req.refresh_token.trim()).await?))
 }
 
 /// Which sessions a logout ends.
@@ -186,11 +163,7 @@ pub struct LogoutRequest {
 /// Signs out. The access tokens of ended sessions stop working at once.
 #[utoipa::path(post, path = "/api/auth/logout/", tag = "accounts", request_body(content = Option<LogoutRequest>), security(("bearer" = [])), responses(
     (status = 204, description = "signed out"), (status = 401, body = ErrorEnvelope)))]
-pub async fn logout(
-    State(state): State<AppState>,
-    auth: AuthUser,
-    body: Bytes,
-) -> ApiResult<StatusCode> {
+pub async fn logout(State(state): State<AppState>, auth: AuthUser, body: Bytes) -> ApiResult<StatusCode> {
     let req: LogoutRequest = if body.iter().all(u8::is_ascii_whitespace) {
         LogoutRequest::default()
     } else {
@@ -231,25 +204,14 @@ pub async fn change_password(
 ) -> ApiResult<StatusCode> {
     let mut errors = FieldErrors::default();
     let new = errors.check("new_password", Password::parse(&req.new_password));
-    if !state
-        .hasher
-        .verify(&req.current_password, &auth.user.password_hash)
-        .await?
-        .valid
-    {
+    if !state.hasher.verify(&req.current_password, &auth.user.password_hash).await?.valid {
         errors.add("current_password", "is not correct");
     }
     errors.finish()?;
     let hash = state.hasher.hash(new.expect("checked").expose()).await?;
     let mut tx = state.db.pool.begin().await?;
     users::set_password_hash(&mut *tx, auth.user.id, &hash).await?;
-    sessions::revoke_all(
-        &mut *tx,
-        auth.user.id,
-        Some(auth.session),
-        "password_change",
-    )
-    .await?;
+    sessions::revoke_all(&mut *tx, auth.user.id, Some(auth.session), "password_change").await?;
     tx.commit().await?;
     tracing::info!(user.id = %auth.user.id, "password changed");
     Ok(StatusCode::NO_CONTENT)

@@ -10,10 +10,7 @@ use utoipa::OpenApi;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route(
-            "/api/openapi.json",
-            get(|| async { Json(crate::openapi::ApiDoc::openapi()) }),
-        )
+        .route("/api/openapi.json", get(|| async { Json(crate::openapi::ApiDoc::openapi()) }))
         .route("/api/docs", get(|| async { Html(INDEX) }))
 }
 

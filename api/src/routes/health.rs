@@ -8,9 +8,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
 }
 
 /// The process is up.
@@ -24,13 +22,6 @@ pub async fn healthz() -> Json<Value> {
     (status = 200, description = "ready"), (status = 503, description = "a dependency is unreachable")))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let database = state.db.ping().await;
-    let status = if database {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        Json(json!({"status": if database { "ok" } else { "unavailable" }, "database": database})),
-    )
+    let status = if database { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({"status": if database { "ok" } else { "unavailable" }, "database": database})))
 }

@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod docs;
 pub mod health;
+pub mod jobs;
 pub mod users;
 
 use crate::error::ApiError;
@@ -16,6 +17,7 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::routes())
         .merge(users::routes())
         .merge(health::routes())
+        .merge(jobs::routes())
         .merge(docs::routes())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async {

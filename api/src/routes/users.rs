@@ -44,10 +44,7 @@ impl UserProfile {
             username: user.username.clone(),
             display_name: user.display_name.clone(),
             bio: user.bio.clone(),
-            avatar_url: user
-                .avatar_key
-                .as_ref()
-                .map(|k| format!("{}/media/avatars/{k}", config.public_url)),
+            avatar_url: user.avatar_key.as_ref().map(|k| format!("{}/media/avatars/{k}", config.public_url)),
             email_verified: user.email_verified,
             is_admin: user.is_admin,
             date_joined: from_ms(user.date_joined),
@@ -74,9 +71,7 @@ pub struct UpdateProfileRequest {
 }
 
 /// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -96,9 +91,7 @@ pub async fn update_me(
             Some(Some(u)) if u.trim().is_empty() => Some(None),
             Some(Some(u)) => errors.check("username", Username::parse(&u)).map(Some),
         },
-        display_name: req
-            .display_name
-            .and_then(|d| errors.check("display_name", DisplayName::parse(&d))),
+        display_name: req.display_name.and_then(|d| errors.check("display_name", DisplayName::parse(&d))),
         bio: req.bio.and_then(|b| errors.check("bio", Bio::parse(&b))),
     };
     errors.finish()?;
@@ -120,12 +113,7 @@ pub async fn delete_me(
     auth: AuthUser,
     Json(req): Json<DeleteAccountRequest>,
 ) -> ApiResult<StatusCode> {
-    if !state
-        .hasher
-        .verify(&req.password, &auth.user.password_hash)
-        .await?
-        .valid
-    {
+    if !state.hasher.verify(&req.password, &auth.user.password_hash).await?.valid {
         let mut errors = FieldErrors::default();
         errors.add("password", "is not correct");
         return Err(errors.into_error());

@@ -2,6 +2,8 @@
 //! directory, or a new PostgreSQL database), and one helper per endpoint.
 #![allow(dead_code)]
 
+pub mod sse;
+
 use parley_api::Application;
 use parley_api::state::AppState;
 use parley_shared::Config;
@@ -39,9 +41,14 @@ macro_rules! both_backends {
 }
 
 pub fn postgres_url() -> Option<String> {
-    std::env::var("PARLEY_TEST_DATABASE_URL")
+    std::env::var("PARLEY_TEST_DATABASE_URL").ok().filter(|s| !s.is_empty())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("PARLEY_TEST_REDIS_URL")
         .ok()
         .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".into())
 }
 
 pub struct TestApp {
@@ -58,13 +65,8 @@ pub async fn fresh_database(backend: Backend, dir: &std::path::Path) -> String {
         Backend::Postgres => {
             let base = postgres_url().expect("PARLEY_TEST_DATABASE_URL");
             let name = format!("parley_test_{}", uuid::Uuid::new_v4().simple());
-            let mut conn = sqlx::PgConnection::connect(&base)
-                .await
-                .expect("PostgreSQL is reachable");
-            sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
-                .execute(&mut conn)
-                .await
-                .unwrap();
+            let mut conn = sqlx::PgConnection::connect(&base).await.expect("PostgreSQL is reachable");
+            sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}"))).execute(&mut conn).await.unwrap();
             let (prefix, _) = base.rsplit_once('/').expect("a database URL with a path");
             format!("{prefix}/{name}")
         }
@@ -85,14 +87,20 @@ pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp
         ("PARLEY_DATABASE_MAX_CONNECTIONS", "5"),
         ("PARLEY_LOGIN_IP_PER_MINUTE", "1000"),
         ("PARLEY_LOGIN_ACCOUNT_PER_MINUTE", "1000"),
+        ("PARLEY_QUEUE_POLL_MS", "100"),
+        ("PARLEY_JOB_LEASE_SECS", "3"),
+        ("PARLEY_QUEUE_HEARTBEAT_SECS", "1"),
+        ("PARLEY_SHUTDOWN_GRACE_SECS", "5"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
-    vars.insert(
-        "PARLEY_DATABASE_URL".into(),
-        fresh_database(backend, dir.path()).await,
-    );
+    vars.insert("PARLEY_DATABASE_URL".into(), fresh_database(backend, dir.path()).await);
+    if backend == Backend::Postgres {
+        // The distributed profile: PostgreSQL for data, Redis for the queue and job events.
+        vars.insert("PARLEY_QUEUE_URL".into(), redis_url());
+        vars.insert("PARLEY_REDIS_PREFIX".into(), format!("parley-test-{}", uuid::Uuid::new_v4().simple()));
+    }
     for (k, v) in extra {
         vars.insert((*k).to_owned(), (*v).to_owned());
     }
@@ -101,12 +109,7 @@ pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state().clone();
     tokio::spawn(app.run_until_stopped());
-    TestApp {
-        address,
-        client: reqwest::Client::new(),
-        state,
-        _dir: dir,
-    }
+    TestApp { address, client: reqwest::Client::new(), state, _dir: dir }
 }
 
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -137,21 +140,11 @@ impl TestApp {
     }
 
     pub async fn login(&self, email: &str, password: &str) -> Response {
-        self.post_json(
-            "/api/auth/login/",
-            &json!({"email": email, "password": password}),
-            None,
-        )
-        .await
+        self.post_json("/api/auth/login/", &json!({"email": email, "password": password}), None).await
     }
 
     pub async fn refresh(&self, refresh_token: &str) -> Response {
-        self.post_json(
-            "/api/auth/token/refresh/",
-            &json!({"refresh_token": refresh_token}),
-            None,
-        )
-        .await
+        self.post_json("/api/auth/token/refresh/", &json!({"refresh_token": refresh_token}), None).await
     }
 
     pub async fn logout(&self, token: &str, body: &Value) -> Response {
@@ -168,22 +161,11 @@ impl TestApp {
     }
 
     pub async fn me(&self, token: &str) -> Response {
-        self.client
-            .get(self.url("/api/users/me/"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
+        self.client.get(self.url("/api/users/me/")).bearer_auth(token).send().await.unwrap()
     }
 
     pub async fn patch_me(&self, token: &str, body: &Value) -> Response {
-        self.client
-            .patch(self.url("/api/users/me/"))
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await
-            .unwrap()
+        self.client.patch(self.url("/api/users/me/")).bearer_auth(token).json(body).send().await.unwrap()
     }
 
     pub async fn delete_me(&self, token: &str, password: &str) -> Response {
@@ -196,17 +178,30 @@ impl TestApp {
             .unwrap()
     }
 
+    /// A job as the API shows it.
+    pub async fn job(&self, token: &str, id: impl std::fmt::Display) -> Value {
+        let res = self.client.get(self.url(&format!("/api/jobs/{id}/"))).bearer_auth(token).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        res.json().await.unwrap()
+    }
+
+    /// Polls a job until it reaches `status` (30 s deadline).
+    pub async fn wait_for_status(&self, token: &str, id: impl std::fmt::Display, status: &str) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let job = self.job(token, &id).await;
+            if job["status"] == status {
+                return job;
+            }
+            assert!(std::time::Instant::now() < deadline, "job never reached {status}: {job}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// Registers `email` and returns its tokens.
     pub async fn signup(&self, email: &str) -> Account {
-        let res = self
-            .register(&json!({"email": email, "password": PASSWORD}))
-            .await;
-        assert_eq!(
-            res.status(),
-            StatusCode::CREATED,
-            "{}",
-            res.text().await.unwrap()
-        );
+        let res = self.register(&json!({"email": email, "password": PASSWORD})).await;
+        assert_eq!(res.status(), StatusCode::CREATED, "{}", res.text().await.unwrap());
         let body: Value = res.json().await.unwrap();
         Account {
             email: email.to_owned(),
@@ -219,12 +214,7 @@ impl TestApp {
     /// Signs in again: a second session of the same account.
     pub async fn signin(&self, email: &str, password: &str) -> Account {
         let res = self.login(email, password).await;
-        assert_eq!(
-            res.status(),
-            StatusCode::OK,
-            "{}",
-            res.text().await.unwrap()
-        );
+        assert_eq!(res.status(), StatusCode::OK, "{}", res.text().await.unwrap());
         let body: Value = res.json().await.unwrap();
         Account {
             email: email.to_owned(),
@@ -240,11 +230,6 @@ pub async fn assert_error(res: Response, status: StatusCode, code: &str) -> Valu
     assert_eq!(res.status(), status);
     let body: Value = res.json().await.expect("an error body in JSON");
     assert_eq!(body["error"]["code"], code, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{body}"
-    );
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
     body
 }

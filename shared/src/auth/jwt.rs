@@ -40,9 +40,7 @@ pub struct JwtKeys {
 
 impl std::fmt::Debug for JwtKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtKeys")
-            .field("issuer", &self.issuer)
-            .finish_non_exhaustive()
+        f.debug_struct("JwtKeys").field("issuer", &self.issuer).finish_non_exhaustive()
     }
 }
 
@@ -79,11 +77,7 @@ impl JwtKeys {
             aud: self.audience.clone(),
             typ: TOKEN_TYPE_ACCESS.to_owned(),
         };
-        Ok(encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &self.encoding,
-        )?)
+        Ok(encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?)
     }
 
     /// Checks signature, algorithm, expiry, issuer, audience and type.
@@ -103,12 +97,7 @@ mod tests {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 
     fn keys() -> JwtKeys {
-        JwtKeys::new(
-            b"0123456789abcdef0123456789abcdef",
-            "parley",
-            "parley-api",
-            900,
-        )
+        JwtKeys::new(b"0123456789abcdef0123456789abcdef", "parley", "parley-api", 900)
     }
 
     fn forge(header: serde_json::Value, claims: serde_json::Value, secret: &[u8]) -> String {
@@ -149,11 +138,7 @@ mod tests {
     #[test]
     fn alg_none_and_other_algorithms_are_refused() {
         let c = claims("access", "parley", "parley-api", 60);
-        let none = format!(
-            "{}.{}.",
-            B64.encode(r#"{"alg":"none","typ":"JWT"}"#),
-            B64.encode(c.to_string())
-        );
+        let none = format!("{}.{}.", B64.encode(r#"{"alg":"none","typ":"JWT"}"#), B64.encode(c.to_string()));
         assert!(keys().verify(&none).is_err());
         let hs512 = forge(serde_json::json!({"alg": "HS512"}), c.clone(), SECRET);
         assert!(keys().verify(&hs512).is_err());
@@ -164,33 +149,9 @@ mod tests {
     #[test]
     fn wrong_issuer_audience_expiry_or_signature_is_refused() {
         let h = serde_json::json!({"alg": "HS256"});
-        assert!(
-            keys()
-                .verify(&forge(
-                    h.clone(),
-                    claims("access", "evil", "parley-api", 60),
-                    SECRET
-                ))
-                .is_err()
-        );
-        assert!(
-            keys()
-                .verify(&forge(
-                    h.clone(),
-                    claims("access", "parley", "other", 60),
-                    SECRET
-                ))
-                .is_err()
-        );
-        assert!(
-            keys()
-                .verify(&forge(
-                    h.clone(),
-                    claims("access", "parley", "parley-api", -60),
-                    SECRET
-                ))
-                .is_err()
-        );
+        assert!(keys().verify(&forge(h.clone(), claims("access", "evil", "parley-api", 60), SECRET)).is_err());
+        assert!(keys().verify(&forge(h.clone(), claims("access", "parley", "other", 60), SECRET)).is_err());
+        assert!(keys().verify(&forge(h.clone(), claims("access", "parley", "parley-api", -60), SECRET)).is_err());
         assert!(
             keys()
                 .verify(&forge(
@@ -204,11 +165,7 @@ mod tests {
         let mut tampered = good.clone().into_bytes();
         let i = good.find('.').unwrap() + 3;
         tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
-        assert!(
-            keys()
-                .verify(&String::from_utf8(tampered).unwrap())
-                .is_err()
-        );
+        assert!(keys().verify(&String::from_utf8(tampered).unwrap()).is_err());
     }
 
     #[test]
@@ -216,10 +173,7 @@ mod tests {
         let h = serde_json::json!({"alg": "HS256"});
         for typ in ["refresh", "email_verification", ""] {
             let t = forge(h.clone(), claims(typ, "parley", "parley-api", 60), SECRET);
-            assert!(
-                matches!(keys().verify(&t), Err(JwtError::WrongType(_))),
-                "{typ}"
-            );
+            assert!(matches!(keys().verify(&t), Err(JwtError::WrongType(_))), "{typ}");
         }
     }
 }

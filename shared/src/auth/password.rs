@@ -28,27 +28,16 @@ pub struct PasswordHasher {
 
 impl std::fmt::Debug for PasswordHasher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PasswordHasher")
-            .field("params", &self.params)
-            .finish_non_exhaustive()
+        f.debug_struct("PasswordHasher").field("params", &self.params).finish_non_exhaustive()
     }
 }
 
 impl PasswordHasher {
     pub fn new(params: Argon2Params, concurrency: usize) -> anyhow::Result<Self> {
-        let params = Params::new(
-            params.memory_kib,
-            params.iterations,
-            params.parallelism,
-            None,
-        )
-        .map_err(|e| anyhow::anyhow!("invalid argon2 parameters: {e}"))?;
+        let params = Params::new(params.memory_kib, params.iterations, params.parallelism, None)
+            .map_err(|e| anyhow::anyhow!("invalid argon2 parameters: {e}"))?;
         let dummy_hash = hash_blocking(&params, &crate::auth::random_token())?;
-        Ok(Self {
-            params,
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
-            dummy_hash: dummy_hash.into(),
-        })
+        Ok(Self { params, permits: Arc::new(Semaphore::new(concurrency.max(1))), dummy_hash: dummy_hash.into() })
     }
 
     /// A new PHC-format hash of `password`.
@@ -62,8 +51,7 @@ impl PasswordHasher {
     pub async fn verify(&self, password: &str, hash: &str) -> anyhow::Result<Verification> {
         let params = self.params.clone();
         let (password, hash) = (password.to_owned(), hash.to_owned());
-        self.run(move || verify_blocking(&params, &password, &hash))
-            .await?
+        self.run(move || verify_blocking(&params, &password, &hash)).await?
     }
 
     /// Spends the time of one verification, for a look-up that found no account.
@@ -72,15 +60,10 @@ impl PasswordHasher {
         let _ = self.verify(password, &hash).await;
     }
 
-    async fn run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> anyhow::Result<T> {
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
         let _permit = self.permits.acquire().await?;
         let span = tracing::Span::current();
-        Ok(tokio::task::spawn_blocking(move || span.in_scope(f))
-            .in_current_span()
-            .await?)
+        Ok(tokio::task::spawn_blocking(move || span.in_scope(f)).in_current_span().await?)
     }
 }
 
@@ -98,22 +81,14 @@ fn hash_blocking(params: &Params, password: &str) -> anyhow::Result<String> {
 }
 
 fn verify_blocking(params: &Params, password: &str, hash: &str) -> anyhow::Result<Verification> {
-    let parsed =
-        PasswordHash::new(hash).map_err(|e| anyhow::anyhow!("stored hash is malformed: {e}"))?;
+    let parsed = PasswordHash::new(hash).map_err(|e| anyhow::anyhow!("stored hash is malformed: {e}"))?;
     // Verification uses the algorithm and parameters recorded in the hash itself.
-    let valid = argon(params)
-        .verify_password(password.as_bytes(), &parsed)
-        .is_ok();
+    let valid = argon(params).verify_password(password.as_bytes(), &parsed).is_ok();
     let current = parsed.algorithm.as_str() == "argon2id"
         && Params::try_from(&parsed).is_ok_and(|p| {
-            p.m_cost() == params.m_cost()
-                && p.t_cost() == params.t_cost()
-                && p.p_cost() == params.p_cost()
+            p.m_cost() == params.m_cost() && p.t_cost() == params.t_cost() && p.p_cost() == params.p_cost()
         });
-    Ok(Verification {
-        valid,
-        needs_rehash: valid && !current,
-    })
+    Ok(Verification { valid, needs_rehash: valid && !current })
 }
 
 #[cfg(test)]
@@ -121,36 +96,17 @@ mod tests {
     use super::*;
 
     fn cheap() -> Argon2Params {
-        Argon2Params {
-            memory_kib: 1024,
-            iterations: 1,
-            parallelism: 1,
-        }
+        Argon2Params { memory_kib: 1024, iterations: 1, parallelism: 1 }
     }
 
     #[tokio::test]
     async fn hashes_with_owasp_parameters_by_default() {
         let hasher = PasswordHasher::new(Argon2Params::default(), 1).unwrap();
         let hash = hasher.hash("a long passphrase").await.unwrap();
-        assert!(
-            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
-            "{hash}"
-        );
+        assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
         let v = hasher.verify("a long passphrase", &hash).await.unwrap();
-        assert_eq!(
-            v,
-            Verification {
-                valid: true,
-                needs_rehash: false
-            }
-        );
-        assert!(
-            !hasher
-                .verify("a wrong passphrase", &hash)
-                .await
-                .unwrap()
-                .valid
-        );
+        assert_eq!(v, Verification { valid: true, needs_rehash: false });
+        assert!(!hasher.verify("a wrong passphrase", &hash).await.unwrap().valid);
     }
 
     #[tokio::test]
@@ -159,20 +115,8 @@ mod tests {
         let hash = old.hash("a long passphrase").await.unwrap();
         let current = PasswordHasher::new(Argon2Params::default(), 1).unwrap();
         let v = current.verify("a long passphrase", &hash).await.unwrap();
-        assert_eq!(
-            v,
-            Verification {
-                valid: true,
-                needs_rehash: true
-            }
-        );
+        assert_eq!(v, Verification { valid: true, needs_rehash: true });
         let wrong = current.verify("nope nope nope", &hash).await.unwrap();
-        assert_eq!(
-            wrong,
-            Verification {
-                valid: false,
-                needs_rehash: false
-            }
-        );
+        assert_eq!(wrong, Verification { valid: false, needs_rehash: false });
     }
 }

@@ -13,14 +13,8 @@ pub const MAX_CHARS: usize = 128;
 static COMMON: LazyLock<HashSet<String>> = LazyLock::new(|| {
     let gz = include_bytes!("../../data/common-passwords.txt.gz");
     let mut text = String::new();
-    flate2::read::GzDecoder::new(&gz[..])
-        .read_to_string(&mut text)
-        .expect("the bundled password list is valid gzip");
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect()
+    flate2::read::GzDecoder::new(&gz[..]).read_to_string(&mut text).expect("the bundled password list is valid gzip");
+    text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect()
 });
 
 /// How many passwords the bundled common-password list holds.
@@ -37,19 +31,13 @@ impl Password {
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
         let chars = raw.chars().count();
         if chars < MIN_CHARS {
-            return Err(ParseError::new(format!(
-                "must be at least {MIN_CHARS} characters"
-            )));
+            return Err(ParseError::new(format!("must be at least {MIN_CHARS} characters")));
         }
         if chars > MAX_CHARS {
-            return Err(ParseError::new(format!(
-                "must be at most {MAX_CHARS} characters"
-            )));
+            return Err(ParseError::new(format!("must be at most {MAX_CHARS} characters")));
         }
         if COMMON.contains(&raw.to_lowercase()) {
-            return Err(ParseError::new(
-                "is too common; choose a less guessable password",
-            ));
+            return Err(ParseError::new("is too common; choose a less guessable password"));
         }
         Ok(Self(SecretString::from(raw.to_owned())))
     }

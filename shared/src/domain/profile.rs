@@ -13,13 +13,8 @@ impl Username {
         if !(3..=30).contains(&n) {
             return Err(ParseError::new("must be 3 to 30 characters"));
         }
-        if !s
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-        {
-            return Err(ParseError::new(
-                "may contain only letters, digits, '_', '.' and '-'",
-            ));
+        if !s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
+            return Err(ParseError::new("may contain only letters, digits, '_', '.' and '-'"));
         }
         Ok(Self(s.to_owned()))
     }

@@ -2,6 +2,8 @@
 //! caller can compose several writes, and an enqueue, in one transaction. The SQL is the
 //! portable subset that SQLite and PostgreSQL share.
 
+pub mod job_events;
+pub mod jobs;
 pub mod secrets;
 pub mod sessions;
 pub mod users;

@@ -20,8 +20,5 @@ pub async fn get_or_create<'e, E: Exec<'e> + Copy>(
     .bind(now)
     .execute(ex)
     .await?;
-    sqlx::query_scalar("select value from server_secrets where name = $1")
-        .bind(name)
-        .fetch_one(ex)
-        .await
+    sqlx::query_scalar("select value from server_secrets where name = $1").bind(name).fetch_one(ex).await
 }

@@ -31,11 +31,7 @@ pub async fn create<'e, E: Exec<'e>>(
 }
 
 /// The user behind a live session: not revoked, not expired, and the account active.
-pub async fn active_user<'e, E: Exec<'e>>(
-    ex: E,
-    session: SessionId,
-    user: UserId,
-) -> Result<Option<User>, StoreError> {
+pub async fn active_user<'e, E: Exec<'e>>(ex: E, session: SessionId, user: UserId) -> Result<Option<User>, StoreError> {
     Ok(sqlx::query_as(
         "select u.id, u.email, u.username, u.display_name, u.bio, u.avatar_key, u.password_hash,
                 u.email_verified, u.is_admin, u.is_active, u.date_joined, u.last_login, u.created_at, u.updated_at
@@ -50,11 +46,7 @@ pub async fn active_user<'e, E: Exec<'e>>(
 }
 
 /// Ends one session.
-pub async fn revoke<'e, E: Exec<'e>>(
-    ex: E,
-    session: SessionId,
-    reason: &str,
-) -> Result<(), StoreError> {
+pub async fn revoke<'e, E: Exec<'e>>(ex: E, session: SessionId, reason: &str) -> Result<(), StoreError> {
     let now = now_ms();
     sqlx::query(
         "update sessions set revoked_at = $2, revoke_reason = $3, updated_at = $2 where id = $1 and revoked_at is null",
@@ -103,11 +95,7 @@ pub struct RefreshRecord {
     pub user_active: bool,
 }
 
-pub async fn insert_refresh<'e, E: Exec<'e>>(
-    ex: E,
-    token_hash: &str,
-    session: SessionId,
-) -> Result<(), StoreError> {
+pub async fn insert_refresh<'e, E: Exec<'e>>(ex: E, token_hash: &str, session: SessionId) -> Result<(), StoreError> {
     let now = now_ms();
     sqlx::query(
         "insert into refresh_tokens (token_hash, session_id, created_at, updated_at) values ($1, $2, $3, $3)
@@ -121,10 +109,7 @@ pub async fn insert_refresh<'e, E: Exec<'e>>(
     Ok(())
 }
 
-pub async fn find_refresh<'e, E: Exec<'e>>(
-    ex: E,
-    token_hash: &str,
-) -> Result<Option<RefreshRecord>, StoreError> {
+pub async fn find_refresh<'e, E: Exec<'e>>(ex: E, token_hash: &str) -> Result<Option<RefreshRecord>, StoreError> {
     Ok(sqlx::query_as(
         "select t.session_id, s.user_id, t.rotated_at, s.revoked_at as session_revoked_at,
                 s.expires_at as session_expires_at, s.last_used_at as session_last_used_at,

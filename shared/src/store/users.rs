@@ -73,25 +73,15 @@ pub async fn create<'e, E: Exec<'e>>(ex: E, new: NewUser<'_>) -> Result<User, St
 
 pub async fn by_id<'e, E: Exec<'e>>(ex: E, id: UserId) -> Result<Option<User>, StoreError> {
     let sql = format!("select {COLUMNS} from users where id = $1");
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(id.to_string())
-        .fetch_optional(ex)
-        .await?)
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id.to_string()).fetch_optional(ex).await?)
 }
 
 pub async fn by_email<'e, E: Exec<'e>>(ex: E, email: &Email) -> Result<Option<User>, StoreError> {
     let sql = format!("select {COLUMNS} from users where email_lower = $1");
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(email.normalized())
-        .fetch_optional(ex)
-        .await?)
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(email.normalized()).fetch_optional(ex).await?)
 }
 
-pub async fn update_profile<'e, E: Exec<'e>>(
-    ex: E,
-    id: UserId,
-    changes: &ProfileChanges,
-) -> Result<User, StoreError> {
+pub async fn update_profile<'e, E: Exec<'e>>(ex: E, id: UserId, changes: &ProfileChanges) -> Result<User, StoreError> {
     let (set_username, username) = match &changes.username {
         None => (false, None),
         Some(u) => (true, u.as_ref().map(|u| u.as_str().to_owned())),
@@ -117,11 +107,7 @@ pub async fn update_profile<'e, E: Exec<'e>>(
         .ok_or(StoreError::NotFound)
 }
 
-pub async fn set_password_hash<'e, E: Exec<'e>>(
-    ex: E,
-    id: UserId,
-    hash: &str,
-) -> Result<(), StoreError> {
+pub async fn set_password_hash<'e, E: Exec<'e>>(ex: E, id: UserId, hash: &str) -> Result<(), StoreError> {
     sqlx::query("update users set password_hash = $2, updated_at = $3 where id = $1")
         .bind(id.to_string())
         .bind(hash)
@@ -140,11 +126,7 @@ pub async fn record_login<'e, E: Exec<'e>>(ex: E, id: UserId) -> Result<(), Stor
     Ok(())
 }
 
-pub async fn set_admin<'e, E: Exec<'e>>(
-    ex: E,
-    id: UserId,
-    is_admin: bool,
-) -> Result<(), StoreError> {
+pub async fn set_admin<'e, E: Exec<'e>>(ex: E, id: UserId, is_admin: bool) -> Result<(), StoreError> {
     sqlx::query("update users set is_admin = $2, updated_at = $3 where id = $1")
         .bind(id.to_string())
         .bind(is_admin)
@@ -155,10 +137,7 @@ pub async fn set_admin<'e, E: Exec<'e>>(
 }
 
 pub async fn delete<'e, E: Exec<'e>>(ex: E, id: UserId) -> Result<(), StoreError> {
-    let done = sqlx::query("delete from users where id = $1")
-        .bind(id.to_string())
-        .execute(ex)
-        .await?;
+    let done = sqlx::query("delete from users where id = $1").bind(id.to_string()).execute(ex).await?;
     if done.rows_affected() == 0 {
         return Err(StoreError::NotFound);
     }
@@ -166,8 +145,6 @@ pub async fn delete<'e, E: Exec<'e>>(ex: E, id: UserId) -> Result<(), StoreError
 }
 
 pub async fn any_admin<'e, E: Exec<'e>>(ex: E) -> Result<bool, StoreError> {
-    let n: i64 = sqlx::query_scalar("select count(*) from users where is_admin = true")
-        .fetch_one(ex)
-        .await?;
+    let n: i64 = sqlx::query_scalar("select count(*) from users where is_admin = true").fetch_one(ex).await?;
     Ok(n > 0)
 }

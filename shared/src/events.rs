@@ -1,0 +1,89 @@
+//! Job events: written to `job_events` (so streams can be resumed) and published for live
+//! watchers: in-process, or through Redis pub/sub so any API process can serve any job's
+//! stream.
+
+use crate::Db;
+use crate::ids::JobId;
+use crate::store::job_events::{self, JobEvent};
+use anyhow::Context;
+use futures::StreamExt;
+use tokio::sync::broadcast;
+
+/// Fans job events out to watchers.
+#[derive(Clone, Debug)]
+pub struct EventBus {
+    local: broadcast::Sender<JobEvent>,
+    redis: Option<(redis::aio::ConnectionManager, String)>,
+}
+
+impl EventBus {
+    /// The bus for the configured profile: Redis when the queue is on Redis, else in-process.
+    pub async fn connect(config: &crate::Config) -> anyhow::Result<Self> {
+        match config.queue_url.expose() {
+            url if url.starts_with("redis") => Self::redis(url, &config.redis_prefix).await,
+            _ => Ok(Self::local()),
+        }
+    }
+
+    /// A bus for one process.
+    pub fn local() -> Self {
+        Self { local: broadcast::channel(4096).0, redis: None }
+    }
+
+    /// A bus shared by every process on the Redis server at `url`.
+    pub async fn redis(url: &str, prefix: &str) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url).context("invalid Redis URL for job events")?;
+        let conn = client.get_connection_manager().await.context("connecting to Redis for job events")?;
+        let channel = format!("{prefix}:job-events");
+        let mut pubsub = client.get_async_pubsub().await.context("subscribing to job events")?;
+        pubsub.subscribe(&channel).await?;
+        let local = broadcast::channel(4096).0;
+        let tx = local.clone();
+        tokio::spawn(async move {
+            let mut messages = pubsub.into_on_message();
+            while let Some(msg) = messages.next().await {
+                if let Some(event) = msg.get_payload::<String>().ok().and_then(|p| serde_json::from_str(&p).ok()) {
+                    let _ = tx.send(event);
+                }
+            }
+            tracing::warn!("job event subscription ended; streams fall back to polling");
+        });
+        Ok(Self { local, redis: Some((conn, channel)) })
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<JobEvent> {
+        self.local.subscribe()
+    }
+
+    /// Publishes an already stored event.
+    pub async fn publish(&self, event: &JobEvent) {
+        match &self.redis {
+            None => {
+                let _ = self.local.send(event.clone());
+            }
+            Some((conn, channel)) => {
+                let mut conn = conn.clone();
+                let payload = serde_json::to_string(event).unwrap_or_default();
+                let sent: redis::RedisResult<()> =
+                    redis::cmd("PUBLISH").arg(channel).arg(payload).query_async(&mut conn).await;
+                if let Err(e) = sent {
+                    // Watchers still get it: streams re-read the table periodically.
+                    tracing::warn!(error = %e, "publishing a job event failed");
+                }
+            }
+        }
+    }
+}
+
+/// Stores an event and publishes it.
+pub async fn emit(
+    db: &Db,
+    bus: &EventBus,
+    job: JobId,
+    event: &str,
+    data: serde_json::Value,
+) -> anyhow::Result<JobEvent> {
+    let stored = job_events::append(&db.pool, job, event, &data).await?;
+    bus.publish(&stored).await;
+    Ok(stored)
+}

@@ -1,0 +1,237 @@
+//! The queue transport (apalis) and the dispatcher that feeds it from the `jobs` outbox.
+//!
+//! A job-creating request writes its `jobs` row in the same transaction as its domain write.
+//! After commit, a dispatcher (one runs in every process) claims due rows, pushes their ids
+//! to apalis, and wakes the workers of that queue: in-process through a channel, across
+//! processes through Redis pub/sub. Workers also poll at a short interval as a fallback.
+
+use crate::config::Config;
+use crate::jobs::QueueName;
+use crate::store::jobs;
+use crate::{Db, StoreError};
+use anyhow::Context;
+use apalis::prelude::{TaskBuilder, TaskId, TaskSink};
+use apalis_redis::RedisStorage;
+use apalis_sqlite::{SqlitePool, SqliteStorage};
+use futures::StreamExt;
+use futures::channel::mpsc;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// What travels through apalis: only the job id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobMessage {
+    pub job_id: String,
+}
+
+/// The apalis storage behind the queues.
+#[derive(Clone)]
+pub enum Transport {
+    Sqlite(SqlitePool),
+    Redis { conn: redis::aio::ConnectionManager, client: redis::Client },
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Sqlite(_) => "Transport::Sqlite",
+            Transport::Redis { .. } => "Transport::Redis",
+        })
+    }
+}
+
+/// Per queue, the channels of the in-process workers waiting on it.
+type Wakers = HashMap<&'static str, Vec<mpsc::UnboundedSender<()>>>;
+
+/// The queue handle every process holds: push, wake, and the dispatcher's nudge.
+#[derive(Clone, Debug)]
+pub struct Queue {
+    pub transport: Transport,
+    prefix: String,
+    wakers: Arc<Mutex<Wakers>>,
+    /// Nudges the dispatcher after a commit that wrote an outbox row.
+    outbox: Arc<Notify>,
+}
+
+impl Queue {
+    /// Connects to the configured queue: SQLite (`sqlite://`) or Redis (`redis://`).
+    pub async fn connect(config: &Config) -> anyhow::Result<Self> {
+        let url = config.queue_url.expose();
+        let transport = if url.starts_with("redis") {
+            let client = redis::Client::open(url).context("PARLEY_QUEUE_URL is not a valid Redis URL")?;
+            let conn = apalis_redis::connect(url).await.context("connecting to the Redis queue")?;
+            Transport::Redis { conn, client }
+        } else {
+            let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
+            let path = path.split_once('?').map_or(path, |(p, _)| p);
+            let pool =
+                SqlitePool::connect(&format!("sqlite://{path}?mode=rwc")).await.context("opening the SQLite queue")?;
+            sqlx::query("pragma journal_mode = wal").execute(&pool).await?;
+            // The app's migrations share the file's migration table, so neither set may
+            // treat the other's versions as missing.
+            let mut migrator = SqliteStorage::migrations();
+            migrator.set_ignore_missing(true);
+            migrator.run(&pool).await.context("setting up the SQLite queue")?;
+            Transport::Sqlite(pool)
+        };
+        let queue = Self {
+            transport,
+            prefix: config.redis_prefix.clone(),
+            wakers: Arc::default(),
+            outbox: Arc::new(Notify::new()),
+        };
+        if let Transport::Redis { client, .. } = &queue.transport {
+            queue.spawn_wake_subscriber(client.clone()).await?;
+        }
+        Ok(queue)
+    }
+
+    /// The apalis queue name of `queue`.
+    pub fn apalis_name(&self, queue: QueueName) -> String {
+        format!("{}.{}", self.prefix, queue.as_str())
+    }
+
+    fn wake_channel(&self) -> String {
+        format!("{}:queue-wake", self.prefix)
+    }
+
+    /// Pushes a job id onto `queue` and wakes its workers.
+    pub async fn push(&self, queue: QueueName, job_id: &str) -> anyhow::Result<()> {
+        let task = TaskBuilder::new(JobMessage { job_id: job_id.to_owned() })
+            .task_id(TaskId::from_ulid(ulid::Ulid::generate()))
+            // Retries are Parley's (with backoff, in the jobs table); apalis re-delivers only
+            // when a handler could not record an outcome at all.
+            .max_attempts(5)
+            .build();
+        let name = self.apalis_name(queue);
+        match &self.transport {
+            Transport::Sqlite(pool) => {
+                let mut storage = SqliteStorage::<JobMessage>::new(pool).with_config(sqlite_config(&name, 2));
+                storage.push_task(task).await.map_err(|e| anyhow::anyhow!("pushing to the SQLite queue: {e}"))?;
+                self.wake_local(queue);
+            }
+            Transport::Redis { conn, .. } => {
+                let mut storage = RedisStorage::<JobMessage>::new(conn.clone()).with_config(redis_config(&name, 2));
+                storage.push_task(task).await.map_err(|e| anyhow::anyhow!("pushing to the Redis queue: {e}"))?;
+                let mut conn = conn.clone();
+                let _: () = redis::cmd("PUBLISH")
+                    .arg(self.wake_channel())
+                    .arg(queue.as_str())
+                    .query_async(&mut conn)
+                    .await
+                    .context("publishing a queue wake-up")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A stream that yields whenever a job is pushed onto `queue` (any process).
+    pub fn wake_stream(&self, queue: QueueName) -> mpsc::UnboundedReceiver<()> {
+        let (tx, rx) = mpsc::unbounded();
+        self.wakers.lock().expect("wakers lock").entry(queue.as_str()).or_default().push(tx);
+        rx
+    }
+
+    fn wake_local(&self, queue: QueueName) {
+        if let Some(senders) = self.wakers.lock().expect("wakers lock").get_mut(queue.as_str()) {
+            senders.retain(|tx| tx.unbounded_send(()).is_ok());
+        }
+    }
+
+    async fn spawn_wake_subscriber(&self, client: redis::Client) -> anyhow::Result<()> {
+        let mut pubsub = client.get_async_pubsub().await.context("subscribing to queue wake-ups")?;
+        pubsub.subscribe(self.wake_channel()).await?;
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut messages = pubsub.into_on_message();
+            while let Some(msg) = messages.next().await {
+                if let Some(queue) = msg.get_payload::<String>().ok().and_then(|q| QueueName::parse(&q)) {
+                    this.wake_local(queue);
+                }
+            }
+            tracing::warn!("queue wake-up subscription ended; workers fall back to polling");
+        });
+        Ok(())
+    }
+
+    /// Tells the dispatcher an outbox row was committed.
+    pub fn notify_outbox(&self) {
+        self.outbox.notify_one();
+    }
+
+    /// Whether the queue's storage answers.
+    pub async fn ping(&self) -> bool {
+        match &self.transport {
+            Transport::Sqlite(pool) => sqlx::query("select 1").execute(pool).await.is_ok(),
+            Transport::Redis { conn, .. } => {
+                let mut conn = conn.clone();
+                redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok()
+            }
+        }
+    }
+}
+
+/// apalis-sqlite settings for a queue (`heartbeat_secs` × 2 = the orphan timeout).
+pub fn sqlite_config(name: &str, heartbeat_secs: u64) -> apalis_sqlite::Config {
+    apalis_sqlite::Config::default()
+        .queue(name)
+        .heartbeat_interval(Duration::from_secs(heartbeat_secs.max(1)))
+        .missed_heartbeats(2)
+        .batch_size(16)
+}
+
+/// apalis-redis settings for a queue.
+pub fn redis_config(name: &str, heartbeat_secs: u64) -> apalis_redis::Config {
+    apalis_redis::Config::default()
+        .queue(name)
+        .heartbeat_interval(Duration::from_secs(heartbeat_secs.max(1)))
+        .missed_heartbeats(2)
+        .batch_size(16)
+}
+
+/// Drains the outbox into the queue and returns leased-out jobs whose worker died to it.
+/// Runs until the process ends; one per process.
+pub async fn run_dispatcher(db: Db, queue: Queue, poll: Duration) {
+    let mut last_sweep = tokio::time::Instant::now();
+    loop {
+        match dispatch_due(&db, &queue).await {
+            Ok(n) if n > 0 => continue,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "dispatching jobs failed; will retry"),
+        }
+        if last_sweep.elapsed() >= Duration::from_secs(1) {
+            last_sweep = tokio::time::Instant::now();
+            match jobs::recover_expired(&db.pool).await {
+                Ok(lost) => {
+                    for id in lost {
+                        tracing::warn!(job.id = %id, "job failed: its worker stopped and no attempts are left");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "recovering expired leases failed"),
+            }
+        }
+        let _ = tokio::time::timeout(poll, queue.outbox.notified()).await;
+    }
+}
+
+/// Pushes every due outbox row; returns how many were pushed.
+pub async fn dispatch_due(db: &Db, queue: &Queue) -> Result<usize, StoreError> {
+    let due = jobs::due_for_dispatch(&db.pool, 200).await?;
+    let mut pushed = 0;
+    for (id, queue_name) in due {
+        if !jobs::claim_dispatch(&db.pool, &id).await? {
+            continue;
+        }
+        let target = QueueName::parse(&queue_name).unwrap_or(QueueName::Default);
+        if let Err(e) = queue.push(target, &id).await {
+            tracing::warn!(job.id = %id, error = %e, "push failed; the job stays in the outbox");
+            jobs::unclaim_dispatch(&db.pool, &id).await?;
+            return Err(StoreError::Other(e));
+        }
+        pushed += 1;
+    }
+    Ok(pushed)
+}

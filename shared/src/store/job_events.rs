@@ -1,0 +1,77 @@
+//! Each job's ordered event stream (`seq` 1, 2, 3, ...), kept so a client can resume.
+
+use super::Exec;
+use crate::error::StoreError;
+use crate::ids::JobId;
+use crate::time::now_ms;
+use serde::{Deserialize, Serialize};
+
+/// One event of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct JobEvent {
+    pub job_id: String,
+    pub seq: i64,
+    pub event: String,
+    pub data: String,
+    pub created_at: i64,
+}
+
+impl JobEvent {
+    /// `done`, `error` and cancellation end a stream.
+    pub fn is_terminal(&self) -> bool {
+        match self.event.as_str() {
+            "done" | "error" => true,
+            "status" => serde_json::from_str::<serde_json::Value>(&self.data)
+                .ok()
+                .and_then(|v| v.get("status").and_then(|s| s.as_str()).map(|s| s == "cancelled"))
+                .unwrap_or(false),
+            _ => false,
+        }
+    }
+}
+
+/// Appends an event with the next `seq`.
+pub async fn append<'e, E: Exec<'e> + Copy>(
+    ex: E,
+    job: JobId,
+    event: &str,
+    data: &serde_json::Value,
+) -> Result<JobEvent, StoreError> {
+    let data = data.to_string();
+    let mut tries = 0;
+    loop {
+        let now = now_ms();
+        let inserted: Result<(i64,), sqlx::Error> = sqlx::query_as(
+            "insert into job_events (job_id, seq, event, data, created_at)
+             select $1, coalesce(max(seq), 0) + 1, $2, $3, $4 from job_events where job_id = $1
+             returning seq",
+        )
+        .bind(job.to_string())
+        .bind(event)
+        .bind(&data)
+        .bind(now)
+        .fetch_one(ex)
+        .await;
+        match inserted {
+            Ok((seq,)) => {
+                return Ok(JobEvent { job_id: job.to_string(), seq, event: event.to_owned(), data, created_at: now });
+            }
+            // Two writers picked the same seq; the loser takes the next one.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() && tries < 5 => tries += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Events after `seq`, in order.
+pub async fn after<'e, E: Exec<'e>>(ex: E, job: JobId, seq: i64, limit: i64) -> Result<Vec<JobEvent>, StoreError> {
+    Ok(sqlx::query_as(
+        "select job_id, seq, event, data, created_at from job_events where job_id = $1 and seq > $2
+         order by seq limit $3",
+    )
+    .bind(job.to_string())
+    .bind(seq)
+    .bind(limit)
+    .fetch_all(ex)
+    .await?)
+}

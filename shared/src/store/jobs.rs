@@ -1,0 +1,285 @@
+//! The `jobs` table: the client-visible record of every job, and the outbox the dispatcher
+//! drains (`dispatched_at is null`). Status changes are conditional updates, so two
+//! deliveries of one job never both run it.
+
+use super::Exec;
+use crate::error::StoreError;
+use crate::ids::{JobId, UserId};
+use crate::jobs::{JobKind, JobStatus};
+use crate::time::now_ms;
+
+const COLUMNS: &str = "id, kind, queue, owner_id, payload, status, attempts, max_attempts, progress, result, \
+    error, run_after, dispatched_at, lease_until, cancel_requested, created_at, started_at, finished_at, updated_at";
+
+/// A job row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Job {
+    #[sqlx(try_from = "String")]
+    pub id: JobId,
+    pub kind: String,
+    pub queue: String,
+    pub owner_id: Option<String>,
+    pub payload: String,
+    pub status: String,
+    pub attempts: i64,
+    pub max_attempts: i64,
+    pub progress: Option<String>,
+    pub result: Option<String>,
+    pub error: Option<String>,
+    pub run_after: i64,
+    pub dispatched_at: Option<i64>,
+    pub lease_until: Option<i64>,
+    #[sqlx(try_from = "crate::db::DbBool")]
+    pub cancel_requested: bool,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub updated_at: i64,
+}
+
+impl Job {
+    pub fn status(&self) -> JobStatus {
+        JobStatus::parse(&self.status).unwrap_or(JobStatus::Failed)
+    }
+
+    pub fn kind(&self) -> Option<JobKind> {
+        JobKind::parse(&self.kind)
+    }
+
+    pub fn owner(&self) -> Option<UserId> {
+        self.owner_id.as_deref().and_then(|s| s.parse().ok())
+    }
+}
+
+/// Writes a queued job (the outbox row). Call it in the same transaction as the domain write
+/// it belongs to; the dispatcher hands it to the queue after commit.
+pub async fn enqueue<'e, E: Exec<'e>>(
+    ex: E,
+    kind: JobKind,
+    owner: Option<UserId>,
+    payload: &impl serde::Serialize,
+) -> Result<JobId, StoreError> {
+    let id = JobId::new();
+    let policy = kind.policy();
+    let now = now_ms();
+    let payload = serde_json::to_string(payload).map_err(anyhow::Error::from)?;
+    sqlx::query(
+        "insert into parley_jobs (id, kind, queue, owner_id, payload, status, max_attempts, run_after, created_at, updated_at)
+         values ($1, $2, $3, $4, $5, 'queued', $6, $7, $7, $7)",
+    )
+    .bind(id.to_string())
+    .bind(kind.as_str())
+    .bind(policy.queue.as_str())
+    .bind(owner.map(|o| o.to_string()))
+    .bind(payload)
+    .bind(i64::from(policy.max_attempts))
+    .bind(now)
+    .execute(ex)
+    .await?;
+    Ok(id)
+}
+
+pub async fn get<'e, E: Exec<'e>>(ex: E, id: JobId) -> Result<Option<Job>, StoreError> {
+    let sql = format!("select {COLUMNS} from parley_jobs where id = $1");
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id.to_string()).fetch_optional(ex).await?)
+}
+
+/// A page of jobs, newest first; `owner` restricts to one user's jobs.
+pub async fn list<'e, E: Exec<'e>>(
+    ex: E,
+    owner: Option<UserId>,
+    status: Option<JobStatus>,
+    before: Option<JobId>,
+    limit: i64,
+) -> Result<Vec<Job>, StoreError> {
+    let sql = format!(
+        "select {COLUMNS} from parley_jobs
+         where ($1 is null or owner_id = $1) and ($2 is null or status = $2) and ($3 is null or id < $3)
+         order by id desc limit $4"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(owner.map(|o| o.to_string()))
+        .bind(status.map(|s| s.as_str()))
+        .bind(before.map(|b| b.to_string()))
+        .bind(limit)
+        .fetch_all(ex)
+        .await?)
+}
+
+/// Outbox rows that are due: `(id, queue)`, oldest first.
+pub async fn due_for_dispatch<'e, E: Exec<'e>>(ex: E, limit: i64) -> Result<Vec<(String, String)>, StoreError> {
+    Ok(sqlx::query_as(
+        "select id, queue from parley_jobs where dispatched_at is null and run_after <= $1
+         and status in ('queued', 'retrying') order by run_after limit $2",
+    )
+    .bind(now_ms())
+    .bind(limit)
+    .fetch_all(ex)
+    .await?)
+}
+
+/// Takes an outbox row for dispatch; false if another dispatcher took it.
+pub async fn claim_dispatch<'e, E: Exec<'e>>(ex: E, id: &str) -> Result<bool, StoreError> {
+    let done = sqlx::query("update parley_jobs set dispatched_at = $2 where id = $1 and dispatched_at is null")
+        .bind(id)
+        .bind(now_ms())
+        .execute(ex)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Gives an outbox row back after a failed push.
+pub async fn unclaim_dispatch<'e, E: Exec<'e>>(ex: E, id: &str) -> Result<(), StoreError> {
+    sqlx::query("update parley_jobs set dispatched_at = null where id = $1").bind(id).execute(ex).await?;
+    Ok(())
+}
+
+/// Starts an attempt: the job must be waiting (or running under an expired lease, its
+/// worker gone) and not cancelled. `None` means someone else has it or it is finished.
+pub async fn start<'e, E: Exec<'e>>(ex: E, id: JobId, lease_ms: i64) -> Result<Option<Job>, StoreError> {
+    let now = now_ms();
+    let sql = format!(
+        "update parley_jobs set status = 'running', attempts = attempts + 1, started_at = coalesce(started_at, $2),
+             lease_until = $3, updated_at = $2
+         where id = $1 and cancel_requested = false
+           and (status in ('queued', 'retrying') or (status = 'running' and lease_until < $2))
+         returning {COLUMNS}"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id.to_string())
+        .bind(now)
+        .bind(now + lease_ms)
+        .fetch_optional(ex)
+        .await?)
+}
+
+/// Extends a running job's lease; returns whether a cancel was requested (`None` if the
+/// job is no longer running).
+pub async fn renew_lease<'e, E: Exec<'e>>(ex: E, id: JobId, lease_ms: i64) -> Result<Option<bool>, StoreError> {
+    let now = now_ms();
+    let row: Option<(crate::db::DbBool,)> = sqlx::query_as(
+        "update parley_jobs set lease_until = $2, updated_at = $3 where id = $1 and status = 'running'
+         returning cancel_requested",
+    )
+    .bind(id.to_string())
+    .bind(now + lease_ms)
+    .bind(now)
+    .fetch_optional(ex)
+    .await?;
+    Ok(row.map(|(b,)| b.0))
+}
+
+/// Ends a running job with `status`; false if it was not running (a duplicate delivery).
+pub async fn finish<'e, E: Exec<'e>>(
+    ex: E,
+    id: JobId,
+    status: JobStatus,
+    result: Option<&serde_json::Value>,
+    error: Option<&str>,
+) -> Result<bool, StoreError> {
+    let now = now_ms();
+    let done = sqlx::query(
+        "update parley_jobs set status = $2, result = $3, error = $4, finished_at = $5, lease_until = null, updated_at = $5
+         where id = $1 and status = 'running'",
+    )
+    .bind(id.to_string())
+    .bind(status.as_str())
+    .bind(result.map(|r| r.to_string()))
+    .bind(error)
+    .bind(now)
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Schedules another attempt of a running job at `run_after` (back into the outbox).
+pub async fn retry_later<'e, E: Exec<'e>>(ex: E, id: JobId, error: &str, run_after: i64) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "update parley_jobs set status = 'retrying', error = $2, run_after = $3, dispatched_at = null, lease_until = null,
+             updated_at = $4
+         where id = $1 and status = 'running'",
+    )
+    .bind(id.to_string())
+    .bind(error)
+    .bind(run_after)
+    .bind(now_ms())
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Puts a finished or failed job back in the queue with a fresh attempt budget (admin retry).
+pub async fn requeue<'e, E: Exec<'e>>(ex: E, id: JobId) -> Result<bool, StoreError> {
+    let now = now_ms();
+    let done = sqlx::query(
+        "update parley_jobs set status = 'queued', attempts = 0, error = null, result = null, finished_at = null,
+             run_after = $2, dispatched_at = null, cancel_requested = false, updated_at = $2
+         where id = $1 and status in ('failed', 'cancelled')",
+    )
+    .bind(id.to_string())
+    .bind(now)
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Cancels a job: a waiting job ends at once; a running one is asked to stop.
+/// Returns the status after the call.
+pub async fn cancel<'e, E: Exec<'e> + Copy>(ex: E, id: JobId) -> Result<Option<JobStatus>, StoreError> {
+    let now = now_ms();
+    let waiting = sqlx::query(
+        "update parley_jobs set status = 'cancelled', cancel_requested = true, finished_at = $2, updated_at = $2
+         where id = $1 and status in ('queued', 'retrying')",
+    )
+    .bind(id.to_string())
+    .bind(now)
+    .execute(ex)
+    .await?;
+    if waiting.rows_affected() == 1 {
+        return Ok(Some(JobStatus::Cancelled));
+    }
+    sqlx::query("update parley_jobs set cancel_requested = true, updated_at = $2 where id = $1 and status = 'running'")
+        .bind(id.to_string())
+        .bind(now)
+        .execute(ex)
+        .await?;
+    Ok(get(ex, id).await?.map(|j| j.status()))
+}
+
+/// Running jobs whose worker stopped renewing the lease: back to the outbox, or failed
+/// when their attempts are used up. Returns the ids that were given up on.
+pub async fn recover_expired<'e, E: Exec<'e> + Copy>(ex: E) -> Result<Vec<JobId>, StoreError> {
+    let now = now_ms();
+    let exhausted: Vec<(String,)> = sqlx::query_as(
+        "update parley_jobs set status = 'failed', error = 'the worker running this job stopped responding',
+             finished_at = $1, lease_until = null, updated_at = $1
+         where status = 'running' and lease_until < $1 and attempts >= max_attempts returning id",
+    )
+    .bind(now)
+    .fetch_all(ex)
+    .await?;
+    sqlx::query(
+        "update parley_jobs set status = 'retrying', error = 'the worker running this job stopped responding',
+             dispatched_at = null, run_after = $1, lease_until = null, updated_at = $1
+         where status = 'running' and lease_until < $1",
+    )
+    .bind(now)
+    .execute(ex)
+    .await?;
+    Ok(exhausted.into_iter().filter_map(|(id,)| id.parse().ok()).collect())
+}
+
+pub async fn set_progress<'e, E: Exec<'e>>(ex: E, id: JobId, progress: &serde_json::Value) -> Result<(), StoreError> {
+    sqlx::query("update parley_jobs set progress = $2, updated_at = $3 where id = $1")
+        .bind(id.to_string())
+        .bind(progress.to_string())
+        .bind(now_ms())
+        .execute(ex)
+        .await?;
+    Ok(())
+}
+
+/// Job counts per status (for readiness and admin views).
+pub async fn count_by_status<'e, E: Exec<'e>>(ex: E) -> Result<Vec<(String, i64)>, StoreError> {
+    Ok(sqlx::query_as("select status, count(*) from parley_jobs group by status").fetch_all(ex).await?)
+}

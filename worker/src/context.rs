@@ -1,0 +1,29 @@
+//! What every job handler can reach (cheap to clone).
+
+use parley_shared::events::EventBus;
+use parley_shared::queue::Queue;
+use parley_shared::{Config, Db};
+use std::sync::Arc;
+
+#[derive(Clone, Debug)]
+pub struct WorkerContext {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub queue: Queue,
+    pub bus: EventBus,
+}
+
+impl WorkerContext {
+    /// Connects to the database (migrating it), the queue and the event bus named in `config`.
+    pub async fn connect(config: Config) -> anyhow::Result<Self> {
+        let db = Db::connect(config.database_url.expose(), config.database_max_connections).await?;
+        db.migrate().await?;
+        let queue = Queue::connect(&config).await?;
+        let bus = EventBus::connect(&config).await?;
+        Ok(Self { config: Arc::new(config), db, queue, bus })
+    }
+
+    pub fn poll_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.config.queue_poll_ms)
+    }
+}

@@ -1,0 +1,43 @@
+//! Job handlers, one file per kind, all registered in [`execute`].
+
+mod noop;
+
+use crate::WorkerContext;
+use parley_shared::jobs::JobKind;
+use parley_shared::store::jobs::Job;
+use std::time::Duration;
+
+/// Why an attempt failed, and whether another attempt can help.
+#[derive(Debug)]
+pub enum JobError {
+    /// A transient problem (network, a 5xx, a timeout): retried with backoff, waiting at
+    /// least `retry_after` when the other side said so.
+    Retryable { error: anyhow::Error, retry_after: Option<Duration> },
+    /// Retrying cannot help (bad input, a deleted row, a refused key).
+    Fatal(anyhow::Error),
+}
+
+impl JobError {
+    pub fn fatal(msg: impl std::fmt::Display) -> Self {
+        JobError::Fatal(anyhow::anyhow!("{msg}"))
+    }
+}
+
+impl From<anyhow::Error> for JobError {
+    fn from(error: anyhow::Error) -> Self {
+        JobError::Retryable { error, retry_after: None }
+    }
+}
+
+/// Parses a job's payload; a payload that does not parse cannot succeed on retry.
+pub fn payload<T: serde::de::DeserializeOwned>(job: &Job) -> Result<T, JobError> {
+    serde_json::from_str(&job.payload).map_err(|e| JobError::fatal(format!("malformed payload: {e}")))
+}
+
+/// Runs one attempt of `job`, by kind.
+pub async fn execute(ctx: &WorkerContext, kind: JobKind, job: &Job) -> Result<serde_json::Value, JobError> {
+    match kind {
+        JobKind::Noop => noop::run(ctx, job).await,
+        JobKind::SendEmail | JobKind::ProcessAvatar => Err(JobError::fatal("no handler for this kind in this build")),
+    }
+}
