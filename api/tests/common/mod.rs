@@ -55,7 +55,9 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub state: AppState,
-    _dir: tempfile::TempDir,
+    /// The settings the app runs with, for starting more processes on the same data.
+    pub vars: HashMap<String, String>,
+    _dir: std::sync::Arc<tempfile::TempDir>,
 }
 
 /// A fresh database URL for `backend`.
@@ -104,12 +106,21 @@ pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp
     for (k, v) in extra {
         vars.insert((*k).to_owned(), (*v).to_owned());
     }
-    let config = Config::from_vars(vars).expect("valid test config");
+    start(vars, std::sync::Arc::new(dir)).await
+}
+
+/// Another API process (in this test process) on the same database and queue as `app`.
+pub async fn spawn_peer(app: &TestApp) -> TestApp {
+    start(app.vars.clone(), app._dir.clone()).await
+}
+
+async fn start(vars: HashMap<String, String>, dir: std::sync::Arc<tempfile::TempDir>) -> TestApp {
+    let config = Config::from_vars(vars.clone()).expect("valid test config");
     let app = Application::build(config).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state().clone();
     tokio::spawn(app.run_until_stopped());
-    TestApp { address, client: reqwest::Client::new(), state, _dir: dir }
+    TestApp { address, client: reqwest::Client::new(), state, vars, _dir: dir }
 }
 
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -176,6 +187,19 @@ impl TestApp {
             .send()
             .await
             .unwrap()
+    }
+
+    /// Starts `parley-api worker` as a separate process on this app's database and queue.
+    pub fn spawn_worker_process(&self) -> std::process::Child {
+        std::process::Command::new(env!("CARGO_BIN_EXE_parley-api"))
+            .arg("worker")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "warn")
+            .envs(&self.vars)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("the worker process starts")
     }
 
     /// A job as the API shows it.

@@ -2,6 +2,7 @@
 //! caller can compose several writes, and an enqueue, in one transaction. The SQL is the
 //! portable subset that SQLite and PostgreSQL share.
 
+pub mod email_tokens;
 pub mod job_events;
 pub mod jobs;
 pub mod secrets;

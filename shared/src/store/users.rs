@@ -148,3 +148,29 @@ pub async fn any_admin<'e, E: Exec<'e>>(ex: E) -> Result<bool, StoreError> {
     let n: i64 = sqlx::query_scalar("select count(*) from users where is_admin = true").fetch_one(ex).await?;
     Ok(n > 0)
 }
+
+pub async fn mark_email_verified<'e, E: Exec<'e>>(ex: E, id: UserId) -> Result<(), StoreError> {
+    sqlx::query("update users set email_verified = true, updated_at = $2 where id = $1")
+        .bind(id.to_string())
+        .bind(now_ms())
+        .execute(ex)
+        .await?;
+    Ok(())
+}
+
+/// Replaces the avatar; returns the previous key so its files can be removed.
+pub async fn set_avatar<'e, E: Exec<'e> + Copy>(
+    ex: E,
+    id: UserId,
+    key: Option<&str>,
+) -> Result<Option<String>, StoreError> {
+    let previous: Option<(Option<String>,)> =
+        sqlx::query_as("select avatar_key from users where id = $1").bind(id.to_string()).fetch_optional(ex).await?;
+    sqlx::query("update users set avatar_key = $2, updated_at = $3 where id = $1")
+        .bind(id.to_string())
+        .bind(key)
+        .bind(now_ms())
+        .execute(ex)
+        .await?;
+    Ok(previous.and_then(|(k,)| k))
+}

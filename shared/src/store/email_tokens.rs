@@ -1,0 +1,93 @@
+//! Single-use tokens sent by email (verification, password reset), stored hashed.
+
+use super::Exec;
+use crate::auth::{hash_token, random_token};
+use crate::error::StoreError;
+use crate::ids::UserId;
+use crate::time::now_ms;
+
+pub const VERIFY_EMAIL: &str = "verify_email";
+pub const PASSWORD_RESET: &str = "password_reset";
+
+/// Makes a token for `user` valid for `ttl_secs`, replacing the user's unused tokens of the
+/// same purpose. Returns the token in clear (to put in the link; never stored).
+pub async fn issue<'e, E: Exec<'e> + Copy>(
+    ex: E,
+    user: UserId,
+    purpose: &str,
+    ttl_secs: i64,
+) -> Result<String, StoreError> {
+    let token = random_token();
+    let now = now_ms();
+    sqlx::query("delete from email_tokens where user_id = $1 and purpose = $2 and used_at is null")
+        .bind(user.to_string())
+        .bind(purpose)
+        .execute(ex)
+        .await?;
+    sqlx::query(
+        "insert into email_tokens (token_hash, user_id, purpose, expires_at, created_at, updated_at)
+         values ($1, $2, $3, $4, $5, $5)",
+    )
+    .bind(hash_token(&token))
+    .bind(user.to_string())
+    .bind(purpose)
+    .bind(now + ttl_secs * 1000)
+    .bind(now)
+    .execute(ex)
+    .await?;
+    Ok(token)
+}
+
+/// Uses a token: returns its user if it exists, has this purpose, is unexpired and unused.
+pub async fn consume<'e, E: Exec<'e>>(ex: E, token: &str, purpose: &str) -> Result<Option<UserId>, StoreError> {
+    let now = now_ms();
+    let row: Option<(String,)> = sqlx::query_as(
+        "update email_tokens set used_at = $3, updated_at = $3
+         where token_hash = $1 and purpose = $2 and used_at is null and expires_at > $3 returning user_id",
+    )
+    .bind(hash_token(token))
+    .bind(purpose)
+    .bind(now)
+    .fetch_optional(ex)
+    .await?;
+    Ok(row.and_then(|(id,)| id.parse().ok()))
+}
+
+/// Whether the email of job `job_id` was already sent (a re-run must not send it again).
+pub async fn delivery_recorded<'e, E: Exec<'e>>(ex: E, job_id: &str) -> Result<Option<String>, StoreError> {
+    let row: Option<(String,)> = sqlx::query_as("select message_id from email_deliveries where job_id = $1")
+        .bind(job_id)
+        .fetch_optional(ex)
+        .await?;
+    Ok(row.map(|(m,)| m))
+}
+
+pub async fn record_delivery<'e, E: Exec<'e>>(
+    ex: E,
+    job_id: &str,
+    template: &str,
+    message_id: &str,
+) -> Result<(), StoreError> {
+    let now = now_ms();
+    sqlx::query(
+        "insert into email_deliveries (job_id, template, message_id, created_at, updated_at) values ($1, $2, $3, $4, $4)
+         on conflict (job_id) do nothing",
+    )
+    .bind(job_id)
+    .bind(template)
+    .bind(message_id)
+    .bind(now)
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
+/// When the last email of `purpose` was requested for `user` (for per-user rate limits):
+/// the newest token's creation time.
+pub async fn last_issued<'e, E: Exec<'e>>(ex: E, user: UserId, purpose: &str) -> Result<Option<i64>, StoreError> {
+    Ok(sqlx::query_scalar("select max(created_at) from email_tokens where user_id = $1 and purpose = $2")
+        .bind(user.to_string())
+        .bind(purpose)
+        .fetch_one(ex)
+        .await?)
+}
