@@ -114,7 +114,20 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let login_limiter = Arc::new(LoginLimiter::new(config.login_ip_per_minute, config.login_account_per_minute));
     let queue = Queue::connect(&config).await?;
     let bus = EventBus::connect(&config).await?;
-    Ok(AppState { config: Arc::new(config), db, hasher, jwt, keys: Arc::new(keys), login_limiter, queue, bus })
+    let mailer = parley_shared::mail::Mailer::from_config(&config)?;
+    let templates = Arc::new(parley_shared::mail::Templates::new()?);
+    Ok(AppState {
+        config: Arc::new(config),
+        db,
+        hasher,
+        jwt,
+        keys: Arc::new(keys),
+        login_limiter,
+        queue,
+        bus,
+        mailer,
+        templates,
+    })
 }
 
 /// Creates the admin named by `PARLEY_ADMIN_EMAIL`/`PARLEY_ADMIN_PASSWORD` when no admin exists.

@@ -17,6 +17,9 @@ pub struct AppState {
     pub login_limiter: Arc<LoginLimiter>,
     pub queue: Queue,
     pub bus: EventBus,
+    /// Used only by in-process workers; handlers never send mail themselves.
+    pub mailer: parley_shared::mail::Mailer,
+    pub templates: Arc<parley_shared::mail::Templates>,
 }
 
 impl AppState {
@@ -27,6 +30,8 @@ impl AppState {
             db: self.db.clone(),
             queue: self.queue.clone(),
             bus: self.bus.clone(),
+            mailer: self.mailer.clone(),
+            templates: self.templates.clone(),
         }
     }
 }

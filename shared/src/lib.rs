@@ -2,6 +2,7 @@
 //! SQLite and PostgreSQL, and the authentication primitives.
 
 pub mod auth;
+pub mod avatar;
 pub mod config;
 pub mod db;
 pub mod domain;
@@ -9,6 +10,8 @@ pub mod error;
 pub mod events;
 pub mod ids;
 pub mod jobs;
+pub mod mail;
+pub mod media;
 pub mod queue;
 pub mod store;
 pub mod telemetry;

@@ -1,6 +1,7 @@
 //! What every job handler can reach (cheap to clone).
 
 use parley_shared::events::EventBus;
+use parley_shared::mail::{Mailer, Templates};
 use parley_shared::queue::Queue;
 use parley_shared::{Config, Db};
 use std::sync::Arc;
@@ -11,6 +12,8 @@ pub struct WorkerContext {
     pub db: Db,
     pub queue: Queue,
     pub bus: EventBus,
+    pub mailer: Mailer,
+    pub templates: Arc<Templates>,
 }
 
 impl WorkerContext {
@@ -20,7 +23,8 @@ impl WorkerContext {
         db.migrate().await?;
         let queue = Queue::connect(&config).await?;
         let bus = EventBus::connect(&config).await?;
-        Ok(Self { config: Arc::new(config), db, queue, bus })
+        let mailer = Mailer::from_config(&config)?;
+        Ok(Self { config: Arc::new(config), db, queue, bus, mailer, templates: Arc::new(Templates::new()?) })
     }
 
     pub fn poll_interval(&self) -> std::time::Duration {

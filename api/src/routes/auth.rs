@@ -66,8 +66,11 @@ pub async fn register(
     let (username, display_name) = (username.flatten(), display_name.flatten());
 
     let hash = state.hasher.hash(password.expose()).await?;
+    // The account and its verification email commit together: no account without its
+    // email job, no email for an account that was rolled back.
+    let mut tx = state.db.pool.begin().await?;
     let user = users::create(
-        &state.db.pool,
+        &mut *tx,
         users::NewUser {
             email: &email,
             username: username.as_ref(),
@@ -77,6 +80,9 @@ pub async fn register(
         },
     )
     .await?;
+    crate::routes::email_flows::enqueue_email(&mut *tx, user.id, parley_shared::jobs::EmailKind::VerifyEmail).await?;
+    tx.commit().await?;
+    state.queue.notify_outbox();
     tracing::info!(user.id = %user.id, email = %email.masked(), "account registered");
     let (_, tokens) = tokens::start_session(&state, user.id, user_agent(&headers), &ip.to_string()).await?;
     let user = UserProfile::new(&user, &state.config);
@@ -212,7 +218,10 @@ pub async fn change_password(
     let mut tx = state.db.pool.begin().await?;
     users::set_password_hash(&mut *tx, auth.user.id, &hash).await?;
     sessions::revoke_all(&mut *tx, auth.user.id, Some(auth.session), "password_change").await?;
+    crate::routes::email_flows::enqueue_email(&mut *tx, auth.user.id, parley_shared::jobs::EmailKind::PasswordChanged)
+        .await?;
     tx.commit().await?;
+    state.queue.notify_outbox();
     tracing::info!(user.id = %auth.user.id, "password changed");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod docs;
+pub mod email_flows;
 pub mod health;
 pub mod jobs;
 pub mod users;
@@ -15,6 +16,7 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_json_body_bytes;
     Router::new()
         .merge(auth::routes())
+        .merge(email_flows::routes())
         .merge(users::routes())
         .merge(health::routes())
         .merge(jobs::routes())

@@ -2,6 +2,8 @@
 //! directory, or a new PostgreSQL database), and one helper per endpoint.
 #![allow(dead_code)]
 
+pub mod mail;
+pub mod smtp_sink;
 pub mod sse;
 
 use parley_api::Application;
@@ -98,6 +100,8 @@ pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
     vars.insert("PARLEY_DATABASE_URL".into(), fresh_database(backend, dir.path()).await);
+    vars.insert("PARLEY_EMAIL_DIR".into(), dir.path().join("mail").display().to_string());
+    vars.insert("PARLEY_MEDIA_DIR".into(), dir.path().join("media").display().to_string());
     if backend == Backend::Postgres {
         // The distributed profile: PostgreSQL for data, Redis for the queue and job events.
         vars.insert("PARLEY_QUEUE_URL".into(), redis_url());
@@ -200,6 +204,11 @@ impl TestApp {
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("the worker process starts")
+    }
+
+    /// Where the file mail transport writes.
+    pub fn mail_dir(&self) -> std::path::PathBuf {
+        self.vars["PARLEY_EMAIL_DIR"].clone().into()
     }
 
     /// A job as the API shows it.

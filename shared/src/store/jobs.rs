@@ -283,3 +283,20 @@ pub async fn set_progress<'e, E: Exec<'e>>(ex: E, id: JobId, progress: &serde_js
 pub async fn count_by_status<'e, E: Exec<'e>>(ex: E) -> Result<Vec<(String, i64)>, StoreError> {
     Ok(sqlx::query_as("select status, count(*) from parley_jobs group by status").fetch_all(ex).await?)
 }
+
+/// When `owner` last got a job of `kind` whose payload contains `marker` (rate limits).
+pub async fn last_created<'e, E: Exec<'e>>(
+    ex: E,
+    owner: UserId,
+    kind: JobKind,
+    marker: &str,
+) -> Result<Option<i64>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "select max(created_at) from parley_jobs where owner_id = $1 and kind = $2 and payload like $3",
+    )
+    .bind(owner.to_string())
+    .bind(kind.as_str())
+    .bind(format!("%{marker}%"))
+    .fetch_one(ex)
+    .await?)
+}

@@ -3,6 +3,7 @@
 //! portable subset that SQLite and PostgreSQL share.
 
 pub mod email_tokens;
+pub mod idempotency;
 pub mod job_events;
 pub mod jobs;
 pub mod secrets;

@@ -1,6 +1,7 @@
 //! Job handlers, one file per kind, all registered in [`execute`].
 
 mod noop;
+pub mod send_email;
 
 use crate::WorkerContext;
 use parley_shared::jobs::JobKind;
@@ -38,6 +39,7 @@ pub fn payload<T: serde::de::DeserializeOwned>(job: &Job) -> Result<T, JobError>
 pub async fn execute(ctx: &WorkerContext, kind: JobKind, job: &Job) -> Result<serde_json::Value, JobError> {
     match kind {
         JobKind::Noop => noop::run(ctx, job).await,
-        JobKind::SendEmail | JobKind::ProcessAvatar => Err(JobError::fatal("no handler for this kind in this build")),
+        JobKind::SendEmail => send_email::run(ctx, job).await,
+        JobKind::ProcessAvatar => Err(JobError::fatal("no handler for this kind in this build")),
     }
 }

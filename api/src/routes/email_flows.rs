@@ -1,0 +1,190 @@
+//! Email verification and password reset. Handlers only write and enqueue; the emails go out
+//! from `send_email` jobs.
+
+use crate::error::{ApiError, ApiResult, ErrorEnvelope, FieldErrors};
+use crate::extract::{AuthUser, Json};
+use crate::state::AppState;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use parley_shared::domain::{Email, Password};
+use parley_shared::ids::JobId;
+use parley_shared::jobs::{EmailKind, JobKind, SendEmail};
+use parley_shared::store::{email_tokens, idempotency, jobs, sessions, users};
+use parley_shared::time::now_ms;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// At most one verification or reset email per user per this many seconds.
+const EMAIL_INTERVAL_SECS: i64 = 60;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/auth/send-verification", post(send_verification))
+        .route("/api/auth/verify-email", post(verify_email))
+        .route("/api/auth/password/reset", post(request_password_reset))
+        .route("/api/auth/password/reset/confirm", post(confirm_password_reset))
+}
+
+/// A job was accepted.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobAccepted {
+    #[schema(value_type = String, format = Uuid)]
+    pub job_id: JobId,
+}
+
+/// Seconds to wait before `EmailKind` may be sent to `user` again, if any.
+async fn email_wait(state: &AppState, user: parley_shared::ids::UserId, kind: &str) -> ApiResult<Option<u64>> {
+    let last = jobs::last_created(&state.db.pool, user, JobKind::SendEmail, kind).await?;
+    let elapsed = last.map(|t| (now_ms() - t) / 1000);
+    Ok(elapsed.filter(|e| *e < EMAIL_INTERVAL_SECS).map(|e| (EMAIL_INTERVAL_SECS - e) as u64))
+}
+
+/// Enqueues an email job and nudges the dispatcher.
+pub async fn enqueue_email<'e>(
+    ex: impl parley_shared::store::Exec<'e>,
+    user: parley_shared::ids::UserId,
+    email: EmailKind,
+) -> ApiResult<JobId> {
+    Ok(jobs::enqueue(ex, JobKind::SendEmail, Some(user), &SendEmail { user_id: user, email }).await?)
+}
+
+/// Sends (again) the verification email. `Idempotency-Key` makes a retried request return
+/// the first answer.
+#[utoipa::path(post, path = "/api/auth/send-verification/", tag = "accounts", security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header)), responses(
+    (status = 202, body = JobAccepted),
+    (status = 409, description = "already verified", body = ErrorEnvelope),
+    (status = 429, description = "one per minute; see Retry-After", body = ErrorEnvelope)))]
+pub async fn send_verification(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let scope = format!("user:{}:send-verification", auth.user.id);
+    if let Some(key) = &key
+        && let Some((status, body)) = idempotency::get(&state.db.pool, &scope, key).await?
+    {
+        let status = StatusCode::from_u16(status as u16).unwrap_or(StatusCode::ACCEPTED);
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        return Ok((status, Json(body)).into_response());
+    }
+    if auth.user.email_verified {
+        return Err(ApiError::BadRequest {
+            code: "already_verified",
+            message: "the email address is already verified".into(),
+            status: StatusCode::CONFLICT,
+        });
+    }
+    if let Some(wait) = email_wait(&state, auth.user.id, "verify_email").await? {
+        return Err(ApiError::RateLimited { retry_after_secs: wait });
+    }
+    let mut tx = state.db.pool.begin().await?;
+    let job_id = enqueue_email(&mut *tx, auth.user.id, EmailKind::VerifyEmail).await?;
+    let body = JobAccepted { job_id };
+    if let Some(key) = &key {
+        let json = serde_json::to_string(&body).map_err(anyhow::Error::from)?;
+        idempotency::put(&mut *tx, &scope, key, 202, &json).await?;
+    }
+    tx.commit().await?;
+    state.queue.notify_outbox();
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct TokenRequest {
+    pub token: String,
+}
+
+/// Confirms the email address with the token from the verification email.
+#[utoipa::path(post, path = "/api/auth/verify-email/", tag = "accounts", request_body = TokenRequest, responses(
+    (status = 200, description = "verified"),
+    (status = 400, description = "invalid, used or expired token", body = ErrorEnvelope)))]
+pub async fn verify_email(
+    State(state): State<AppState>,
+    Json(req): Json<TokenRequest>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let user = email_tokens::consume(&state.db.pool, req.token.trim(), email_tokens::VERIFY_EMAIL)
+        .await?
+        .ok_or_else(invalid_token)?;
+    users::mark_email_verified(&state.db.pool, user).await?;
+    Ok(Json(serde_json::json!({"email_verified": true})))
+}
+
+fn invalid_token() -> ApiError {
+    ApiError::BadRequest {
+        code: "invalid_token",
+        message: "the token is invalid, already used or expired".into(),
+        status: StatusCode::BAD_REQUEST,
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ResetRequest {
+    pub email: String,
+}
+
+/// The same answer whether or not the account exists.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResetAccepted {
+    pub detail: &'static str,
+}
+
+const RESET_DETAIL: &str = "If an account exists for this address, a reset link is on its way.";
+
+/// Asks for a password reset link. Answers 202 with the same body, in about the same time,
+/// for known and unknown addresses and while rate limited.
+#[utoipa::path(post, path = "/api/auth/password/reset/", tag = "accounts", request_body = ResetRequest, responses(
+    (status = 202, body = ResetAccepted)))]
+pub async fn request_password_reset(
+    State(state): State<AppState>,
+    Json(req): Json<ResetRequest>,
+) -> ApiResult<(StatusCode, Json<ResetAccepted>)> {
+    let accepted = (StatusCode::ACCEPTED, Json(ResetAccepted { detail: RESET_DETAIL }));
+    let Ok(email) = Email::parse(&req.email) else { return Ok(accepted) };
+    let Some(user) = users::by_email(&state.db.pool, &email).await?.filter(|u| u.is_active) else {
+        return Ok(accepted);
+    };
+    if email_wait(&state, user.id, "password_reset").await?.is_some() {
+        tracing::info!(user.id = %user.id, "password reset throttled");
+        return Ok(accepted);
+    }
+    enqueue_email(&state.db.pool, user.id, EmailKind::PasswordReset).await?;
+    state.queue.notify_outbox();
+    Ok(accepted)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ResetConfirm {
+    pub token: String,
+    pub new_password: String,
+}
+
+/// Sets a new password with the token from the reset email; ends every session.
+#[utoipa::path(post, path = "/api/auth/password/reset/confirm/", tag = "accounts", request_body = ResetConfirm, responses(
+    (status = 204, description = "password set"),
+    (status = 400, description = "invalid, used or expired token", body = ErrorEnvelope),
+    (status = 422, description = "weak password", body = ErrorEnvelope)))]
+pub async fn confirm_password_reset(
+    State(state): State<AppState>,
+    Json(req): Json<ResetConfirm>,
+) -> ApiResult<StatusCode> {
+    let mut errors = FieldErrors::default();
+    let password = errors.check("new_password", Password::parse(&req.new_password));
+    errors.finish()?;
+    let hash = state.hasher.hash(password.expect("checked").expose()).await?;
+    let mut tx = state.db.pool.begin().await?;
+    let user = email_tokens::consume(&mut *tx, req.token.trim(), email_tokens::PASSWORD_RESET)
+        .await?
+        .ok_or_else(invalid_token)?;
+    users::set_password_hash(&mut *tx, user, &hash).await?;
+    sessions::revoke_all(&mut *tx, user, None, "password_reset").await?;
+    enqueue_email(&mut *tx, user, EmailKind::PasswordChanged).await?;
+    tx.commit().await?;
+    state.queue.notify_outbox();
+    tracing::info!(user.id = %user, "password reset");
+    Ok(StatusCode::NO_CONTENT)
+}
