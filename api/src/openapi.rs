@@ -1,6 +1,6 @@
 //! The OpenAPI 3.1 document of every route.
 
-use crate::routes::{auth, email_flows, health, jobs, users};
+use crate::routes::{auth, avatar, email_flows, health, jobs, users};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -11,6 +11,7 @@ use utoipa::{Modify, OpenApi};
         auth::register, auth::login, auth::refresh, auth::logout, auth::change_password,
         email_flows::send_verification, email_flows::verify_email,
         email_flows::request_password_reset, email_flows::confirm_password_reset,
+        avatar::upload_avatar, avatar::delete_avatar, avatar::serve_avatar,
         users::me, users::update_me, users::delete_me,
         jobs::list_jobs, jobs::get_job, jobs::job_events, jobs::cancel_job,
         health::healthz, health::readyz,

@@ -117,7 +117,6 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let mailer = parley_shared::mail::Mailer::from_config(&config)?;
     let templates = Arc::new(parley_shared::mail::Templates::new()?);
     Ok(AppState {
-        config: Arc::new(config),
         db,
         hasher,
         jwt,
@@ -127,6 +126,8 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         bus,
         mailer,
         templates,
+        media: Arc::new(parley_shared::media::LocalMediaStore::new(&config.media_dir)),
+        config: Arc::new(config),
     })
 }
 

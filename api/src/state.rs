@@ -20,6 +20,7 @@ pub struct AppState {
     /// Used only by in-process workers; handlers never send mail themselves.
     pub mailer: parley_shared::mail::Mailer,
     pub templates: Arc<parley_shared::mail::Templates>,
+    pub media: Arc<dyn parley_shared::media::MediaStore>,
 }
 
 impl AppState {
@@ -32,6 +33,7 @@ impl AppState {
             bus: self.bus.clone(),
             mailer: self.mailer.clone(),
             templates: self.templates.clone(),
+            media: self.media.clone(),
         }
     }
 }

@@ -172,6 +172,12 @@ impl MediaStore for LocalMediaStore {
     }
 }
 
+impl std::fmt::Debug for dyn MediaStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MediaStore")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

@@ -2,6 +2,7 @@
 
 use parley_shared::events::EventBus;
 use parley_shared::mail::{Mailer, Templates};
+use parley_shared::media::{LocalMediaStore, MediaStore};
 use parley_shared::queue::Queue;
 use parley_shared::{Config, Db};
 use std::sync::Arc;
@@ -14,6 +15,7 @@ pub struct WorkerContext {
     pub bus: EventBus,
     pub mailer: Mailer,
     pub templates: Arc<Templates>,
+    pub media: Arc<dyn MediaStore>,
 }
 
 impl WorkerContext {
@@ -24,7 +26,8 @@ impl WorkerContext {
         let queue = Queue::connect(&config).await?;
         let bus = EventBus::connect(&config).await?;
         let mailer = Mailer::from_config(&config)?;
-        Ok(Self { config: Arc::new(config), db, queue, bus, mailer, templates: Arc::new(Templates::new()?) })
+        let media: Arc<dyn MediaStore> = Arc::new(LocalMediaStore::new(&config.media_dir));
+        Ok(Self { config: Arc::new(config), db, queue, bus, mailer, templates: Arc::new(Templates::new()?), media })
     }
 
     pub fn poll_interval(&self) -> std::time::Duration {

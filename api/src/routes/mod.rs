@@ -1,6 +1,7 @@
 //! The router: one module per route group.
 
 pub mod auth;
+pub mod avatar;
 pub mod docs;
 pub mod email_flows;
 pub mod health;
@@ -18,6 +19,7 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::routes())
         .merge(email_flows::routes())
         .merge(users::routes())
+        .merge(avatar::routes(state.config.max_avatar_bytes))
         .merge(health::routes())
         .merge(jobs::routes())
         .merge(docs::routes())

@@ -44,7 +44,7 @@ impl UserProfile {
             username: user.username.clone(),
             display_name: user.display_name.clone(),
             bio: user.bio.clone(),
-            avatar_url: user.avatar_key.as_ref().map(|k| format!("{}/media/avatars/{k}", config.public_url)),
+            avatar_url: user.avatar_key.as_ref().map(|k| format!("{}/media/avatars/{k}-256.png", config.public_url)),
             email_verified: user.email_verified,
             is_admin: user.is_admin,
             date_joined: from_ms(user.date_joined),

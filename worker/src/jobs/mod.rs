@@ -1,6 +1,7 @@
 //! Job handlers, one file per kind, all registered in [`execute`].
 
 mod noop;
+pub mod process_avatar;
 pub mod send_email;
 
 use crate::WorkerContext;
@@ -40,6 +41,6 @@ pub async fn execute(ctx: &WorkerContext, kind: JobKind, job: &Job) -> Result<se
     match kind {
         JobKind::Noop => noop::run(ctx, job).await,
         JobKind::SendEmail => send_email::run(ctx, job).await,
-        JobKind::ProcessAvatar => Err(JobError::fatal("no handler for this kind in this build")),
+        JobKind::ProcessAvatar => process_avatar::run(ctx, job).await,
     }
 }

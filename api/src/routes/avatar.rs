@@ -1,0 +1,96 @@
+//! Avatar upload (validated here, processed by a `process_avatar` job), removal, and serving.
+
+use crate::error::{ApiError, ApiResult, ErrorEnvelope};
+use crate::extract::{AuthUser, Json};
+use crate::routes::email_flows::JobAccepted;
+use crate::state::AppState;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use parley_shared::avatar::{self, AvatarError};
+use parley_shared::jobs::{JobKind, ProcessAvatar};
+use parley_shared::media::{new_key, validate_key};
+use parley_shared::store::{jobs, users};
+
+pub fn routes(max_avatar_bytes: usize) -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/users/me/avatar",
+            post(upload_avatar).delete(delete_avatar).layer(DefaultBodyLimit::max(max_avatar_bytes + 64 * 1024)),
+        )
+        .route("/media/avatars/{file}", get(serve_avatar))
+}
+
+fn image_error(e: AvatarError) -> ApiError {
+    let status = match e {
+        AvatarError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    ApiError::BadRequest { code: "invalid_image", message: e.to_string(), status }
+}
+
+/// Uploads an avatar (multipart field `file`, PNG, JPEG, WebP or GIF, at most 5 MB). The
+/// type is read from the content; a job crops and resizes it.
+#[utoipa::path(post, path = "/api/users/me/avatar/", tag = "accounts", security(("bearer" = [])),
+    request_body(content_type = "multipart/form-data", description = "a `file` field"), responses(
+    (status = 202, body = JobAccepted),
+    (status = 413, body = ErrorEnvelope),
+    (status = 422, description = "not an image, an unsupported type, or too many pixels", body = ErrorEnvelope)))]
+pub async fn upload_avatar(State(state): State<AppState>, auth: AuthUser, mut form: Multipart) -> ApiResult<Response> {
+    let bad = |message: String| ApiError::BadRequest { code: "invalid_body", message, status: StatusCode::BAD_REQUEST };
+    let max = state.config.max_avatar_bytes;
+    let mut bytes = None;
+    while let Some(field) = form.next_field().await.map_err(|e| bad(format!("malformed multipart body: {e}")))? {
+        if field.name() == Some("file") {
+            let data = field.bytes().await.map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    image_error(AvatarError::TooLarge { max_bytes: max })
+                } else {
+                    bad(e.body_text())
+                }
+            })?;
+            bytes = Some(data);
+        }
+    }
+    let bytes = bytes.ok_or_else(|| ApiError::field("file", "is required"))?;
+    avatar::inspect(&bytes, max, state.config.max_avatar_pixels).map_err(image_error)?;
+    let upload_key = new_key("uploads", "bin");
+    state.media.put(&upload_key, bytes.to_vec()).await?;
+    let payload = ProcessAvatar { user_id: auth.user.id, upload_key: upload_key.clone() };
+    let job_id = match jobs::enqueue(&state.db.pool, JobKind::ProcessAvatar, Some(auth.user.id), &payload).await {
+        Ok(id) => id,
+        Err(e) => {
+            state.media.delete(&upload_key).await.ok();
+            return Err(e.into());
+        }
+    };
+    state.queue.notify_outbox();
+    Ok((StatusCode::ACCEPTED, Json(JobAccepted { job_id })).into_response())
+}
+
+/// Removes the avatar.
+#[utoipa::path(delete, path = "/api/users/me/avatar/", tag = "accounts", security(("bearer" = [])), responses(
+    (status = 204, description = "removed")))]
+pub async fn delete_avatar(State(state): State<AppState>, auth: AuthUser) -> ApiResult<StatusCode> {
+    if let Some(old) = users::set_avatar(&state.db.pool, auth.user.id, None).await? {
+        for key in parley_worker::jobs::process_avatar::avatar_files(&old) {
+            state.media.delete(&key).await?;
+        }
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// An avatar image (PNG).
+#[utoipa::path(get, path = "/media/avatars/{file}", tag = "accounts", params(("file" = String, Path)), responses(
+    (status = 200, description = "the image", content_type = "image/png"), (status = 404, body = ErrorEnvelope)))]
+pub async fn serve_avatar(State(state): State<AppState>, Path(file): Path<String>) -> ApiResult<Response> {
+    let key = format!("avatars/{file}");
+    if validate_key(&key).is_err() || !file.ends_with(".png") {
+        return Err(ApiError::NotFound);
+    }
+    let bytes = state.media.get(&key).await?.ok_or(ApiError::NotFound)?;
+    Ok(([(header::CONTENT_TYPE, "image/png"), (header::CACHE_CONTROL, "public, max-age=31536000, immutable")], bytes)
+        .into_response())
+}

@@ -1,0 +1,40 @@
+//! `process_avatar`: crops the uploaded image to a centred square, makes 256 px and 64 px
+//! PNGs (re-encoded, so no metadata survives), stores them under server-made names, and
+//! points the profile at them.
+
+use super::{JobError, payload};
+use crate::WorkerContext;
+use parley_shared::avatar::{self, LARGE_SIZE, SMALL_SIZE};
+use parley_shared::jobs::ProcessAvatar;
+use parley_shared::store::jobs::Job;
+use parley_shared::store::users;
+use serde_json::json;
+
+/// The media keys of an avatar's two sizes.
+pub fn avatar_files(key: &str) -> [String; 2] {
+    [format!("avatars/{key}-{LARGE_SIZE}.png"), format!("avatars/{key}-{SMALL_SIZE}.png")]
+}
+
+pub async fn run(ctx: &WorkerContext, job: &Job) -> Result<serde_json::Value, JobError> {
+    let p: ProcessAvatar = payload(job)?;
+    let Some(upload) = ctx.media.get(&p.upload_key).await? else {
+        return Err(JobError::fatal("the uploaded file is gone"));
+    };
+    let max_pixels = ctx.config.max_avatar_pixels;
+    let processed = tokio::task::spawn_blocking(move || avatar::process(&upload, max_pixels))
+        .await
+        .map_err(anyhow::Error::from)?
+        .map_err(JobError::fatal)?;
+    let key =
+        parley_shared::auth::random_token().chars().filter(char::is_ascii_alphanumeric).take(32).collect::<String>();
+    let [large, small] = avatar_files(&key);
+    ctx.media.put(&large, processed.large).await?;
+    ctx.media.put(&small, processed.small).await?;
+    let previous = users::set_avatar(&ctx.db.pool, p.user_id, Some(&key)).await.map_err(anyhow::Error::from)?;
+    for old in previous.iter().flat_map(|k| avatar_files(k)) {
+        ctx.media.delete(&old).await?;
+    }
+    ctx.media.delete(&p.upload_key).await?;
+    tracing::info!(user.id = %p.user_id, "avatar processed");
+    Ok(json!({"avatar_key": key}))
+}
