@@ -300,6 +300,7 @@ both_backends! {
         assert_eq!(app.client.get(app.url("/healthz")).send().await.unwrap().status(), StatusCode::OK);
         let ready: Value = app.client.get(app.url("/readyz")).send().await.unwrap().json().await.unwrap();
         assert_eq!(ready["database"], true);
+        assert_eq!(ready["queue"], true);
         let spec: Value = app.client.get(app.url("/api/openapi.json")).send().await.unwrap().json().await.unwrap();
         assert!(spec["openapi"].as_str().unwrap().starts_with("3.1"));
         let page = app.client.get(app.url("/api/docs/")).send().await.unwrap().text().await.unwrap();

@@ -32,6 +32,7 @@ both_backends! {
     async fn send_verification_is_limited_to_one_a_minute_and_idempotent(backend: Backend) {
         let app = spawn_app(backend).await;
         let user = app.signup("resend@example.com").await;
+        common::mail::wait_for(&app.mail_dir(), 1).await;
         let res = app.post_json("/api/auth/send-verification/", &Value::Null, Some(&user.access)).await;
         let retry_after: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
         assert!((1..=60).contains(&retry_after));

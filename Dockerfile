@@ -1,0 +1,15 @@
+# Multi-stage build: compile both binaries, then ship them on a slim base.
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --bin parley-api --bin parley-worker
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --home /app parley && mkdir -p /app/data && chown parley /app/data
+WORKDIR /app
+COPY --from=build /src/target/release/parley-api /src/target/release/parley-worker /usr/local/bin/
+USER parley
+ENV PARLEY_BIND=0.0.0.0:8080 PARLEY_LOG_FORMAT=json
+EXPOSE 8080
+CMD ["parley-api"]
