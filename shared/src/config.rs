@@ -334,6 +334,8 @@ mod tests {
         let err = Config::from_vars(vars(&[("PARLEY_BIND", "nowhere")])).unwrap_err();
         assert_eq!(err.var, "PARLEY_BIND");
         assert!(err.to_string().contains("PARLEY_BIND"));
+        let err = Config::from_vars(vars(&[("PARLEY_DATABASE_URL", "postgres://db/parley")])).unwrap_err();
+        assert_eq!(err.var, "PARLEY_QUEUE_URL");
         let err = Config::from_vars(vars(&[("PARLEY_ACCESS_TOKEN_TTL_SECS", "0")])).unwrap_err();
         assert_eq!(err.var, "PARLEY_ACCESS_TOKEN_TTL_SECS");
     }
@@ -342,6 +344,7 @@ mod tests {
     fn debug_output_hides_secrets_and_url_passwords() {
         let config = Config::from_vars(vars(&[
             ("PARLEY_DATABASE_URL", "postgres://app:hunter2hunter2@db/parley"),
+            ("PARLEY_QUEUE_URL", "redis://:r3dis-secret@cache:6379"),
             ("PARLEY_SECRET_KEY", "k3y-k3y-k3y-k3y-k3y-k3y-k3y-k3y-k3y"),
             ("PARLEY_ADMIN_PASSWORD", "adm1n-pa55w0rd"),
         ]))
@@ -351,5 +354,6 @@ mod tests {
         assert!(!debug.contains("k3y-k3y"));
         assert!(!debug.contains("adm1n-pa55w0rd"));
         assert!(debug.contains("postgres://***@db/parley"));
+        assert!(!debug.contains("r3dis-secret"));
     }
 }
