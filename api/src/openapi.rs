@@ -1,6 +1,6 @@
 //! The OpenAPI 3.1 document of every route.
 
-use crate::routes::{auth, avatar, email_flows, health, jobs, users};
+use crate::routes::{auth, avatar, chat, email_flows, health, jobs, llm_configs, users};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -14,6 +14,9 @@ use utoipa::{Modify, OpenApi};
         avatar::upload_avatar, avatar::delete_avatar, avatar::serve_avatar,
         users::me, users::update_me, users::delete_me,
         jobs::list_jobs, jobs::get_job, jobs::job_events, jobs::cancel_job,
+        chat::chat, chat::list_messages, chat::list_sessions, chat::get_session, chat::update_session,
+        chat::delete_session, llm_configs::list_models, llm_configs::list_configs, llm_configs::get_config,
+        llm_configs::create_config, llm_configs::update_config, llm_configs::delete_config,
         health::healthz, health::readyz,
     ),
     components(schemas(crate::error::ErrorEnvelope, crate::error::ErrorBody)),
@@ -21,6 +24,7 @@ use utoipa::{Modify, OpenApi};
     tags(
         (name = "accounts", description = "Sign-up, sign-in, sessions and profile"),
         (name = "jobs", description = "Durable jobs: status, events, cancellation"),
+        (name = "llm", description = "Chat with LLMs: configs, models, sessions, messages"),
         (name = "operations", description = "Health and readiness"),
     )
 )]

@@ -7,11 +7,11 @@ use anyhow::Context;
 use axum::ServiceExt;
 use axum::extract::Request;
 use axum::http::HeaderName;
-use parley_shared::auth::{JwtKeys, Keys, PasswordHasher, random_token};
+use parley_shared::auth::{JwtKeys, Keys, PasswordHasher};
 use parley_shared::domain::{Email, Password};
 use parley_shared::events::EventBus;
 use parley_shared::queue::{Queue, run_dispatcher};
-use parley_shared::store::{secrets, users};
+use parley_shared::store::users;
 use parley_shared::{Config, Db};
 use secrecy::ExposeSecret;
 use std::net::SocketAddr;
@@ -33,6 +33,7 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let state = build_state(config).await?;
         bootstrap_admin(&state).await?;
+        crate::routes::llm_configs::bootstrap(&state).await?;
         let listener = TcpListener::bind(state.config.bind)
             .await
             .with_context(|| format!("binding {} (PARLEY_BIND)", state.config.bind))?;
@@ -101,14 +102,7 @@ impl Application {
 pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let db = Db::connect(config.database_url.expose(), config.database_max_connections).await?;
     db.migrate().await?;
-    let master = match &config.secret_key {
-        Some(key) => key.expose_secret().to_owned(),
-        None => {
-            tracing::warn!("PARLEY_SECRET_KEY is not set; using a generated key kept in the database");
-            secrets::get_or_create(&db.pool, "master_key", random_token).await?
-        }
-    };
-    let keys = Keys::derive(master.as_bytes());
+    let keys = Keys::load(&config, &db).await?;
     let hasher = PasswordHasher::new(config.argon2, config.password_hash_concurrency)?;
     let jwt = JwtKeys::new(&keys.jwt, &config.jwt_issuer, &config.jwt_audience, config.access_token_ttl_secs);
     let login_limiter = Arc::new(LoginLimiter::new(config.login_ip_per_minute, config.login_account_per_minute));
@@ -127,6 +121,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         mailer,
         templates,
         media: Arc::new(parley_shared::media::LocalMediaStore::new(&config.media_dir)),
+        llm: parley_shared::llm::LlmClient::new(Duration::from_secs(config.llm_stall_secs)),
         config: Arc::new(config),
     })
 }

@@ -21,6 +21,8 @@ pub struct AppState {
     pub mailer: parley_shared::mail::Mailer,
     pub templates: Arc<parley_shared::mail::Templates>,
     pub media: Arc<dyn parley_shared::media::MediaStore>,
+    /// Used only by in-process workers.
+    pub llm: parley_shared::llm::LlmClient,
 }
 
 impl AppState {
@@ -34,6 +36,8 @@ impl AppState {
             mailer: self.mailer.clone(),
             templates: self.templates.clone(),
             media: self.media.clone(),
+            keys: self.keys.clone(),
+            llm: self.llm.clone(),
         }
     }
 }

@@ -121,6 +121,23 @@ pub struct Config {
     pub queue_poll_ms: u64,
     /// On SIGTERM, running jobs get this long to finish.
     pub shutdown_grace_secs: u64,
+    /// A quick-start LLM config created at start-up (`PARLEY_LLM_*`).
+    pub llm_bootstrap: Option<LlmBootstrap>,
+    /// A provider stream that sends nothing for this long is abandoned (and retried).
+    pub llm_stall_secs: u64,
+    pub llm_max_concurrent_per_user: i64,
+    pub llm_max_message_chars: usize,
+    /// The config (by name) that writes session titles; the session's own when unset.
+    pub llm_title_config: Option<String>,
+}
+
+/// The `PARLEY_LLM_*` quick-start settings.
+#[derive(Clone, Debug)]
+pub struct LlmBootstrap {
+    pub provider: String,
+    pub base_url: Option<String>,
+    pub api_key: Option<SecretString>,
+    pub model: String,
 }
 
 /// How SMTP connections are secured.
@@ -251,6 +268,26 @@ impl Config {
             queue_heartbeat_secs: v.positive("PARLEY_QUEUE_HEARTBEAT_SECS", 2)?,
             queue_poll_ms: v.positive("PARLEY_QUEUE_POLL_MS", 200)?,
             shutdown_grace_secs: v.parse("PARLEY_SHUTDOWN_GRACE_SECS", 20)?,
+            llm_bootstrap: match (v.string("PARLEY_LLM_PROVIDER"), v.string("PARLEY_LLM_MODEL")) {
+                (None, None) => None,
+                (Some(provider), Some(model)) => {
+                    if !["openai", "openai_compatible", "anthropic"].contains(&provider.as_str()) {
+                        return Err(v.error("PARLEY_LLM_PROVIDER", "expected openai, openai_compatible or anthropic"));
+                    }
+                    Some(LlmBootstrap {
+                        provider,
+                        base_url: v.string("PARLEY_LLM_BASE_URL"),
+                        api_key: v.secret("PARLEY_LLM_API_KEY", 0)?,
+                        model,
+                    })
+                }
+                (Some(_), None) => return Err(v.error("PARLEY_LLM_MODEL", "is required with PARLEY_LLM_PROVIDER")),
+                (None, Some(_)) => return Err(v.error("PARLEY_LLM_PROVIDER", "is required with PARLEY_LLM_MODEL")),
+            },
+            llm_stall_secs: v.positive("PARLEY_LLM_STALL_SECS", 30)?,
+            llm_max_concurrent_per_user: v.positive("PARLEY_LLM_MAX_CONCURRENT_PER_USER", 2)?,
+            llm_max_message_chars: v.positive("PARLEY_LLM_MAX_MESSAGE_CHARS", 32_000)?,
+            llm_title_config: v.string("PARLEY_LLM_TITLE_CONFIG"),
         })
     }
 

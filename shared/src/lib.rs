@@ -4,12 +4,14 @@
 pub mod auth;
 pub mod avatar;
 pub mod config;
+pub mod crypto;
 pub mod db;
 pub mod domain;
 pub mod error;
 pub mod events;
 pub mod ids;
 pub mod jobs;
+pub mod llm;
 pub mod mail;
 pub mod media;
 pub mod queue;

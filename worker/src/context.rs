@@ -1,6 +1,8 @@
 //! What every job handler can reach (cheap to clone).
 
+use parley_shared::auth::Keys;
 use parley_shared::events::EventBus;
+use parley_shared::llm::LlmClient;
 use parley_shared::mail::{Mailer, Templates};
 use parley_shared::media::{LocalMediaStore, MediaStore};
 use parley_shared::queue::Queue;
@@ -16,6 +18,8 @@ pub struct WorkerContext {
     pub mailer: Mailer,
     pub templates: Arc<Templates>,
     pub media: Arc<dyn MediaStore>,
+    pub keys: Arc<Keys>,
+    pub llm: LlmClient,
 }
 
 impl WorkerContext {
@@ -27,7 +31,10 @@ impl WorkerContext {
         let bus = EventBus::connect(&config).await?;
         let mailer = Mailer::from_config(&config)?;
         let media: Arc<dyn MediaStore> = Arc::new(LocalMediaStore::new(&config.media_dir));
-        Ok(Self { config: Arc::new(config), db, queue, bus, mailer, templates: Arc::new(Templates::new()?), media })
+        let keys = Arc::new(Keys::load(&config, &db).await?);
+        let llm = LlmClient::new(std::time::Duration::from_secs(config.llm_stall_secs));
+        let templates = Arc::new(Templates::new()?);
+        Ok(Self { config: Arc::new(config), db, queue, bus, mailer, templates, media, keys, llm })
     }
 
     pub fn poll_interval(&self) -> std::time::Duration {

@@ -4,6 +4,7 @@
 
 pub mod context;
 pub mod jobs;
+pub mod prompt;
 pub mod runner;
 
 pub use context::WorkerContext;

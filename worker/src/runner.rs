@@ -19,6 +19,9 @@ use tracing::Instrument;
 /// How often a running job renews its lease and looks for a cancel request.
 const CANCEL_CHECK: Duration = Duration::from_millis(400);
 
+/// How long a cancelled handler gets to wrap up before it is dropped.
+const CANCEL_GRACE: Duration = Duration::from_secs(2);
+
 /// The apalis handler. An `Err` means no outcome could be recorded (say, the database was
 /// unreachable); apalis then delivers the message again.
 pub async fn handle(msg: JobMessage, ctx: Data<WorkerContext>) -> Result<(), BoxDynError> {
@@ -59,13 +62,22 @@ async fn run(ctx: &WorkerContext, id: JobId) -> anyhow::Result<()> {
     emit(&ctx.db, &ctx.bus, id, "status", json!({"status": "running", "attempt": job.attempts})).await?;
     let started = std::time::Instant::now();
 
-    let work = tokio::time::timeout(policy.timeout, jobs::execute(ctx, kind, &job));
+    let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+    let work = tokio::time::timeout(policy.timeout, jobs::execute(ctx, kind, &job, cancel_rx));
+    tokio::pin!(work);
     let outcome = tokio::select! {
-        result = work => match result {
+        result = &mut work => match result {
             Ok(done) => Outcome::Done(done),
             Err(_) => Outcome::TimedOut,
         },
-        watched = watch_lease(ctx, id, lease_ms) => watched,
+        watched = watch_lease(ctx, id, lease_ms) => {
+            if matches!(watched, Outcome::Cancelled) {
+                // Let the handler stop its own way (an LLM reply keeps its partial text).
+                let _ = cancel_tx.send(true);
+                let _ = tokio::time::timeout(CANCEL_GRACE, &mut work).await;
+            }
+            watched
+        }
     };
     let duration_ms = started.elapsed().as_millis() as u64;
     match outcome {

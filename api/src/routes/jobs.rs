@@ -132,6 +132,13 @@ pub async fn cancel_job(
         });
     }
     if jobs::cancel(&state.db.pool, job.id).await? == Some(JobStatus::Cancelled) {
+        // It never ran: nothing else will close its pending reply.
+        if job.kind() == Some(parley_shared::jobs::JobKind::LlmCompletion)
+            && let Ok(p) = serde_json::from_str::<parley_shared::jobs::LlmCompletion>(&job.payload)
+        {
+            let outcome = parley_shared::store::chat::Outcome { status: "cancelled", ..Default::default() };
+            parley_shared::store::chat::finish_message(&state.db.pool, &p.message_id, &outcome).await?;
+        }
         emit(&state.db, &state.bus, job.id, "status", json!({"status": "cancelled"})).await?;
     }
     let job = jobs::get(&state.db.pool, job.id).await?.ok_or(ApiError::NotFound)?;

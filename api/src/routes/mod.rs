@@ -2,10 +2,12 @@
 
 pub mod auth;
 pub mod avatar;
+pub mod chat;
 pub mod docs;
 pub mod email_flows;
 pub mod health;
 pub mod jobs;
+pub mod llm_configs;
 pub mod users;
 
 use crate::error::ApiError;
@@ -22,6 +24,8 @@ pub fn router(state: AppState) -> Router {
         .merge(avatar::routes(state.config.max_avatar_bytes))
         .merge(health::routes())
         .merge(jobs::routes())
+        .merge(chat::routes())
+        .merge(llm_configs::routes())
         .merge(docs::routes())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async {

@@ -2,6 +2,7 @@
 //! directory, or a new PostgreSQL database), and one helper per endpoint.
 #![allow(dead_code)]
 
+pub mod fake_llm;
 pub mod mail;
 pub mod smtp_sink;
 pub mod sse;

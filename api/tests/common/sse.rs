@@ -36,11 +36,33 @@ pub fn parse_frames(buffer: &mut String) -> Vec<SseEvent> {
 
 /// Every event of the stream at `path` (after `last_event_id`) until the server ends it.
 pub async fn collect(app: &TestApp, token: &str, path: &str, last_event_id: Option<i64>) -> Vec<SseEvent> {
+    read(open(app, token, path, last_event_id).await).await
+}
+
+async fn open(app: &TestApp, token: &str, path: &str, last_event_id: Option<i64>) -> reqwest::Response {
     let mut req = app.client.get(app.url(path)).bearer_auth(token);
     if let Some(id) = last_event_id {
         req = req.header("last-event-id", id.to_string());
     }
-    let res = req.send().await.unwrap();
+    req.send().await.unwrap()
+}
+
+/// The first `n` events of the stream, then the connection is dropped.
+pub async fn take(app: &TestApp, token: &str, path: &str, last_event_id: Option<i64>, n: usize) -> Vec<SseEvent> {
+    let mut body = open(app, token, path, last_event_id).await.bytes_stream();
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    while events.len() < n {
+        let chunk = tokio::time::timeout(Duration::from_secs(30), body.next()).await.expect("an event in time");
+        buffer.push_str(&String::from_utf8_lossy(&chunk.expect("the stream goes on").unwrap()));
+        events.extend(parse_frames(&mut buffer));
+    }
+    events.truncate(n);
+    events
+}
+
+/// Every event of an SSE response until the server ends it.
+pub async fn read(res: reqwest::Response) -> Vec<SseEvent> {
     assert_eq!(res.status(), 200);
     assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
     let mut body = res.bytes_stream();

@@ -24,6 +24,22 @@ impl Keys {
     }
 }
 
+impl Keys {
+    /// The keys from `PARLEY_SECRET_KEY`, or from a secret generated once and kept in the
+    /// database (so every process of one deployment derives the same keys).
+    pub async fn load(config: &crate::Config, db: &crate::Db) -> anyhow::Result<Self> {
+        use secrecy::ExposeSecret;
+        let master = match &config.secret_key {
+            Some(key) => key.expose_secret().to_owned(),
+            None => {
+                tracing::warn!("PARLEY_SECRET_KEY is not set; using a generated key kept in the database");
+                crate::store::secrets::get_or_create(&db.pool, "master_key", super::random_token).await?
+            }
+        };
+        Ok(Self::derive(master.as_bytes()))
+    }
+}
+
 impl std::fmt::Debug for Keys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Keys(..)")

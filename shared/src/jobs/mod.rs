@@ -14,6 +14,10 @@ use std::time::Duration;
 pub enum JobKind {
     SendEmail,
     ProcessAvatar,
+    /// Streams an assistant reply from the session's LLM.
+    LlmCompletion,
+    /// Names a chat session after its first exchange.
+    GenerateTitle,
     /// Does nothing (or sleeps/fails as its payload says): for benchmarks and operations checks.
     Noop,
 }
@@ -58,12 +62,16 @@ impl JobKind {
         match self {
             JobKind::SendEmail => "send_email",
             JobKind::ProcessAvatar => "process_avatar",
+            JobKind::LlmCompletion => "llm_completion",
+            JobKind::GenerateTitle => "generate_title",
             JobKind::Noop => "noop",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [JobKind::SendEmail, JobKind::ProcessAvatar, JobKind::Noop].into_iter().find(|k| k.as_str() == s)
+        [JobKind::SendEmail, JobKind::ProcessAvatar, JobKind::LlmCompletion, JobKind::GenerateTitle, JobKind::Noop]
+            .into_iter()
+            .find(|k| k.as_str() == s)
     }
 
     pub fn policy(self) -> JobPolicy {
@@ -80,6 +88,20 @@ impl JobKind {
                 max_attempts: 3,
                 timeout: Duration::from_secs(60),
                 base_backoff: Duration::from_secs(1),
+                max_backoff: Duration::from_secs(30),
+            },
+            JobKind::LlmCompletion => JobPolicy {
+                queue: QueueName::Interactive,
+                max_attempts: 4,
+                timeout: Duration::from_secs(600),
+                base_backoff: Duration::from_secs(1),
+                max_backoff: Duration::from_secs(60),
+            },
+            JobKind::GenerateTitle => JobPolicy {
+                queue: QueueName::Interactive,
+                max_attempts: 3,
+                timeout: Duration::from_secs(60),
+                base_backoff: Duration::from_secs(2),
                 max_backoff: Duration::from_secs(30),
             },
             JobKind::Noop => JobPolicy {
@@ -156,6 +178,18 @@ pub struct SendEmail {
 pub struct ProcessAvatar {
     pub user_id: crate::ids::UserId,
     pub upload_key: String,
+}
+
+/// `llm_completion`: fills in a pending assistant message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LlmCompletion {
+    pub message_id: String,
+}
+
+/// `generate_title`: titles a session from its first exchange.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GenerateTitle {
+    pub session_id: String,
 }
 
 /// `noop`: optionally sleeps, and fails its first `fail_times` attempts.

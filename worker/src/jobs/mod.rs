@@ -1,5 +1,7 @@
 //! Job handlers, one file per kind, all registered in [`execute`].
 
+pub mod generate_title;
+pub mod llm_completion;
 mod noop;
 pub mod process_avatar;
 pub mod send_email;
@@ -36,9 +38,19 @@ pub fn payload<T: serde::de::DeserializeOwned>(job: &Job) -> Result<T, JobError>
     serde_json::from_str(&job.payload).map_err(|e| JobError::fatal(format!("malformed payload: {e}")))
 }
 
+/// Turns `true` when the job is cancelled; handlers that can stop cleanly watch it.
+pub type CancelSignal = tokio::sync::watch::Receiver<bool>;
+
 /// Runs one attempt of `job`, by kind.
-pub async fn execute(ctx: &WorkerContext, kind: JobKind, job: &Job) -> Result<serde_json::Value, JobError> {
+pub async fn execute(
+    ctx: &WorkerContext,
+    kind: JobKind,
+    job: &Job,
+    cancel: CancelSignal,
+) -> Result<serde_json::Value, JobError> {
     match kind {
+        JobKind::LlmCompletion => llm_completion::run(ctx, job, cancel).await,
+        JobKind::GenerateTitle => generate_title::run(ctx, job).await,
         JobKind::Noop => noop::run(ctx, job).await,
         JobKind::SendEmail => send_email::run(ctx, job).await,
         JobKind::ProcessAvatar => process_avatar::run(ctx, job).await,

@@ -1,0 +1,388 @@
+//! LLM chat end to end against wire-level fake providers: streaming, retries, stalls, bad
+//! keys, cancellation, resumption, titles, isolation between users.
+
+mod common;
+
+use common::fake_llm::{FakeLlm, Step};
+use common::{Account, Backend, TestApp, assert_error, spawn_app_with};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const ADMIN: (&str, &str) = ("root@example.com", "admin passphrase 1");
+
+/// An app with an admin, and a default config pointing at `fake`.
+async fn app_with_model(
+    backend: Backend,
+    fake: &FakeLlm,
+    provider: &str,
+    key: &str,
+    extra: &[(&str, &str)],
+) -> (TestApp, Account) {
+    let mut vars =
+        vec![("PARLEY_ADMIN_EMAIL", ADMIN.0), ("PARLEY_ADMIN_PASSWORD", ADMIN.1), ("PARLEY_LLM_STALL_SECS", "1")];
+    vars.extend_from_slice(extra);
+    let app = spawn_app_with(backend, &vars).await;
+    let admin = app.signin(ADMIN.0, ADMIN.1).await;
+    let res = app
+        .post_json(
+            "/api/llm/configs/",
+            &json!({"name": "fake", "provider": provider, "model": "fake-model", "base_url": fake.base_url(),
+                    "api_key": key, "is_default": true, "system_prompt": "You are terse."}),
+            Some(&admin.access),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED, "{}", res.text().await.unwrap());
+    (app, admin)
+}
+
+async fn send(app: &TestApp, token: &str, body: Value) -> Value {
+    let res = app.post_json("/api/llm/chat/", &body, Some(token)).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED, "{}", res.text().await.unwrap());
+    res.json().await.unwrap()
+}
+
+async fn message(app: &TestApp, token: &str, session: &str, id: &str) -> Value {
+    let page: Value = app
+        .client
+        .get(app.url(&format!("/api/llm/messages/?session_id={session}")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    page["items"].as_array().unwrap().iter().find(|m| m["id"] == id).cloned().expect("the message")
+}
+
+fn deltas(events: &[common::sse::SseEvent]) -> String {
+    events.iter().filter(|e| e.event == "delta").map(|e| e.data["text"].as_str().unwrap()).collect()
+}
+
+both_backends! {
+    async fn a_reply_streams_as_deltas_and_is_saved_with_usage(backend: Backend) {
+        let fake = FakeLlm::openai(vec![Step::reply(&["Hello", ", ", "world"])]).await;
+        let (app, admin) = app_with_model(backend, &fake, "openai_compatible", "sk-test", &[]).await;
+        let user = app.signup("chat@example.com").await;
+        let accepted = send(&app, &user.access, json!({"message": "Say hello"})).await;
+        let events = common::sse::collect(&app, &user.access, accepted["stream_url"].as_str().unwrap(), None).await;
+        assert_eq!(deltas(&events), "Hello, world");
+        assert_eq!(events.last().unwrap().event, "done");
+        let reply = message(&app, &user.access, accepted["session_id"].as_str().unwrap(), accepted["assistant_message_id"].as_str().unwrap()).await;
+        assert_eq!(reply["status"], "complete");
+        assert_eq!(reply["content"], "Hello, world");
+        assert_eq!((reply["prompt_tokens"].as_i64(), reply["completion_tokens"].as_i64()), (Some(7), Some(3)));
+        assert_eq!(reply["model"], "fake-model");
+        let request = &fake.requests()[0];
+        assert_eq!(request.authorization.as_deref(), Some("Bearer sk-test"));
+        let sent = request.body["messages"].as_array().unwrap();
+        assert_eq!((sent[0]["role"].as_str(), sent[0]["content"].as_str()), (Some("system"), Some("You are terse.")));
+        assert_eq!(sent.last().unwrap()["content"], "Say hello");
+        // The key is write-only.
+        let configs = app.client.get(app.url("/api/llm/configs/")).bearer_auth(&admin.access).send().await.unwrap().text().await.unwrap();
+        assert!(!configs.contains("sk-test") && configs.contains("\"has_api_key\":true"), "{configs}");
+        let models: Value = app.client.get(app.url("/api/llm/models/")).bearer_auth(&user.access).send().await.unwrap().json().await.unwrap();
+        assert_eq!(models[0]["model"], "fake-model");
+        assert!(models[0].get("api_key").is_none() && models[0].get("base_url").is_none());
+    }
+
+    async fn a_429_is_retried_after_its_retry_after(backend: Backend) {
+        let fake = FakeLlm::openai(vec![Step::error(429, "slow down", Some(1)), Step::reply(&["ok"])]).await;
+        let (app, _) = app_with_model(backend, &fake, "openai_compatible", "sk-test", &[]).await;
+        let user = app.signup("ratelimit@example.com").await;
+        let accepted = send(&app, &user.access, json!({"message": "hi"})).await;
+        let job = app.wait_for_status(&user.access, accepted["job_id"].as_str().unwrap(), "succeeded").await;
+        assert_eq!(job["attempts"], 2);
+        let requests = fake.requests();
+        assert!(requests[1].at - requests[0].at >= Duration::from_millis(900), "{:?}", requests[1].at - requests[0].at);
+    }
+
+    async fn a_server_error_is_retried(backend: Backend) {
+        let fake = FakeLlm::openai(vec![Step::error(500, "boom", None), Step::reply(&["fine"])]).await;
+        let (app, _) = app_with_model(backend, &fake, "openai_compatible", "sk-test", &[]).await;
+        let user = app.signup("fivehundred@example.com").await;
+        let accepted = send(&app, &user.access, json!({"message": "hi"})).await;
+        let events = common::sse::collect(&app, &user.access, accepted["stream_url"].as_str().unwrap(), None).await;
+        assert_eq!(deltas(&events), "fine");
+        assert_eq!(app.job(&user.access, accepted["job_id"].as_str().unwrap()).await["attempts"], 2);
+    }
+
+    async fn a_stalled_stream_is_retried_without_duplicated_text(backend: Backend) {
+        let fake = FakeLlm::openai(vec![Step::stall_forever(&["Hel"]), Step::reply(&["Hello", " there"])]).await;
+        let (app, _) = app_with_model(backend, &fake, "openai_compatible", "sk-test", &[]).await;
+        let user = app.signup("stall@example.com").await;
+        let accepted = send(&app, &user.access, json!({"message": "hi"})).await;
+        let events = common::sse::collect(&app, &user.access, accepted["stream_url"].as_str().unwrap(), None).await;
+        let restart = events.iter().position(|e| e.data["status"] == "restarted").expect("a restart event");
+        assert_eq!(deltas(&events[..restart]), "Hel");
+        assert_eq!(deltas(&events[restart..]), "Hello there");
+        let reply = message(&app, &user.access, accepted["session_id"].as_str().unwrap(), accepted["assistant_message_id"].as_str().unwrap()).await;
+        assert_eq!(reply["content"], "Hello there");
+    }
+
+    async fn a_bad_key_fails_at_once_without_retry(backend: Backend) {
+        let fake = FakeLlm::openai(vec![Step::reply(&["never"])]).await.require_key("sk-right");
+        let (app, _) = app_with_model(backend, &fake, "openai_compatible", "sk-wrong", &[]).await;
+        let user = app.signup("badkey@example.com").await;
+        let accepted = send(&app, &user.access, json!({"message": "hi"})).await;
+        let job = app.wait_for_status(&user.access, accepted["job_id"].as_str().unwrap(), "failed").await;
+        assert_eq!(job["attempts"], 1);
+        assert_eq!(fake.request_count(), 1);
+        let reply = message(&app, &user.access, accepted["session_id"].as_str().unwrap(), accepted["assistant_message_id"].as_str().unwrap()).await;
+        assert_eq!(reply["status"], "failed");
+        assert!(reply["error"].as_str().is_some_and(|e| !e.is_empty()));
+    }
+
+    async fn cancelling_stops_the_stream_and_keeps_the_partial_text(backend: Backend) {
+        let chunks: Vec<String> = (0..100).map(|i| format!("w{i} ")).collect();
+        let chunks: Vec<&str> = chunks.iter().map(String::as_str).collect();
+        let fake = FakeLlm::openai(vec![Step::reply_with_delays(&chunks, 0, 100)]).await;
+        let (app, _) = app_with_model(backend, &fake, "openai_compatible", "sk-test", &[]).await;
+        let user = app.signup("cancelchat@example.com").await;
+        let accepted = send(&app, &user.access, json!({"message": "count"})).await;
+        let (session, reply_id) = (accepted["session_id"].as_str().unwrap(), accepted["assistant_message_id"].as_str().unwrap());
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while message(&app, &user.access, session, reply_id).await["content"].as_str().unwrap().is_empty() {
+            assert!(std::time::Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let started = std::time::Instant::now();
+        let res = app.post_json(&format!("/api/jobs/{}/cancel/", accepted["job_id"].as_str().unwrap()), &Value::Null, Some(&user.access)).await;
+        assert_eq!(res.status(), StatusCode::ACCEPTED);
+        app.wait_for_status(&user.access, accepted["job_id"].as_str().unwrap(), "cancelled").await;
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        let reply = message(&app, &user.access, session, reply_id).await;
+        assert_eq!(reply["status"], "cancelled");
+        let content = reply["content"].as_str().unwrap();
+        assert!(content.starts_with("w0 ") && content.len() < chunks.concat().len(), "{content}");
+    }
+
+    async fn a_client_resumes_mid_stream_from_its_last_event(backend: Backend) {
+        let chunks: Vec<String> = (0..12).map(|i| format!("t{i} ")).collect();
+        let chunks: Vec<&str> = chunks.iter().map(String::as_str).collect();
+        let fake = FakeLlm::openai(vec![Step::reply_with_delays(&chunks, 0, 80)]).await;
+        let (app, _) = app_with_model(backend, &fake, "openai_compatible", "sk-test", &[]).await;
+        let user = app.signup("resumechat@example.com").await;
+        let accepted = send(&app, &user.access, json!({"message": "go"})).await;
+        let url = accepted["stream_url"].as_str().unwrap();
+        let first = common::sse::take(&app, &user.access, url, None, 4).await;
+        let last_id = first.last().unwrap().id;
+        let rest = common::sse::collect(&app, &user.access, url, Some(last_id)).await;
+        assert_eq!(rest.first().unwrap().id, last_id + 1);
+        let text = format!("{}{}", deltas(&first), deltas(&rest));
+        assert_eq!(text, chunks.concat());
+    }
+
+    async fn two_users_chatting_at_once_see_only_their_own_data(backend: Backend) {
+        let fake = FakeLlm::openai(vec![Step::reply_with_delays(&["a", "b", "c"], 0, 50)]).await;
+        let (app, _) = app_with_model(backend, &fake, "openai_compatible", "sk-test", &[]).await;
+        let ann = app.signup("ann@example.com").await;
+        let bob = app.signup("bob@example.com").await;
+        let (a, b) = tokio::join!(send(&app, &ann.access, json!({"message": "ann's secret"})), send(&app, &bob.access, json!({"message": "bob's secret"})));
+        for (who, acc) in [(&ann, &a), (&bob, &b)] {
+            app.wait_for_status(&who.access, acc["job_id"].as_str().unwrap(), "succeeded").await;
+        }
+        let list: Value = app.client.get(app.url("/api/llm/sessions/")).bearer_auth(&ann.access).send().await.unwrap().json().await.unwrap();
+        let ids: Vec<&str> = list["items"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, [a["session_id"].as_str().unwrap()]);
+        let bob_session = b["session_id"].as_str().unwrap();
+        for path in [format!("/api/llm/sessions/{bob_session}/"), format!("/api/llm/messages/?session_id={bob_session}"), format!("/api/jobs/{}/", b["job_id"].as_str().unwrap())] {
+            let res = app.client.get(app.url(&path)).bearer_auth(&ann.access).send().await.unwrap();
+            assert_error(res, StatusCode::NOT_FOUND, "not_found").await;
+        }
+        let res = app.post_json("/api/llm/chat/", &json!({"message": "sneak", "session_id": bob_session}), Some(&ann.access)).await;
+        assert_error(res, StatusCode::NOT_FOUND, "not_found").await;
+        let search: Value = app.client.get(app.url("/api/llm/sessions/?search=secret")).bearer_auth(&ann.access).send().await.unwrap().json().await.unwrap();
+        assert_eq!(search["items"].as_array().unwrap().len(), 1);
+    }
+
+    async fn the_anthropic_provider_streams_a_reply(backend: Backend) {
+        let fake = FakeLlm::anthropic(vec![Step::reply(&["Bonjour", " !"])]).await.require_key("sk-ant");
+        let (app, _) = app_with_model(backend, &fake, "anthropic", "sk-ant", &[]).await;
+        let user = app.signup("claude@example.com").await;
+        let accepted = send(&app, &user.access, json!({"message": "salut"})).await;
+        let events = common::sse::collect(&app, &user.access, accepted["stream_url"].as_str().unwrap(), None).await;
+        assert_eq!(deltas(&events), "Bonjour !");
+        let body = &fake.requests()[0].body;
+        assert_eq!(body["system"], "You are terse.");
+        assert_eq!(body["messages"][0]["role"], "user");
+        let reply = message(&app, &user.access, accepted["session_id"].as_str().unwrap(), accepted["assistant_message_id"].as_str().unwrap()).await;
+        assert_eq!(reply["completion_tokens"], 2);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_reply_gets_a_generated_title_and_a_failed_title_keeps_the_fallback() {
+    let fake =
+        FakeLlm::openai(vec![Step::reply(&["Hi!"]), Step::reply(&["<think>hmm</think>\"Friendly Greeting.\""])]).await;
+    let (app, _) = app_with_model(Backend::Sqlite, &fake, "openai_compatible", "sk", &[]).await;
+    let user = app.signup("titles@example.com").await;
+    let accepted = send(&app, &user.access, json!({"message": "Hello there, how are you today?"})).await;
+    let session = accepted["session_id"].as_str().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let s: Value = app
+            .client
+            .get(app.url(&format!("/api/llm/sessions/{session}/")))
+            .bearer_auth(&user.access)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if s["title"] == "Friendly Greeting" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let failing = FakeLlm::openai(vec![Step::reply(&["Sure."]), Step::error(400, "no titles today", None)]).await;
+    let (app, _) = app_with_model(Backend::Sqlite, &failing, "openai_compatible", "sk", &[]).await;
+    let user = app.signup("notitle@example.com").await;
+    let accepted = send(&app, &user.access, json!({"message": "Plan a trip to Lisbon"})).await;
+    app.wait_for_status(&user.access, accepted["job_id"].as_str().unwrap(), "succeeded").await;
+    failing.wait_for_requests(2, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let s: Value = app
+        .client
+        .get(app.url(&format!("/api/llm/sessions/{}/", accepted["session_id"].as_str().unwrap())))
+        .bearer_auth(&user.access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(s["title"], "Plan a trip to Lisbon");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_with_accept_event_stream_answers_with_the_stream() {
+    let fake = FakeLlm::openai(vec![Step::reply(&["streamed"])]).await;
+    let (app, _) = app_with_model(Backend::Sqlite, &fake, "openai_compatible", "sk", &[]).await;
+    let user = app.signup("accept@example.com").await;
+    let res = app
+        .client
+        .post(app.url("/api/llm/chat/"))
+        .bearer_auth(&user.access)
+        .header("accept", "text/event-stream")
+        .json(&json!({"message": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    let events = common::sse::read(res).await;
+    assert_eq!(deltas(&events), "streamed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_generations_and_message_length_are_limited() {
+    let fake = FakeLlm::openai(vec![Step::stall(&["slow"], 5_000)]).await;
+    let (app, _) = app_with_model(
+        Backend::Sqlite,
+        &fake,
+        "openai_compatible",
+        "sk",
+        &[("PARLEY_LLM_STALL_SECS", "30"), ("PARLEY_LLM_MAX_MESSAGE_CHARS", "100")],
+    )
+    .await;
+    let user = app.signup("limits@example.com").await;
+    send(&app, &user.access, json!({"message": "one"})).await;
+    send(&app, &user.access, json!({"message": "two"})).await;
+    let third = app.post_json("/api/llm/chat/", &json!({"message": "three"}), Some(&user.access)).await;
+    assert_error(third, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    let other = app.signup("other@example.com").await;
+    let long = app.post_json("/api/llm/chat/", &json!({"message": "x".repeat(101)}), Some(&other.access)).await;
+    assert_error(long, StatusCode::UNPROCESSABLE_ENTITY, "validation_error").await;
+    let empty = app.post_json("/api/llm/chat/", &json!({"message": "  "}), Some(&other.access)).await;
+    assert_error(empty, StatusCode::UNPROCESSABLE_ENTITY, "validation_error").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_can_be_renamed_tagged_searched_and_deleted() {
+    let fake = FakeLlm::openai(vec![Step::reply(&["ok"])]).await;
+    let (app, _) = app_with_model(Backend::Sqlite, &fake, "openai_compatible", "sk", &[]).await;
+    let user = app.signup("sessions@example.com").await;
+    let a = send(&app, &user.access, json!({"message": "about rust"})).await;
+    let b = send(&app, &user.access, json!({"message": "about cooking"})).await;
+    for acc in [&a, &b] {
+        app.wait_for_status(&user.access, acc["job_id"].as_str().unwrap(), "succeeded").await;
+    }
+    let sa = a["session_id"].as_str().unwrap();
+    let res = app
+        .client
+        .patch(app.url(&format!("/api/llm/sessions/{sa}/")))
+        .bearer_auth(&user.access)
+        .json(&json!({"title": "Rust notes", "tags": ["code", "work"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let get = |q: &'static str| {
+        let req = app.client.get(app.url(&format!("/api/llm/sessions/{q}"))).bearer_auth(&user.access);
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let all = get("").await;
+    assert_eq!(all["items"][0]["id"], b["session_id"], "newest first");
+    let tagged = get("?tag=code").await;
+    assert_eq!(tagged["items"].as_array().unwrap().len(), 1);
+    assert_eq!(tagged["items"][0]["tags"], json!(["code", "work"]));
+    assert_eq!(get("?search=COOKING").await["items"][0]["id"], b["session_id"]);
+    assert_eq!(get("?search=notes").await["items"][0]["id"], a["session_id"]);
+    let res =
+        app.client.delete(app.url(&format!("/api/llm/sessions/{sa}/"))).bearer_auth(&user.access).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let res = app
+        .client
+        .get(app.url(&format!("/api/llm/messages/?session_id={sa}")))
+        .bearer_auth(&user.access)
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, StatusCode::NOT_FOUND, "not_found").await;
+    let res = app.client.get(app.url("/api/llm/messages/")).bearer_auth(&user.access).send().await.unwrap();
+    assert_error(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_error").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_histories_are_trimmed_to_the_context_window_newest_kept() {
+    let fake = FakeLlm::openai(vec![Step::reply(&["ok"])]).await;
+    let (app, admin) = app_with_model(Backend::Sqlite, &fake, "openai_compatible", "sk", &[]).await;
+    let configs: Value = app
+        .client
+        .get(app.url("/api/llm/configs/"))
+        .bearer_auth(&admin.access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = configs[0]["id"].as_str().unwrap();
+    let res = app
+        .client
+        .patch(app.url(&format!("/api/llm/configs/{id}/")))
+        .bearer_auth(&admin.access)
+        .json(&json!({"context_window": 400, "max_tokens": 100}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let user = app.signup("context@example.com").await;
+    let first = send(&app, &user.access, json!({"message": format!("old {}", "x".repeat(2000))})).await;
+    app.wait_for_status(&user.access, first["job_id"].as_str().unwrap(), "succeeded").await;
+    let second = send(&app, &user.access, json!({"message": "new question", "session_id": first["session_id"]})).await;
+    app.wait_for_status(&user.access, second["job_id"].as_str().unwrap(), "succeeded").await;
+    let last = fake
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.body["messages"].as_array().unwrap().iter().any(|m| m["content"] == "new question"))
+        .unwrap();
+    let sent = last.body["messages"].as_array().unwrap();
+    assert_eq!(sent[0]["role"], "system");
+    assert!(sent.iter().all(|m| !m["content"].as_str().unwrap().starts_with("old ")), "{sent:?}");
+    assert_eq!(sent.last().unwrap()["content"], "new question");
+}

@@ -1,0 +1,300 @@
+//! [`LlmError`] and its classification from HTTP statuses, `Retry-After` headers and the
+//! error objects providers send in a body or in the middle of a stream.
+
+use chrono::{DateTime, Utc};
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+use std::time::Duration;
+
+/// Longest provider error message kept in an error text, in characters.
+const MAX_MESSAGE_CHARS: usize = 300;
+
+/// Why a completion failed, in terms the job system can act on: see [`LlmError::is_retryable`]
+/// and [`LlmError::retry_after`].
+#[derive(Debug, thiserror::Error)]
+pub enum LlmError {
+    /// A missing, wrong or insufficiently privileged key (401/403). Never retried.
+    #[error("the provider rejected the credentials: {0}")]
+    Auth(String),
+    /// A request the provider will never accept: other 4xx (400, 404 unknown model, ...), a
+    /// missing base URL, an exhausted quota. Never retried.
+    #[error("the provider rejected the request: {0}")]
+    BadRequest(String),
+    /// The prompt exceeds the model's context window. Never retried.
+    #[error("the conversation is too long for the model's context window: {0}")]
+    ContextTooLong(String),
+    /// 429, or a rate-limit error inside the stream.
+    #[error("rate limited by the provider: {message}")]
+    RateLimited { message: String, retry_after: Option<Duration> },
+    /// 408, 409, 5xx, 529, or a server/overloaded error inside the stream.
+    #[error("provider error (status {status}): {message}")]
+    Server { status: u16, message: String, retry_after: Option<Duration> },
+    /// Connecting, sending, or reading the body failed.
+    #[error("could not talk to the provider: {0}")]
+    Connection(String),
+    /// Nothing arrived for this long, while waiting for the response headers or the next bytes.
+    #[error("the provider sent nothing for {0:?}")]
+    Stalled(Duration),
+    /// The stream was malformed or ended before the completion did.
+    #[error("malformed response from the provider: {0}")]
+    Protocol(String),
+}
+
+impl LlmError {
+    /// Whether another attempt may succeed. Auth, bad requests and over-long prompts fail
+    /// the same way every time; everything else is transient (a truncated or garbled stream
+    /// is usually a dropped connection or a proxy, and attempts are bounded anyway).
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, LlmError::Auth(_) | LlmError::BadRequest(_) | LlmError::ContextTooLong(_))
+    }
+
+    /// The delay the provider asked for (`Retry-After` / `retry-after-ms`), if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            LlmError::RateLimited { retry_after, .. } | LlmError::Server { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// A stable snake_case name of the variant, for job error codes and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LlmError::Auth(_) => "auth",
+            LlmError::BadRequest(_) => "bad_request",
+            LlmError::ContextTooLong(_) => "context_too_long",
+            LlmError::RateLimited { .. } => "rate_limited",
+            LlmError::Server { .. } => "server",
+            LlmError::Connection(_) => "connection",
+            LlmError::Stalled(_) => "stalled",
+            LlmError::Protocol(_) => "protocol",
+        }
+    }
+}
+
+/// Classifies a non-2xx response from its status, headers and (possibly partial) body.
+pub(crate) fn classify_http(status: u16, headers: &HeaderMap, body: &str) -> LlmError {
+    let retry_after = retry_after(headers, Utc::now());
+    let message = format!("HTTP {status}: {}", error_message(body));
+    classify(status, retry_after, message, body)
+}
+
+/// Classifies an error object sent inside a 200 stream: OpenAI's `{"error": {...}}`, or
+/// Anthropic's `{"type": "error", "error": {...}}`. Such errors carry no HTTP status, so one
+/// is inferred from the error's numeric `code` or its `code`/`type` name; an unknown error
+/// is a server error, as it happened after the provider accepted the request.
+pub(crate) fn classify_stream_error(payload: &Value) -> LlmError {
+    let error = payload.get("error").unwrap_or(payload);
+    let numeric = error.get("code").and_then(Value::as_u64).and_then(|c| u16::try_from(c).ok());
+    let named = ["code", "type"].iter().find_map(|k| error.get(k).and_then(Value::as_str).and_then(status_of_kind));
+    let status = numeric.filter(|c| (400..=599).contains(c)).or(named).unwrap_or(500);
+    let body = payload.to_string();
+    classify(status, None, error_message(&body), &body)
+}
+
+fn classify(status: u16, retry_after: Option<Duration>, message: String, body: &str) -> LlmError {
+    let body = body.to_ascii_lowercase();
+    match status {
+        401 | 403 => LlmError::Auth(message),
+        // OpenAI answers an exhausted prepaid balance with a 429 that no wait will fix.
+        429 if body.contains("insufficient_quota") => LlmError::BadRequest(message),
+        429 => LlmError::RateLimited { message, retry_after },
+        400 | 413 | 422 if mentions_context_length(&body) => LlmError::ContextTooLong(message),
+        408 | 409 | 500..=599 => LlmError::Server { status, message, retry_after },
+        400..=499 => LlmError::BadRequest(message),
+        300..=399 => LlmError::BadRequest(format!("{message} (redirects are not followed: check the base URL)")),
+        _ => LlmError::Protocol(format!("unexpected {message}")),
+    }
+}
+
+/// The wordings of "prompt too long" across OpenAI, Anthropic, vLLM, llama.cpp, Ollama and
+/// Gemini (`body` is lowercase).
+fn mentions_context_length(body: &str) -> bool {
+    const PHRASES: [&str; 9] = [
+        "context_length_exceeded",
+        "context length",
+        "context window",
+        "context size",
+        "maximum context",
+        "prompt is too long",
+        "too many tokens",
+        "input token count",
+        "exceed_context_size",
+    ];
+    PHRASES.iter().any(|p| body.contains(p))
+}
+
+/// The HTTP status equivalent to an OpenAI `code`/`type` or Anthropic error `type`.
+fn status_of_kind(kind: &str) -> Option<u16> {
+    Some(match kind {
+        "authentication_error" | "invalid_api_key" => 401,
+        "permission_error" | "permission_denied" => 403,
+        "not_found_error" | "model_not_found" => 404,
+        "invalid_request_error" | "context_length_exceeded" | "exceed_context_size_error" => 400,
+        "request_too_large" => 413,
+        "rate_limit_error" | "rate_limit_exceeded" | "insufficient_quota" => 429,
+        "overloaded_error" => 529,
+        "api_error" | "server_error" => 500,
+        "timeout_error" => 504,
+        _ => return None,
+    })
+}
+
+/// The provider's own words from an error body: `error.message` (OpenAI, Anthropic),
+/// `error` as a string (Ollama), `message` (vLLM) or `detail`; else the body itself.
+/// Whitespace is collapsed and the result truncated.
+pub(crate) fn error_message(body: &str) -> String {
+    let json: Option<Value> = serde_json::from_str(body).ok();
+    let from_json = json.as_ref().and_then(|v| {
+        let candidates =
+            [v.get("error").and_then(|e| e.get("message")), v.get("error"), v.get("message"), v.get("detail")];
+        candidates.into_iter().flatten().find_map(Value::as_str).map(str::to_owned)
+    });
+    let text = from_json.unwrap_or_else(|| body.to_owned());
+    let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if collapsed.is_empty() {
+        return "(no error message)".to_owned();
+    }
+    truncate(&collapsed, MAX_MESSAGE_CHARS)
+}
+
+fn truncate(s: &str, max_chars: usize) -> String {
+    match s.char_indices().nth(max_chars) {
+        Some((end, _)) => format!("{}…", &s[..end]),
+        None => s.to_owned(),
+    }
+}
+
+/// The delay asked for by `retry-after-ms` (OpenAI, milliseconds) or else `retry-after`
+/// (seconds or an HTTP date).
+pub(crate) fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(ms) = header("retry-after-ms").and_then(parse_non_negative) {
+        return Duration::try_from_secs_f64(ms / 1000.0).ok();
+    }
+    parse_retry_after(header("retry-after")?, now)
+}
+
+/// `Retry-After` as delta-seconds (fractions tolerated) or an IMF-fixdate; a date in the
+/// past means "now".
+pub(crate) fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+    if let Some(secs) = parse_non_negative(value) {
+        return Duration::try_from_secs_f64(secs).ok();
+    }
+    let date = DateTime::parse_from_rfc2822(value.trim()).ok()?;
+    Some((date.with_timezone(&Utc) - now).to_std().unwrap_or(Duration::ZERO))
+}
+
+fn parse_non_negative(value: &str) -> Option<f64> {
+    value.trim().parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn http_errors_are_classified_by_status_and_body() {
+        let openai_context = r#"{"error":{"message":"This model's maximum context length is 8192 tokens.","type":"invalid_request_error","code":"context_length_exceeded"}}"#;
+        let anthropic_context = r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 201000 tokens > 200000 maximum"}}"#;
+        let llama_context = r#"{"error":{"code":400,"message":"the request exceeds the available context size, try increasing it","type":"exceed_context_size_error"}}"#;
+        let quota = r#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota"}}"#;
+        let cases: [(u16, &str, &str, bool); 17] = [
+            (401, r#"{"error":{"message":"Incorrect API key provided"}}"#, "auth", false),
+            (403, "forbidden", "auth", false),
+            (400, r#"{"error":{"message":"temperature must be <= 2"}}"#, "bad_request", false),
+            (404, r#"{"error":"model 'llama9' not found"}"#, "bad_request", false),
+            (422, "unprocessable", "bad_request", false),
+            (400, openai_context, "context_too_long", false),
+            (400, anthropic_context, "context_too_long", false),
+            (400, llama_context, "context_too_long", false),
+            (413, "Too many tokens in the prompt", "context_too_long", false),
+            (429, r#"{"error":{"message":"Rate limit reached"}}"#, "rate_limited", true),
+            (429, quota, "bad_request", false),
+            (408, "", "server", true),
+            (409, "", "server", true),
+            (500, "<html><body>Internal Server Error</body></html>", "server", true),
+            (503, "", "server", true),
+            (301, "", "bad_request", false),
+            (529, r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#, "server", true),
+        ];
+        for (status, body, kind, retryable) in cases {
+            let err = classify_http(status, &HeaderMap::new(), body);
+            assert_eq!(err.kind(), kind, "{status} {body}");
+            assert_eq!(err.is_retryable(), retryable, "{status} {body}");
+        }
+    }
+
+    #[test]
+    fn error_text_carries_the_provider_message_truncated() {
+        let err = classify_http(401, &HeaderMap::new(), r#"{"error":{"message":"Incorrect API key provided"}}"#);
+        assert_eq!(err.to_string(), "the provider rejected the credentials: HTTP 401: Incorrect API key provided");
+        let long = format!(r#"{{"message":"{}"}}"#, "é".repeat(1000));
+        let LlmError::Server { message, .. } = classify_http(502, &HeaderMap::new(), &long) else { panic!() };
+        assert_eq!(message.chars().count(), "HTTP 502: ".len() + MAX_MESSAGE_CHARS + 1);
+        assert!(message.ends_with('…'));
+        assert_eq!(error_message("  \n "), "(no error message)");
+    }
+
+    #[test]
+    fn retry_after_is_read_as_seconds_milliseconds_or_http_date() {
+        let now = DateTime::parse_from_rfc3339("2015-10-21T07:27:00Z").unwrap().with_timezone(&Utc);
+        assert_eq!(retry_after(&headers(&[("retry-after", "7")]), now), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after(&headers(&[("retry-after", "1.5")]), now), Some(Duration::from_millis(1500)));
+        let both = headers(&[("retry-after", "2"), ("retry-after-ms", "250")]);
+        assert_eq!(retry_after(&both, now), Some(Duration::from_millis(250)));
+        let date = headers(&[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")]);
+        assert_eq!(retry_after(&date, now), Some(Duration::from_secs(60)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now), Some(Duration::ZERO));
+        assert_eq!(retry_after(&headers(&[("retry-after", "soon")]), now), None);
+        assert_eq!(retry_after(&headers(&[("retry-after", "-3")]), now), None);
+        assert_eq!(retry_after(&HeaderMap::new(), now), None);
+    }
+
+    #[test]
+    fn rate_limit_and_server_errors_keep_retry_after() {
+        let h = headers(&[("retry-after", "12")]);
+        let err = classify_http(429, &h, "slow down");
+        assert!(matches!(err, LlmError::RateLimited { .. }));
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(12)));
+        assert_eq!(classify_http(503, &h, "").retry_after(), Some(Duration::from_secs(12)));
+        assert_eq!(classify_http(400, &h, "").retry_after(), None);
+    }
+
+    #[test]
+    fn stream_errors_are_classified_by_code_or_type() {
+        let cases = [
+            (r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#, "server", Some(529)),
+            (r#"{"type":"error","error":{"type":"api_error","message":"Internal"}}"#, "server", Some(500)),
+            (r#"{"type":"error","error":{"type":"rate_limit_error","message":"slow"}}"#, "rate_limited", None),
+            (r#"{"error":{"message":"boom","type":"server_error","code":null}}"#, "server", Some(500)),
+            (
+                r#"{"error":{"message":"x","type":"invalid_request_error","code":"context_length_exceeded"}}"#,
+                "context_too_long",
+                None,
+            ),
+            (
+                r#"{"error":{"object":"error","message":"bad","type":"BadRequestError","code":400}}"#,
+                "bad_request",
+                None,
+            ),
+            (r#"{"error":{"code":503,"message":"Loading model","type":"unavailable_error"}}"#, "server", Some(503)),
+            (r#"{"error":{"message":"something odd"}}"#, "server", Some(500)),
+        ];
+        for (payload, kind, status) in cases {
+            let err = classify_stream_error(&serde_json::from_str(payload).unwrap());
+            assert_eq!(err.kind(), kind, "{payload}");
+            if let LlmError::Server { status: s, .. } = err {
+                assert_eq!(Some(s), status, "{payload}");
+            }
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! Chat sessions and their messages.
+
+use super::Exec;
+use crate::error::StoreError;
+use crate::ids::UserId;
+use crate::time::now_ms;
+
+const SESSION_COLUMNS: &str = "id, user_id, config_id, title, title_is_auto, tags, created_at, updated_at";
+const MESSAGE_COLUMNS: &str = "id, session_id, user_id, role, content, status, model, prompt_tokens, \
+    completion_tokens, finish_reason, error, job_id, created_at, updated_at";
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Session {
+    pub id: String,
+    pub user_id: String,
+    pub config_id: Option<String>,
+    pub title: String,
+    #[sqlx(try_from = "crate::db::DbBool")]
+    pub title_is_auto: bool,
+    /// A JSON array of strings.
+    pub tags: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl Session {
+    pub fn tags(&self) -> Vec<String> {
+        serde_json::from_str(&self.tags).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Message {
+    pub id: String,
+    pub session_id: String,
+    pub user_id: String,
+    pub role: String,
+    pub content: String,
+    pub status: String,
+    pub model: Option<String>,
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
+    pub finish_reason: Option<String>,
+    pub error: Option<String>,
+    pub job_id: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+pub async fn create_session<'e, E: Exec<'e>>(
+    ex: E,
+    user: UserId,
+    config_id: Option<&str>,
+    title: &str,
+) -> Result<Session, StoreError> {
+    let sql = format!(
+        "insert into chat_sessions (id, user_id, config_id, title, created_at, updated_at) values ($1, $2, $3, $4, $5, $5)
+         returning {SESSION_COLUMNS}"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(user.to_string())
+        .bind(config_id)
+        .bind(title)
+        .bind(now_ms())
+        .fetch_one(ex)
+        .await?)
+}
+
+/// A session of `user` (another user's session is simply not found).
+pub async fn get_session<'e, E: Exec<'e>>(ex: E, id: &str, user: UserId) -> Result<Option<Session>, StoreError> {
+    let sql = format!("select {SESSION_COLUMNS} from chat_sessions where id = $1 and user_id = $2");
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).bind(user.to_string()).fetch_optional(ex).await?)
+}
+
+pub async fn session_by_id<'e, E: Exec<'e>>(ex: E, id: &str) -> Result<Option<Session>, StoreError> {
+    let sql = format!("select {SESSION_COLUMNS} from chat_sessions where id = $1");
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(ex).await?)
+}
+
+/// `user`'s sessions, newest first; `search` matches titles and message text, `tag` one tag.
+pub async fn list_sessions<'e, E: Exec<'e>>(
+    ex: E,
+    user: UserId,
+    search: Option<&str>,
+    tag: Option<&str>,
+    before: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Session>, StoreError> {
+    let sql = format!(
+        "select {SESSION_COLUMNS} from chat_sessions s
+         where s.user_id = $1 and ($2 is null or s.id < $2)
+           and ($3 is null or lower(s.title) like $3 or exists (
+                select 1 from chat_messages m where m.session_id = s.id and lower(m.content) like $3))
+           and ($4 is null or s.tags like $4)
+         order by s.id desc limit $5"
+    );
+    let pattern = search.map(|s| format!("%{}%", escape_like(&s.to_lowercase())));
+    let tag = tag.map(|t| format!("%{}%", escape_like(&serde_json::to_string(t).unwrap_or_default())));
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(user.to_string())
+        .bind(before)
+        .bind(pattern)
+        .bind(tag)
+        .bind(limit)
+        .fetch_all(ex)
+        .await?)
+}
+
+/// `%` and `_` in a user's search would act as wildcards; they are dropped (the escape
+/// syntax of `like` differs between the two engines).
+fn escape_like(s: &str) -> String {
+    s.replace(['%', '_'], "")
+}
+
+pub async fn update_session<'e, E: Exec<'e>>(
+    ex: E,
+    id: &str,
+    user: UserId,
+    title: Option<&str>,
+    tags: Option<&[String]>,
+) -> Result<Session, StoreError> {
+    let sql = format!(
+        "update chat_sessions set title = coalesce($3, title),
+             title_is_auto = case when $3 is null then title_is_auto else false end,
+             tags = coalesce($4, tags), updated_at = $5
+         where id = $1 and user_id = $2 returning {SESSION_COLUMNS}"
+    );
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .bind(user.to_string())
+        .bind(title)
+        .bind(tags.map(|t| serde_json::to_string(t).unwrap_or_else(|_| "[]".into())))
+        .bind(now_ms())
+        .fetch_optional(ex)
+        .await?
+        .ok_or(StoreError::NotFound)
+}
+
+/// Sets a generated title unless the user chose one meanwhile.
+pub async fn set_auto_title<'e, E: Exec<'e>>(ex: E, id: &str, title: &str) -> Result<bool, StoreError> {
+    let done =
+        sqlx::query("update chat_sessions set title = $2, updated_at = $3 where id = $1 and title_is_auto = true")
+            .bind(id)
+            .bind(title)
+            .bind(now_ms())
+            .execute(ex)
+            .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn delete_session<'e, E: Exec<'e>>(ex: E, id: &str, user: UserId) -> Result<(), StoreError> {
+    let done = sqlx::query("delete from chat_sessions where id = $1 and user_id = $2")
+        .bind(id)
+        .bind(user.to_string())
+        .execute(ex)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
+/// A message as written by the chat endpoint.
+#[derive(Debug)]
+pub struct NewMessage<'a> {
+    pub session_id: &'a str,
+    pub user: UserId,
+    pub role: &'a str,
+    pub content: &'a str,
+    pub status: &'a str,
+    pub model: Option<&'a str>,
+}
+
+pub async fn insert_message<'e, E: Exec<'e>>(ex: E, m: NewMessage<'_>) -> Result<Message, StoreError> {
+    let sql = format!(
+        "insert into chat_messages (id, session_id, user_id, role, content, status, model, created_at, updated_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $8) returning {MESSAGE_COLUMNS}"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(m.session_id)
+        .bind(m.user.to_string())
+        .bind(m.role)
+        .bind(m.content)
+        .bind(m.status)
+        .bind(m.model)
+        .bind(now_ms())
+        .fetch_one(ex)
+        .await?)
+}
+
+pub async fn set_message_job<'e, E: Exec<'e>>(ex: E, id: &str, job: &str) -> Result<(), StoreError> {
+    sqlx::query("update chat_messages set job_id = $2 where id = $1").bind(id).bind(job).execute(ex).await?;
+    Ok(())
+}
+
+pub async fn get_message<'e, E: Exec<'e>>(ex: E, id: &str) -> Result<Option<Message>, StoreError> {
+    let sql = format!("select {MESSAGE_COLUMNS} from chat_messages where id = $1");
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(ex).await?)
+}
+
+/// A session's messages, oldest first, after the cursor `after`.
+pub async fn list_messages<'e, E: Exec<'e>>(
+    ex: E,
+    session: &str,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Message>, StoreError> {
+    let sql = format!(
+        "select {MESSAGE_COLUMNS} from chat_messages where session_id = $1 and ($2 is null or id > $2)
+         order by id limit $3"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(session).bind(after).bind(limit).fetch_all(ex).await?)
+}
+
+/// The conversation before message `before`, newest first (for building a context): user
+/// messages and completed replies only.
+pub async fn history_before<'e, E: Exec<'e>>(
+    ex: E,
+    session: &str,
+    before: &str,
+    limit: i64,
+) -> Result<Vec<Message>, StoreError> {
+    let sql = format!(
+        "select {MESSAGE_COLUMNS} from chat_messages
+         where session_id = $1 and id < $2 and (role = 'user' or status = 'complete')
+         order by id desc limit $3"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(session).bind(before).bind(limit).fetch_all(ex).await?)
+}
+
+/// Saves streamed text so far.
+pub async fn save_partial<'e, E: Exec<'e>>(ex: E, id: &str, content: &str, status: &str) -> Result<(), StoreError> {
+    sqlx::query("update chat_messages set content = $2, status = $3, updated_at = $4 where id = $1")
+        .bind(id)
+        .bind(content)
+        .bind(status)
+        .bind(now_ms())
+        .execute(ex)
+        .await?;
+    Ok(())
+}
+
+/// The final state of a reply.
+#[derive(Debug, Default)]
+pub struct Outcome<'a> {
+    pub status: &'a str,
+    pub content: &'a str,
+    pub model: Option<&'a str>,
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
+    pub finish_reason: Option<&'a str>,
+    pub error: Option<&'a str>,
+}
+
+pub async fn finish_message<'e, E: Exec<'e>>(ex: E, id: &str, o: &Outcome<'_>) -> Result<(), StoreError> {
+    sqlx::query(
+        "update chat_messages set status = $2, content = $3, model = coalesce($4, model), prompt_tokens = $5,
+             completion_tokens = $6, finish_reason = $7, error = $8, updated_at = $9
+         where id = $1",
+    )
+    .bind(id)
+    .bind(o.status)
+    .bind(o.content)
+    .bind(o.model)
+    .bind(o.prompt_tokens)
+    .bind(o.completion_tokens)
+    .bind(o.finish_reason)
+    .bind(o.error)
+    .bind(now_ms())
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
+/// Replies of `user` still being generated.
+pub async fn active_generations<'e, E: Exec<'e>>(ex: E, user: UserId) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
+        "select count(*) from chat_messages where user_id = $1 and role = 'assistant' and status in ('pending', 'streaming')",
+    )
+    .bind(user.to_string())
+    .fetch_one(ex)
+    .await?)
+}
+
+pub async fn touch_session<'e, E: Exec<'e>>(ex: E, id: &str) -> Result<(), StoreError> {
+    sqlx::query("update chat_sessions set updated_at = $2 where id = $1").bind(id).bind(now_ms()).execute(ex).await?;
+    Ok(())
+}

@@ -1,0 +1,110 @@
+//! `generate_title`: asks a model for a short session title. On failure the session keeps
+//! the title made from its first message when it was created.
+
+use super::llm_completion::{provider_settings, resolve_config, to_job_error};
+use super::{JobError, payload};
+use crate::WorkerContext;
+use futures::StreamExt;
+use parley_shared::jobs::GenerateTitle;
+use parley_shared::llm::{ChatMessage, Role, StreamItem};
+use parley_shared::store::chat;
+use parley_shared::store::jobs::Job;
+use parley_shared::store::llm_configs;
+use serde_json::json;
+
+pub const MAX_TITLE_CHARS: usize = 60;
+
+const INSTRUCTION: &str = "Write a title of at most six words for this conversation. \
+    Answer with the title only: no quotes, no punctuation at the end, no explanation.";
+
+pub async fn run(ctx: &WorkerContext, job: &Job) -> Result<serde_json::Value, JobError> {
+    let p: GenerateTitle = payload(job)?;
+    let pool = &ctx.db.pool;
+    let Some(session) = chat::session_by_id(pool, &p.session_id).await.map_err(anyhow::Error::from)? else {
+        return Ok(json!({"skipped": "the session was deleted"}));
+    };
+    if !session.title_is_auto {
+        return Ok(json!({"skipped": "the title was set by the user"}));
+    }
+    let messages = chat::list_messages(pool, &session.id, None, 2).await.map_err(anyhow::Error::from)?;
+    let config = match &ctx.config.llm_title_config {
+        Some(name) => llm_configs::by_name(pool, name).await.map_err(anyhow::Error::from)?.filter(|c| c.enabled),
+        None => None,
+    };
+    let config = match config {
+        Some(c) => c,
+        None => resolve_config(ctx, session.config_id.as_deref()).await?,
+    };
+    let mut settings = provider_settings(ctx, &config)?;
+    settings.max_tokens = Some(32);
+    let conversation: String = messages
+        .iter()
+        .map(|m| format!("{}: {}\n", m.role, m.content.chars().take(2000).collect::<String>()))
+        .collect();
+    let prompt = [
+        ChatMessage { role: Role::System, content: INSTRUCTION.into() },
+        ChatMessage { role: Role::User, content: conversation },
+    ];
+    let mut stream = ctx.llm.stream_chat(&settings, &prompt).await.map_err(to_job_error)?;
+    let mut raw = String::new();
+    while let Some(item) = stream.next().await {
+        if let StreamItem::Delta(d) = item.map_err(to_job_error)? {
+            raw.push_str(&d);
+        }
+    }
+    let title = clean_title(&raw);
+    if title.is_empty() {
+        return Err(JobError::fatal("the model gave an empty title"));
+    }
+    chat::set_auto_title(pool, &session.id, &title).await.map_err(anyhow::Error::from)?;
+    Ok(json!({"title": title}))
+}
+
+/// One line, no reasoning blocks, no surrounding quotes or trailing punctuation, at most
+/// [`MAX_TITLE_CHARS`] characters (cut at a word boundary).
+pub fn clean_title(raw: &str) -> String {
+    let mut s = raw.to_owned();
+    while let (Some(start), Some(end)) = (s.find("<think>"), s.find("</think>")) {
+        if end < start {
+            break;
+        }
+        s.replace_range(start..end + "</think>".len(), "");
+    }
+    let line = s.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+    let line = line.trim_start_matches("Title:").trim_start_matches("title:");
+    let trimmed = line
+        .trim()
+        .trim_matches(|c: char| matches!(c, '"' | '\'' | '“' | '”' | '‘' | '’' | '`' | '*' | '#'))
+        .trim_end_matches(['.', '!', ':', ';', ','])
+        .trim();
+    truncate_words(trimmed, MAX_TITLE_CHARS)
+}
+
+/// At most `max` characters, cut at a word boundary when there is one.
+pub fn truncate_words(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let cut: String = s.chars().take(max).collect();
+    match cut.rfind(' ') {
+        Some(i) if i > max / 2 => cut[..i].trim_end().to_owned(),
+        _ => cut,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn titles_lose_reasoning_quotes_and_trailing_punctuation() {
+        assert_eq!(clean_title("<think>hmm, maybe</think>\n\"Rust lifetimes explained.\""), "Rust lifetimes explained");
+        assert_eq!(clean_title("Title: Paris trip\nextra"), "Paris trip");
+    }
+
+    #[test]
+    fn titles_are_at_most_sixty_characters_cut_at_a_word() {
+        let t = clean_title(&"word ".repeat(40));
+        assert!(t.chars().count() <= MAX_TITLE_CHARS && !t.ends_with(' '), "{t:?}");
+    }
+}

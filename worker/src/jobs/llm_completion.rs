@@ -1,0 +1,157 @@
+//! `llm_completion`: streams an assistant reply from the session's provider. Deltas go out as
+//! `delta` events as they arrive and the partial text is saved at least every 500 ms; a retry
+//! starts the message over and says so; a cancel keeps the partial text.
+
+use super::{CancelSignal, JobError, payload};
+use crate::WorkerContext;
+use futures::StreamExt;
+use parley_shared::crypto;
+use parley_shared::events::emit;
+use parley_shared::jobs::{GenerateTitle, JobKind, LlmCompletion};
+use parley_shared::llm::{LlmError, Provider, ProviderSettings, StreamItem};
+use parley_shared::store::chat::{self, Outcome};
+use parley_shared::store::jobs::{self as job_store, Job};
+use parley_shared::store::llm_configs::{self, LlmConfig};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+const SAVE_EVERY: Duration = Duration::from_millis(500);
+
+/// Replies kept when building a prompt (before trimming to the context window).
+const HISTORY_LIMIT: i64 = 500;
+
+pub async fn run(ctx: &WorkerContext, job: &Job, mut cancel: CancelSignal) -> Result<serde_json::Value, JobError> {
+    let p: LlmCompletion = payload(job)?;
+    let pool = &ctx.db.pool;
+    let message = chat::get_message(pool, &p.message_id)
+        .await
+        .map_err(anyhow::Error::from)?
+        .ok_or_else(|| JobError::fatal("the message was deleted"))?;
+    if message.status == "complete" {
+        return Ok(json!({"message_id": message.id}));
+    }
+    let session = chat::session_by_id(pool, &message.session_id)
+        .await
+        .map_err(anyhow::Error::from)?
+        .ok_or_else(|| JobError::fatal("the session was deleted"))?;
+    let config = resolve_config(ctx, session.config_id.as_deref()).await?;
+    let settings = provider_settings(ctx, &config)?;
+    let history =
+        chat::history_before(pool, &session.id, &message.id, HISTORY_LIMIT).await.map_err(anyhow::Error::from)?;
+    let reserve = config.max_tokens.unwrap_or(1024).max(1) as usize;
+    let prompt = crate::prompt::build(&config.system_prompt, &history, config.context_window.max(1) as usize, reserve);
+
+    if job.attempts > 1 || !message.content.is_empty() {
+        // Watchers drop what they have of the failed attempt's text.
+        chat::save_partial(pool, &message.id, "", "pending").await.map_err(anyhow::Error::from)?;
+        emit(&ctx.db, &ctx.bus, job.id, "status", json!({"status": "restarted", "attempt": job.attempts})).await?;
+    }
+    let mut stream = match ctx.llm.stream_chat(&settings, &prompt).await {
+        Ok(stream) => stream,
+        Err(e) => return Err(fail(ctx, job, &message.id, "", e).await),
+    };
+    chat::save_partial(pool, &message.id, "", "streaming").await.map_err(anyhow::Error::from)?;
+
+    let mut text = String::new();
+    let (mut usage, mut finish, mut model) = (None, None, Some(config.model.clone()));
+    let mut saved_at = Instant::now();
+    loop {
+        tokio::select! {
+            item = stream.next() => match item {
+                None => break,
+                Some(Ok(StreamItem::Delta(delta))) => {
+                    text.push_str(&delta);
+                    emit(&ctx.db, &ctx.bus, job.id, "delta", json!({"text": delta})).await?;
+                    if saved_at.elapsed() >= SAVE_EVERY {
+                        chat::save_partial(pool, &message.id, &text, "streaming").await.map_err(anyhow::Error::from)?;
+                        saved_at = Instant::now();
+                    }
+                }
+                Some(Ok(StreamItem::Usage { prompt_tokens, completion_tokens })) => usage = Some((prompt_tokens, completion_tokens)),
+                Some(Ok(StreamItem::Finish { reason })) => finish = Some(reason),
+                Some(Ok(StreamItem::Model(m))) => model = Some(m),
+                Some(Err(e)) => return Err(fail(ctx, job, &message.id, &text, e).await),
+            },
+            _ = cancel.changed() => {
+                let outcome = Outcome { status: "cancelled", content: &text, model: model.as_deref(), ..Outcome::default() };
+                chat::finish_message(pool, &message.id, &outcome).await.map_err(anyhow::Error::from)?;
+                tracing::info!(chars = text.len(), "generation cancelled; partial text kept");
+                return Ok(json!({"message_id": message.id, "cancelled": true}));
+            }
+        }
+    }
+    let outcome = Outcome {
+        status: "complete",
+        content: &text,
+        model: model.as_deref(),
+        prompt_tokens: usage.map(|u| i64::from(u.0)),
+        completion_tokens: usage.map(|u| i64::from(u.1)),
+        finish_reason: finish.as_deref(),
+        error: None,
+    };
+    chat::finish_message(pool, &message.id, &outcome).await.map_err(anyhow::Error::from)?;
+    chat::touch_session(pool, &session.id).await.map_err(anyhow::Error::from)?;
+    if session.title_is_auto && history.iter().all(|m| m.role == "user") {
+        let payload = GenerateTitle { session_id: session.id.clone() };
+        job_store::enqueue(pool, JobKind::GenerateTitle, job.owner(), &payload).await.map_err(anyhow::Error::from)?;
+        ctx.queue.notify_outbox();
+    }
+    Ok(json!({
+        "message_id": message.id,
+        "model": model,
+        "finish_reason": finish,
+        "prompt_tokens": usage.map(|u| u.0),
+        "completion_tokens": usage.map(|u| u.1),
+    }))
+}
+
+/// The session's config, or the default one; it must be enabled.
+pub async fn resolve_config(ctx: &WorkerContext, id: Option<&str>) -> Result<LlmConfig, JobError> {
+    let pool = &ctx.db.pool;
+    let config = match id {
+        Some(id) => llm_configs::get(pool, id).await.map_err(anyhow::Error::from)?,
+        None => llm_configs::default_enabled(pool).await.map_err(anyhow::Error::from)?,
+    };
+    config.filter(|c| c.enabled).ok_or_else(|| JobError::fatal("no enabled LLM configuration"))
+}
+
+/// Provider settings with the API key unsealed.
+pub fn provider_settings(ctx: &WorkerContext, config: &LlmConfig) -> Result<ProviderSettings, JobError> {
+    let provider = Provider::parse(&config.provider).ok_or_else(|| JobError::fatal("unknown provider"))?;
+    let api_key = match &config.api_key_enc {
+        Some(sealed) => Some(crypto::decrypt(&ctx.keys.encryption, sealed).map_err(JobError::Fatal)?.into()),
+        None => None,
+    };
+    Ok(ProviderSettings {
+        provider,
+        base_url: config.base_url.clone(),
+        api_key,
+        model: config.model.clone(),
+        temperature: config.temperature.map(|t| t as f32),
+        max_tokens: config.max_tokens.map(|t| t as u32),
+    })
+}
+
+/// Records a failed attempt on the message and maps the provider error to a job error.
+async fn fail(ctx: &WorkerContext, job: &Job, message_id: &str, text: &str, error: LlmError) -> JobError {
+    let last = !error.is_retryable() || job.attempts >= job.max_attempts;
+    let msg = error.to_string();
+    let outcome = if last {
+        Outcome { status: "failed", content: text, error: Some(&msg), ..Outcome::default() }
+    } else {
+        Outcome { status: "pending", content: text, error: Some(&msg), ..Outcome::default() }
+    };
+    if let Err(e) = chat::finish_message(&ctx.db.pool, message_id, &outcome).await {
+        tracing::warn!(error = %e, "recording a failed reply");
+    }
+    to_job_error(error)
+}
+
+pub fn to_job_error(error: LlmError) -> JobError {
+    if error.is_retryable() {
+        let retry_after = error.retry_after();
+        JobError::Retryable { error: anyhow::Error::new(error), retry_after }
+    } else {
+        JobError::Fatal(anyhow::Error::new(error))
+    }
+}
