@@ -386,3 +386,27 @@ async fn long_histories_are_trimmed_to_the_context_window_newest_kept() {
     assert!(sent.iter().all(|m| !m["content"].as_str().unwrap().starts_with("old ")), "{sent:?}");
     assert_eq!(sent.last().unwrap()["content"], "new question");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_the_distributed_profile_a_worker_process_streams_a_reply_watched_through_another_api() {
+    if common::postgres_url().is_none() {
+        eprintln!("PARLEY_TEST_DATABASE_URL is not set; skipping the distributed test");
+        return;
+    }
+    let chunks: Vec<String> = (0..8).map(|i| format!("d{i} ")).collect();
+    let chunks: Vec<&str> = chunks.iter().map(String::as_str).collect();
+    let fake = FakeLlm::openai(vec![Step::reply_with_delays(&chunks, 50, 30)]).await;
+    let (first, _) =
+        app_with_model(Backend::Postgres, &fake, "openai_compatible", "sk", &[("PARLEY_WORKERS", "0")]).await;
+    let second = common::spawn_peer(&first).await;
+    let mut worker = first.spawn_worker_process();
+    let user = first.signup("distributed@example.com").await;
+    let accepted = send(&first, &user.access, json!({"message": "stream across processes"})).await;
+    let events = common::sse::collect(&second, &user.access, accepted["stream_url"].as_str().unwrap(), None).await;
+    assert_eq!(deltas(&events), chunks.concat());
+    assert_eq!(events.last().unwrap().event, "done");
+    let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+    assert_eq!(ids, (1..=ids.len() as i64).collect::<Vec<_>>(), "every event once, in order");
+    worker.kill().unwrap();
+    let _ = worker.wait();
+}

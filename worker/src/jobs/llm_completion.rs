@@ -39,7 +39,9 @@ pub async fn run(ctx: &WorkerContext, job: &Job, mut cancel: CancelSignal) -> Re
     let history =
         chat::history_before(pool, &session.id, &message.id, HISTORY_LIMIT).await.map_err(anyhow::Error::from)?;
     let reserve = config.max_tokens.unwrap_or(1024).max(1) as usize;
-    let prompt = crate::prompt::build(&config.system_prompt, &history, config.context_window.max(1) as usize, reserve);
+    let counter = crate::prompt::TokenCounter::for_model(&config.model);
+    let window = config.context_window.max(1) as usize;
+    let prompt = crate::prompt::build(counter, &config.system_prompt, &history, window, reserve);
 
     if job.attempts > 1 || !message.content.is_empty() {
         // Watchers drop what they have of the failed attempt's text.
