@@ -1,6 +1,6 @@
 //! The OpenAPI 3.1 document of every route.
 
-use crate::routes::{auth, avatar, chat, email_flows, health, jobs, llm_configs, users};
+use crate::routes::{admin_jobs, auth, avatar, chat, email_flows, health, jobs, llm_configs, users};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -17,6 +17,7 @@ use utoipa::{Modify, OpenApi};
         chat::chat, chat::list_messages, chat::list_sessions, chat::get_session, chat::update_session,
         chat::delete_session, llm_configs::list_models, llm_configs::list_configs, llm_configs::get_config,
         llm_configs::create_config, llm_configs::update_config, llm_configs::delete_config,
+        admin_jobs::queue_stats, admin_jobs::list_all_jobs, admin_jobs::retry_job, admin_jobs::create_noop,
         health::healthz, health::readyz,
     ),
     components(schemas(crate::error::ErrorEnvelope, crate::error::ErrorBody)),
@@ -25,6 +26,7 @@ use utoipa::{Modify, OpenApi};
         (name = "accounts", description = "Sign-up, sign-in, sessions and profile"),
         (name = "jobs", description = "Durable jobs: status, events, cancellation"),
         (name = "llm", description = "Chat with LLMs: configs, models, sessions, messages"),
+        (name = "admin", description = "Queue operations for admins"),
         (name = "operations", description = "Health and readiness"),
     )
 )]

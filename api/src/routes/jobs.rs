@@ -84,6 +84,17 @@ pub struct JobFilter {
     pub status: Option<String>,
 }
 
+impl JobFilter {
+    pub fn parse(&self) -> ApiResult<Option<JobStatus>> {
+        match self.status.as_deref() {
+            None | Some("") => Ok(None),
+            Some(s) => JobStatus::parse(s).map(Some).ok_or_else(|| {
+                ApiError::field("status", "must be one of queued, running, retrying, succeeded, failed, cancelled")
+            }),
+        }
+    }
+}
+
 /// The caller's jobs, newest first.
 #[utoipa::path(get, path = "/api/jobs/", tag = "jobs", params(PageQuery, JobFilter), security(("bearer" = [])), responses(
     (status = 200, body = Page<JobView>), (status = 401, body = ErrorEnvelope), (status = 422, body = ErrorEnvelope)))]
@@ -93,12 +104,7 @@ pub async fn list_jobs(
     Query(page): Query<PageQuery>,
     Query(filter): Query<JobFilter>,
 ) -> ApiResult<Json<Page<JobView>>> {
-    let status = match filter.status.as_deref() {
-        None | Some("") => None,
-        Some(s) => Some(JobStatus::parse(s).ok_or_else(|| {
-            ApiError::field("status", "must be one of queued, running, retrying, succeeded, failed, cancelled")
-        })?),
-    };
+    let status = filter.parse()?;
     let (limit, cursor) = page.parse::<JobId>()?;
     let rows = jobs::list(&state.db.pool, Some(auth.user.id), status, cursor, limit + 1).await?;
     Ok(Json(Page::from_rows(rows, limit, |j| j.id.to_string(), JobView::from)))

@@ -1,5 +1,6 @@
 //! The router: one module per route group.
 
+pub mod admin_jobs;
 pub mod auth;
 pub mod avatar;
 pub mod chat;
@@ -24,6 +25,7 @@ pub fn router(state: AppState) -> Router {
         .merge(avatar::routes(state.config.max_avatar_bytes))
         .merge(health::routes())
         .merge(jobs::routes())
+        .merge(admin_jobs::routes())
         .merge(chat::routes())
         .merge(llm_configs::routes())
         .merge(docs::routes())

@@ -1,0 +1,108 @@
+//! Queue operations for admins: counts per status, every job, retrying a failed one, and a
+//! no-op job to check the pipeline end to end.
+
+use crate::error::{ApiError, ApiResult, ErrorEnvelope};
+use crate::extract::{AdminUser, Json};
+use crate::pagination::{Page, PageQuery};
+use crate::routes::email_flows::JobAccepted;
+use crate::routes::jobs::{JobFilter, JobView};
+use crate::state::AppState;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use parley_shared::ids::JobId;
+use parley_shared::jobs::{JobKind, JobStatus, Noop};
+use parley_shared::store::jobs;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/admin/queues", get(queue_stats))
+        .route("/api/admin/jobs", get(list_all_jobs))
+        .route("/api/admin/jobs/noop", post(create_noop))
+        .route("/api/admin/jobs/{id}/retry", post(retry_job))
+}
+
+/// Jobs per status, and whether the queue answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueStats {
+    pub queue_reachable: bool,
+    /// `queued`, `running`, `retrying`, `succeeded`, `failed`, `cancelled` → count.
+    pub jobs: BTreeMap<String, i64>,
+}
+
+#[utoipa::path(get, path = "/api/admin/queues/", tag = "admin", security(("bearer" = [])), responses(
+    (status = 200, body = QueueStats), (status = 403, body = ErrorEnvelope)))]
+pub async fn queue_stats(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<QueueStats>> {
+    let mut counts: BTreeMap<String, i64> = JobStatus::ALL.iter().map(|s| (s.as_str().to_owned(), 0)).collect();
+    counts.extend(jobs::count_by_status(&state.db.pool).await?);
+    Ok(Json(QueueStats { queue_reachable: state.queue.ping().await, jobs: counts }))
+}
+
+/// Every user's jobs, newest first.
+#[utoipa::path(get, path = "/api/admin/jobs/", tag = "admin", params(PageQuery, JobFilter), security(("bearer" = [])), responses(
+    (status = 200, body = Page<JobView>), (status = 403, body = ErrorEnvelope)))]
+pub async fn list_all_jobs(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    Query(page): Query<PageQuery>,
+    Query(filter): Query<JobFilter>,
+) -> ApiResult<Json<Page<JobView>>> {
+    let status = filter.parse()?;
+    let (limit, cursor) = page.parse::<JobId>()?;
+    let rows = jobs::list(&state.db.pool, None, status, cursor, limit + 1).await?;
+    Ok(Json(Page::from_rows(rows, limit, |j| j.id.to_string(), JobView::from)))
+}
+
+/// Runs a failed or cancelled job again, with a fresh attempt budget.
+#[utoipa::path(post, path = "/api/admin/jobs/{id}/retry/", tag = "admin", params(("id" = String, Path)), security(("bearer" = [])), responses(
+    (status = 202, body = JobView), (status = 404, body = ErrorEnvelope), (status = 409, description = "the job is not failed or cancelled", body = ErrorEnvelope)))]
+pub async fn retry_job(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<JobView>)> {
+    let id: JobId = id.parse().map_err(|_| ApiError::NotFound)?;
+    let job = jobs::get(&state.db.pool, id).await?.ok_or(ApiError::NotFound)?;
+    if !jobs::requeue(&state.db.pool, id).await? {
+        return Err(ApiError::BadRequest {
+            code: "not_retryable",
+            message: format!("only failed or cancelled jobs can be retried; this one is {}", job.status().as_str()),
+            status: StatusCode::CONFLICT,
+        });
+    }
+    state.queue.notify_outbox();
+    let job = jobs::get(&state.db.pool, id).await?.ok_or(ApiError::NotFound)?;
+    Ok((StatusCode::ACCEPTED, Json(job.into())))
+}
+
+/// A no-op job (optionally sleeping or failing), to check the queue end to end.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoopRequest {
+    #[serde(default)]
+    pub sleep_ms: u64,
+    #[serde(default)]
+    pub fail_times: u32,
+    #[serde(default)]
+    pub fatal: bool,
+}
+
+#[utoipa::path(post, path = "/api/admin/jobs/noop/", tag = "admin", request_body = NoopRequest, security(("bearer" = [])), responses(
+    (status = 202, body = JobAccepted), (status = 422, body = ErrorEnvelope)))]
+pub async fn create_noop(
+    State(state): State<AppState>,
+    admin: AdminUser,
+    Json(req): Json<NoopRequest>,
+) -> ApiResult<(StatusCode, Json<JobAccepted>)> {
+    if req.sleep_ms > 600_000 {
+        return Err(ApiError::field("sleep_ms", "must be at most 600000"));
+    }
+    let noop = Noop { sleep_ms: req.sleep_ms, fail_times: req.fail_times, fatal: req.fatal };
+    let job_id = jobs::enqueue(&state.db.pool, JobKind::Noop, Some(admin.0.user.id), &noop).await?;
+    state.queue.notify_outbox();
+    Ok((StatusCode::ACCEPTED, Json(JobAccepted { job_id })))
+}
