@@ -26,8 +26,7 @@ async fn main() -> anyhow::Result<()> {
         Some("worker") => {
             // The same workers as `parley-worker`, from this binary.
             let ctx = parley_worker::WorkerContext::connect(config).await?;
-            let poll = ctx.poll_interval();
-            tokio::spawn(parley_shared::queue::run_dispatcher(ctx.db.clone(), ctx.queue.clone(), poll));
+            ctx.queue.spawn_dispatcher(ctx.db.clone(), ctx.bus.clone(), &ctx.config);
             parley_worker::run(ctx, startup::shutdown_signal()).await
         }
         Some(other) => bail!("unknown command {other:?}; expected serve, worker, migrate or create-admin"),

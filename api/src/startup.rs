@@ -10,7 +10,7 @@ use axum::http::HeaderName;
 use parley_shared::auth::{JwtKeys, Keys, PasswordHasher};
 use parley_shared::domain::{Email, Password};
 use parley_shared::events::EventBus;
-use parley_shared::queue::{Queue, run_dispatcher};
+use parley_shared::queue::Queue;
 use parley_shared::store::users;
 use parley_shared::{Config, Db};
 use secrecy::ExposeSecret;
@@ -52,8 +52,7 @@ impl Application {
     /// in-process workers (if any) after their grace period.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let poll = Duration::from_millis(self.state.config.queue_poll_ms);
-        tokio::spawn(run_dispatcher(self.state.db.clone(), self.state.queue.clone(), poll));
+        self.state.queue.spawn_dispatcher(self.state.db.clone(), self.state.bus.clone(), &self.state.config);
         let mut workers = Vec::new();
         for _ in 0..self.state.config.workers {
             let mut stop = stop_rx.clone();

@@ -347,6 +347,27 @@ async fn sessions_can_be_renamed_tagged_searched_and_deleted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_session_stops_its_reply_in_progress() {
+    let fake = FakeLlm::openai(vec![Step::stall_forever(&["partial"])]).await;
+    let (app, _) =
+        app_with_model(Backend::Sqlite, &fake, "openai_compatible", "sk", &[("PARLEY_LLM_STALL_SECS", "60")]).await;
+    let user = app.signup("deleting@example.com").await;
+    let accepted = send(&app, &user.access, json!({"message": "long one"})).await;
+    let job = accepted["job_id"].as_str().unwrap();
+    app.wait_for_status(&user.access, job, "running").await;
+    let res = app
+        .client
+        .delete(app.url(&format!("/api/llm/sessions/{}/", accepted["session_id"].as_str().unwrap())))
+        .bearer_auth(&user.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    app.wait_for_status(&user.access, job, "cancelled").await;
+    fake.wait_for_disconnects(1, Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_histories_are_trimmed_to_the_context_window_newest_kept() {
     let fake = FakeLlm::openai(vec![Step::reply(&["ok"])]).await;
     let (app, admin) = app_with_model(Backend::Sqlite, &fake, "openai_compatible", "sk", &[]).await;

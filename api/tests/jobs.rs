@@ -98,6 +98,9 @@ both_backends! {
         assert_eq!(resumed, all[2..].to_vec());
         let by_query = common::sse::collect(&app, &user.access, &format!("/api/jobs/{id}/events/?starting_after=3"), None).await;
         assert_eq!(by_query, all[3..].to_vec());
+        // Resuming after the final event ends at once, with nothing.
+        let after_end = common::sse::collect(&app, &user.access, &format!("/api/jobs/{id}/events/"), Some(all.last().unwrap().id)).await;
+        assert!(after_end.is_empty());
     }
 
     async fn another_users_job_is_a_404_and_lists_are_per_user(backend: Backend) {

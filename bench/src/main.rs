@@ -14,6 +14,7 @@ mod server;
 
 use anyhow::bail;
 use cli::{Common, Flags};
+use std::process::ExitCode;
 
 const USAGE: &str = "\
 usage: parley-bench <scenario> [flags]
@@ -35,7 +36,17 @@ Build the server first: cargo build --release --bin parley-api
 ";
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1).peekable();
     if args.peek().is_none_or(|a| matches!(a.as_str(), "-h" | "--help" | "help")) {
         print!("{USAGE}");

@@ -6,6 +6,7 @@
 //! processes through Redis pub/sub. Workers also poll at a short interval as a fallback.
 
 use crate::config::Config;
+use crate::events::EventBus;
 use crate::jobs::QueueName;
 use crate::store::jobs;
 use crate::{Db, StoreError};
@@ -157,6 +158,13 @@ impl Queue {
         Ok(())
     }
 
+    /// Starts this process's dispatcher (see [`run_dispatcher`]).
+    pub fn spawn_dispatcher(&self, db: Db, bus: EventBus, config: &Config) {
+        let poll = Duration::from_millis(config.queue_poll_ms);
+        let lease = Duration::from_secs(config.job_lease_secs);
+        tokio::spawn(run_dispatcher(db, self.clone(), bus, poll, lease));
+    }
+
     /// Tells the dispatcher an outbox row was committed.
     pub fn notify_outbox(&self) {
         self.outbox.notify_one();
@@ -192,29 +200,39 @@ pub fn redis_config(name: &str, heartbeat_secs: u64) -> apalis_redis::Config {
         .batch_size(16)
 }
 
-/// Drains the outbox into the queue and returns leased-out jobs whose worker died to it.
-/// Runs until the process ends; one per process.
-pub async fn run_dispatcher(db: Db, queue: Queue, poll: Duration) {
+/// Drains the outbox into the queue and, once a second, sweeps: jobs whose worker died go
+/// back to the outbox (or end, when out of attempts or cancelled), and rows handed to the
+/// queue long ago that never started are handed over again. Runs until the process ends;
+/// one per process.
+pub async fn run_dispatcher(db: Db, queue: Queue, bus: EventBus, poll: Duration, lease: Duration) {
     let mut last_sweep = tokio::time::Instant::now();
     loop {
+        if last_sweep.elapsed() >= Duration::from_secs(1) {
+            last_sweep = tokio::time::Instant::now();
+            if let Err(e) = sweep(&db, &bus, lease).await {
+                tracing::warn!(error = format!("{e:#}"), "job sweep failed");
+            }
+        }
         match dispatch_due(&db, &queue).await {
             Ok(n) if n > 0 => continue,
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "dispatching jobs failed; will retry"),
         }
-        if last_sweep.elapsed() >= Duration::from_secs(1) {
-            last_sweep = tokio::time::Instant::now();
-            match jobs::recover_expired(&db.pool).await {
-                Ok(lost) => {
-                    for id in lost {
-                        tracing::warn!(job.id = %id, "job failed: its worker stopped and no attempts are left");
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "recovering expired leases failed"),
-            }
-        }
         let _ = tokio::time::timeout(poll, queue.outbox.notified()).await;
     }
+}
+
+async fn sweep(db: &Db, bus: &EventBus, lease: Duration) -> anyhow::Result<()> {
+    for (job, status) in jobs::recover_expired(&db.pool).await? {
+        tracing::warn!(job.id = %job.id, status = status.as_str(), "job ended after its worker stopped responding");
+        crate::jobs::lifecycle::announce_end(db, bus, &job, status, job.error.as_deref()).await?;
+    }
+    let stale_ms = i64::try_from((lease * 2).max(Duration::from_secs(60)).as_millis()).unwrap_or(i64::MAX);
+    let again = jobs::redispatch_stale(&db.pool, stale_ms).await?;
+    if again > 0 {
+        tracing::warn!(jobs = again, "jobs handed to the queue long ago never started; handing them over again");
+    }
+    Ok(())
 }
 
 /// Pushes every due outbox row; returns how many were pushed.

@@ -36,8 +36,4 @@ impl WorkerContext {
         let templates = Arc::new(Templates::new()?);
         Ok(Self { config: Arc::new(config), db, queue, bus, mailer, templates, media, keys, llm })
     }
-
-    pub fn poll_interval(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(self.config.queue_poll_ms)
-    }
 }

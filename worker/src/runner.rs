@@ -5,8 +5,10 @@
 use crate::WorkerContext;
 use crate::jobs::{self, JobError};
 use apalis::prelude::{BoxDynError, Data};
+use parley_shared::domain::mask_emails;
 use parley_shared::events::emit;
 use parley_shared::ids::JobId;
+use parley_shared::jobs::lifecycle::announce_end;
 use parley_shared::jobs::{JobStatus, backoff_delay};
 use parley_shared::queue::JobMessage;
 use parley_shared::store::jobs as store;
@@ -55,7 +57,7 @@ async fn run(ctx: &WorkerContext, id: JobId) -> anyhow::Result<()> {
     span.record("job.kind", job.kind.as_str());
     span.record("attempt", job.attempts);
     let Some(kind) = job.kind() else {
-        store::finish(&ctx.db.pool, id, JobStatus::Failed, None, Some("unknown job kind")).await?;
+        fail(ctx, &job, "unknown job kind").await?;
         return Ok(());
     };
     let policy = kind.policy();
@@ -70,7 +72,7 @@ async fn run(ctx: &WorkerContext, id: JobId) -> anyhow::Result<()> {
             Ok(done) => Outcome::Done(done),
             Err(_) => Outcome::TimedOut,
         },
-        watched = watch_lease(ctx, id, lease_ms) => {
+        watched = watch_lease(ctx, id, job.attempts, lease_ms) => {
             if matches!(watched, Outcome::Cancelled) {
                 // Let the handler stop its own way (an LLM reply keeps its partial text).
                 let _ = cancel_tx.send(true);
@@ -82,7 +84,7 @@ async fn run(ctx: &WorkerContext, id: JobId) -> anyhow::Result<()> {
     let duration_ms = started.elapsed().as_millis() as u64;
     match outcome {
         Outcome::Done(Ok(result)) => {
-            if store::finish(&ctx.db.pool, id, JobStatus::Succeeded, Some(&result), None).await? {
+            if store::finish(&ctx.db.pool, id, job.attempts, JobStatus::Succeeded, Some(&result), None).await? {
                 emit(&ctx.db, &ctx.bus, id, "done", json!({"status": "succeeded", "result": result})).await?;
                 tracing::info!(duration_ms, "job succeeded");
             }
@@ -96,8 +98,8 @@ async fn run(ctx: &WorkerContext, id: JobId) -> anyhow::Result<()> {
             retry_or_fail(ctx, &job, &error, None).await?;
         }
         Outcome::Cancelled => {
-            if store::finish(&ctx.db.pool, id, JobStatus::Cancelled, None, Some("cancelled")).await? {
-                emit(&ctx.db, &ctx.bus, id, "status", json!({"status": "cancelled"})).await?;
+            if store::finish(&ctx.db.pool, id, job.attempts, JobStatus::Cancelled, None, Some("cancelled")).await? {
+                announce_end(&ctx.db, &ctx.bus, &job, JobStatus::Cancelled, None).await?;
                 tracing::info!(duration_ms, "job cancelled");
             }
         }
@@ -106,18 +108,28 @@ async fn run(ctx: &WorkerContext, id: JobId) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Renews the lease until the job is cancelled or the lease is lost; never returns otherwise.
-async fn watch_lease(ctx: &WorkerContext, id: JobId, lease_ms: i64) -> Outcome {
+/// Renews the lease until the job is cancelled or the lease is lost (another attempt owns
+/// the job, or no renewal got through for a whole lease); never returns otherwise.
+async fn watch_lease(ctx: &WorkerContext, id: JobId, attempt: i64, lease_ms: i64) -> Outcome {
+    let mut renewed = std::time::Instant::now();
+    let lease = Duration::from_millis(u64::try_from(lease_ms).unwrap_or(u64::MAX));
     loop {
         tokio::time::sleep(CANCEL_CHECK).await;
-        match store::renew_lease(&ctx.db.pool, id, lease_ms).await {
+        match store::renew_lease(&ctx.db.pool, id, attempt, lease_ms).await {
             Ok(Some(true)) => return Outcome::Cancelled,
-            Ok(Some(false)) => {}
+            Ok(Some(false)) => renewed = std::time::Instant::now(),
             Ok(None) => return Outcome::Lost,
+            Err(e) if renewed.elapsed() >= lease => {
+                tracing::warn!(error = %e, "the lease could not be renewed in time; giving the job up");
+                return Outcome::Lost;
+            }
             Err(e) => tracing::warn!(error = %e, "renewing a job lease failed"),
         }
     }
 }
+
+/// The longest wait a provider's `Retry-After` can impose before the next attempt.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
 
 async fn retry_or_fail(
     ctx: &WorkerContext,
@@ -131,20 +143,27 @@ async fn retry_or_fail(
     }
     let policy = kind.policy();
     let attempt = u32::try_from(job.attempts).unwrap_or(u32::MAX);
-    let delay = backoff_delay(&policy, attempt).max(retry_after.unwrap_or_default());
-    let run_after = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-    if store::retry_later(&ctx.db.pool, job.id, error, run_after).await? {
-        let data = json!({"status": "retrying", "attempt": job.attempts, "error": error, "retry_in_ms": delay.as_millis() as u64});
-        emit(&ctx.db, &ctx.bus, job.id, "status", data).await?;
-        tracing::warn!(error, retry_in_ms = delay.as_millis() as u64, "job attempt failed; will retry");
+    let delay = backoff_delay(&policy, attempt).max(retry_after.unwrap_or_default().min(MAX_RETRY_AFTER));
+    let run_after = now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+    match store::retry_later(&ctx.db.pool, job.id, job.attempts, error, run_after).await? {
+        Some(JobStatus::Retrying) => {
+            let retry_in_ms = delay.as_millis() as u64;
+            let data =
+                json!({"status": "retrying", "attempt": job.attempts, "error": error, "retry_in_ms": retry_in_ms});
+            emit(&ctx.db, &ctx.bus, job.id, "status", data).await?;
+            tracing::warn!(error = %mask_emails(error), retry_in_ms, "job attempt failed; will retry");
+        }
+        // A cancel arrived while the attempt was failing.
+        Some(JobStatus::Cancelled) => announce_end(&ctx.db, &ctx.bus, job, JobStatus::Cancelled, None).await?,
+        _ => {}
     }
     Ok(())
 }
 
 async fn fail(ctx: &WorkerContext, job: &Job, error: &str) -> anyhow::Result<()> {
-    if store::finish(&ctx.db.pool, job.id, JobStatus::Failed, None, Some(error)).await? {
-        emit(&ctx.db, &ctx.bus, job.id, "error", json!({"status": "failed", "error": error})).await?;
-        tracing::warn!(error, "job failed");
+    if store::finish(&ctx.db.pool, job.id, job.attempts, JobStatus::Failed, None, Some(error)).await? {
+        announce_end(&ctx.db, &ctx.bus, job, JobStatus::Failed, Some(error)).await?;
+        tracing::warn!(error = %mask_emails(error), "job failed");
     }
     Ok(())
 }

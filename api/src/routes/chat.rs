@@ -312,6 +312,14 @@ pub async fn delete_session(
     auth: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    chat::delete_session(&state.db.pool, &id, auth.user.id).await?;
+    let session = chat::get_session(&state.db.pool, &id, auth.user.id).await?.ok_or(ApiError::NotFound)?;
+    // Replies still being generated stop: nobody will read them.
+    for job_id in chat::open_reply_jobs(&state.db.pool, &session.id).await? {
+        let Ok(job_id) = job_id.parse() else { continue };
+        if let Some(job) = jobs::get(&state.db.pool, job_id).await? {
+            crate::routes::jobs::cancel(&state, &job).await?;
+        }
+    }
+    chat::delete_session(&state.db.pool, &session.id, auth.user.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -11,14 +11,14 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use futures::Stream;
-use parley_shared::events::emit;
 use parley_shared::ids::JobId;
 use parley_shared::jobs::JobStatus;
+use parley_shared::jobs::lifecycle::announce_end;
 use parley_shared::store::job_events::{self, JobEvent};
-use parley_shared::store::jobs::{self, Job};
+use parley_shared::store::jobs::{self, CancelOutcome, Job};
 use parley_shared::time::from_ms;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::convert::Infallible;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
@@ -137,18 +137,17 @@ pub async fn cancel_job(
             status: StatusCode::CONFLICT,
         });
     }
-    if jobs::cancel(&state.db.pool, job.id).await? == Some(JobStatus::Cancelled) {
-        // It never ran: nothing else will close its pending reply.
-        if job.kind() == Some(parley_shared::jobs::JobKind::LlmCompletion)
-            && let Ok(p) = serde_json::from_str::<parley_shared::jobs::LlmCompletion>(&job.payload)
-        {
-            let outcome = parley_shared::store::chat::Outcome { status: "cancelled", ..Default::default() };
-            parley_shared::store::chat::finish_message(&state.db.pool, &p.message_id, &outcome).await?;
-        }
-        emit(&state.db, &state.bus, job.id, "status", json!({"status": "cancelled"})).await?;
-    }
+    cancel(&state, &job).await?;
     let job = jobs::get(&state.db.pool, job.id).await?.ok_or(ApiError::NotFound)?;
     Ok((StatusCode::ACCEPTED, Json(job.into())))
+}
+
+/// Cancels `job`; a job that was still waiting ends here, so its end is announced here.
+pub async fn cancel(state: &AppState, job: &Job) -> ApiResult<()> {
+    if jobs::cancel(&state.db.pool, job.id).await? == CancelOutcome::Cancelled {
+        announce_end(&state.db, &state.bus, job, JobStatus::Cancelled, None).await?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -201,6 +200,11 @@ pub fn event_stream(state: AppState, job: JobId, after: i64) -> Sse<impl Stream<
                 }
             };
             let full = backlog.len() == 500;
+            if backlog.is_empty() && job_finished(&state, job).await {
+                // Nothing after `last` and nothing more will come (a resume after the end,
+                // or a job that ended without a final event).
+                return;
+            }
             for event in backlog {
                 last = event.seq;
                 let terminal = event.is_terminal();
@@ -241,6 +245,14 @@ pub fn event_stream(state: AppState, job: JobId, after: i64) -> Sse<impl Stream<
     });
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
     Sse::new(futures::StreamExt::map(stream, Ok)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+async fn job_finished(state: &AppState, job: JobId) -> bool {
+    match jobs::get(&state.db.pool, job).await {
+        Ok(Some(j)) => j.status().is_terminal(),
+        Ok(None) => true,
+        Err(_) => false,
+    }
 }
 
 fn sse_event(event: &JobEvent) -> Event {

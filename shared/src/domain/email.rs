@@ -61,6 +61,21 @@ pub fn mask(address: &str) -> String {
     }
 }
 
+/// `text` with every address-like word masked (for logging errors that may quote one).
+pub fn mask_emails(text: &str) -> String {
+    text.split(' ')
+        .map(|word| {
+            if word.contains('@') {
+                let inner = word.trim_matches(|c: char| !c.is_alphanumeric() && c != '@' && c != '.');
+                word.replace(inner, &mask(inner))
+            } else {
+                word.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 impl fmt::Debug for Email {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Email({})", self.masked())
@@ -84,6 +99,12 @@ mod tests {
             assert!(Email::parse(bad).is_err(), "{bad:?} should be refused");
         }
         assert!(Email::parse(&format!("{}@example.com", "a".repeat(65))).is_err());
+    }
+
+    #[test]
+    fn addresses_inside_error_text_are_masked() {
+        assert_eq!(mask_emails("550 <bob.smith@example.com>: no such user"), "550 <b***@example.com>: no such user");
+        assert_eq!(mask_emails("no address here"), "no address here");
     }
 
     #[test]

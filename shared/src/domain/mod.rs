@@ -4,7 +4,7 @@ mod email;
 mod password;
 mod profile;
 
-pub use email::Email;
+pub use email::{Email, mask_emails};
 pub use password::Password;
 pub use profile::{Bio, DisplayName, Username};
 

@@ -2,6 +2,7 @@
 //! queue. The `jobs` table row is what clients see; the queue only carries job ids.
 
 mod backoff;
+pub mod lifecycle;
 
 pub use backoff::backoff_delay;
 

@@ -274,14 +274,36 @@ pub async fn finish_message<'e, E: Exec<'e>>(ex: E, id: &str, o: &Outcome<'_>) -
     Ok(())
 }
 
-/// Replies of `user` still being generated.
-pub async fn active_generations<'e, E: Exec<'e>>(ex: E, user: UserId) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar(
-        "select count(*) from chat_messages where user_id = $1 and role = 'assistant' and status in ('pending', 'streaming')",
+/// Closes a reply still `pending` or `streaming` with `status` (its text is kept); a reply
+/// already closed is left alone.
+pub async fn close_open_reply<'e, E: Exec<'e>>(
+    ex: E,
+    id: &str,
+    status: &str,
+    error: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "update chat_messages set status = $2, error = coalesce($3, error), updated_at = $4
+         where id = $1 and status in ('pending', 'streaming')",
     )
-    .bind(user.to_string())
-    .fetch_one(ex)
-    .await?)
+    .bind(id)
+    .bind(status)
+    .bind(error)
+    .bind(now_ms())
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
+/// The jobs of replies still being generated in a session.
+pub async fn open_reply_jobs<'e, E: Exec<'e>>(ex: E, session: &str) -> Result<Vec<String>, StoreError> {
+    let rows: Vec<(Option<String>,)> = sqlx::query_as(
+        "select job_id from chat_messages where session_id = $1 and role = 'assistant' and status in ('pending', 'streaming')",
+    )
+    .bind(session)
+    .fetch_all(ex)
+    .await?;
+    Ok(rows.into_iter().filter_map(|(j,)| j).collect())
 }
 
 pub async fn touch_session<'e, E: Exec<'e>>(ex: E, id: &str) -> Result<(), StoreError> {

@@ -153,15 +153,22 @@ pub async fn start<'e, E: Exec<'e>>(ex: E, id: JobId, lease_ms: i64) -> Result<O
         .await?)
 }
 
-/// Extends a running job's lease; returns whether a cancel was requested (`None` if the
-/// job is no longer running).
-pub async fn renew_lease<'e, E: Exec<'e>>(ex: E, id: JobId, lease_ms: i64) -> Result<Option<bool>, StoreError> {
+/// Extends the lease of attempt `attempt` of a running job; returns whether a cancel was
+/// requested (`None` if that attempt no longer owns the job). The attempt number fences off
+/// a worker whose lease expired and whose job another worker took over.
+pub async fn renew_lease<'e, E: Exec<'e>>(
+    ex: E,
+    id: JobId,
+    attempt: i64,
+    lease_ms: i64,
+) -> Result<Option<bool>, StoreError> {
     let now = now_ms();
     let row: Option<(crate::db::DbBool,)> = sqlx::query_as(
-        "update parley_jobs set lease_until = $2, updated_at = $3 where id = $1 and status = 'running'
+        "update parley_jobs set lease_until = $3, updated_at = $4 where id = $1 and attempts = $2 and status = 'running'
          returning cancel_requested",
     )
     .bind(id.to_string())
+    .bind(attempt)
     .bind(now + lease_ms)
     .bind(now)
     .fetch_optional(ex)
@@ -169,20 +176,22 @@ pub async fn renew_lease<'e, E: Exec<'e>>(ex: E, id: JobId, lease_ms: i64) -> Re
     Ok(row.map(|(b,)| b.0))
 }
 
-/// Ends a running job with `status`; false if it was not running (a duplicate delivery).
+/// Ends attempt `attempt` with `status`; false if that attempt no longer owns the job.
 pub async fn finish<'e, E: Exec<'e>>(
     ex: E,
     id: JobId,
+    attempt: i64,
     status: JobStatus,
     result: Option<&serde_json::Value>,
     error: Option<&str>,
 ) -> Result<bool, StoreError> {
     let now = now_ms();
     let done = sqlx::query(
-        "update parley_jobs set status = $2, result = $3, error = $4, finished_at = $5, lease_until = null, updated_at = $5
-         where id = $1 and status = 'running'",
+        "update parley_jobs set status = $3, result = $4, error = $5, finished_at = $6, lease_until = null, updated_at = $6
+         where id = $1 and attempts = $2 and status = 'running'",
     )
     .bind(id.to_string())
+    .bind(attempt)
     .bind(status.as_str())
     .bind(result.map(|r| r.to_string()))
     .bind(error)
@@ -192,24 +201,37 @@ pub async fn finish<'e, E: Exec<'e>>(
     Ok(done.rows_affected() == 1)
 }
 
-/// Schedules another attempt of a running job at `run_after` (back into the outbox).
-pub async fn retry_later<'e, E: Exec<'e>>(ex: E, id: JobId, error: &str, run_after: i64) -> Result<bool, StoreError> {
-    let done = sqlx::query(
-        "update parley_jobs set status = 'retrying', error = $2, run_after = $3, dispatched_at = null, lease_until = null,
-             updated_at = $4
-         where id = $1 and status = 'running'",
+/// Schedules another attempt at `run_after` (back into the outbox), or, when a cancel came
+/// in meanwhile, ends the job cancelled. Returns the new status (`None`: the attempt no
+/// longer owns the job).
+pub async fn retry_later<'e, E: Exec<'e>>(
+    ex: E,
+    id: JobId,
+    attempt: i64,
+    error: &str,
+    run_after: i64,
+) -> Result<Option<JobStatus>, StoreError> {
+    let now = now_ms();
+    let row: Option<(String,)> = sqlx::query_as(
+        "update parley_jobs set
+             status = case when cancel_requested then 'cancelled' else 'retrying' end,
+             finished_at = case when cancel_requested then $5 else null end,
+             error = $3, run_after = $4, dispatched_at = null, lease_until = null, updated_at = $5
+         where id = $1 and attempts = $2 and status = 'running' returning status",
     )
     .bind(id.to_string())
+    .bind(attempt)
     .bind(error)
     .bind(run_after)
-    .bind(now_ms())
-    .execute(ex)
+    .bind(now)
+    .fetch_optional(ex)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(row.and_then(|(s,)| JobStatus::parse(&s)))
 }
 
-/// Puts a finished or failed job back in the queue with a fresh attempt budget (admin retry).
-pub async fn requeue<'e, E: Exec<'e>>(ex: E, id: JobId) -> Result<bool, StoreError> {
+/// Puts a failed or cancelled job back in the queue with a fresh attempt budget and a fresh
+/// event stream (admin retry).
+pub async fn requeue<'e, E: Exec<'e> + Copy>(ex: E, id: JobId) -> Result<bool, StoreError> {
     let now = now_ms();
     let done = sqlx::query(
         "update parley_jobs set status = 'queued', attempts = 0, error = null, result = null, finished_at = null,
@@ -220,12 +242,25 @@ pub async fn requeue<'e, E: Exec<'e>>(ex: E, id: JobId) -> Result<bool, StoreErr
     .bind(now)
     .execute(ex)
     .await?;
+    if done.rows_affected() == 1 {
+        sqlx::query("delete from job_events where job_id = $1").bind(id.to_string()).execute(ex).await?;
+    }
     Ok(done.rows_affected() == 1)
 }
 
+/// What a cancel request did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The job was waiting and is now cancelled.
+    Cancelled,
+    /// The job is running; its worker stops it shortly.
+    Requested,
+    /// The job had already finished (or is gone).
+    Finished,
+}
+
 /// Cancels a job: a waiting job ends at once; a running one is asked to stop.
-/// Returns the status after the call.
-pub async fn cancel<'e, E: Exec<'e> + Copy>(ex: E, id: JobId) -> Result<Option<JobStatus>, StoreError> {
+pub async fn cancel<'e, E: Exec<'e> + Copy>(ex: E, id: JobId) -> Result<CancelOutcome, StoreError> {
     let now = now_ms();
     let waiting = sqlx::query(
         "update parley_jobs set status = 'cancelled', cancel_requested = true, finished_at = $2, updated_at = $2
@@ -236,28 +271,32 @@ pub async fn cancel<'e, E: Exec<'e> + Copy>(ex: E, id: JobId) -> Result<Option<J
     .execute(ex)
     .await?;
     if waiting.rows_affected() == 1 {
-        return Ok(Some(JobStatus::Cancelled));
+        return Ok(CancelOutcome::Cancelled);
     }
-    sqlx::query("update parley_jobs set cancel_requested = true, updated_at = $2 where id = $1 and status = 'running'")
-        .bind(id.to_string())
-        .bind(now)
-        .execute(ex)
-        .await?;
-    Ok(get(ex, id).await?.map(|j| j.status()))
+    let running = sqlx::query(
+        "update parley_jobs set cancel_requested = true, updated_at = $2 where id = $1 and status = 'running'",
+    )
+    .bind(id.to_string())
+    .bind(now)
+    .execute(ex)
+    .await?;
+    Ok(if running.rows_affected() == 1 { CancelOutcome::Requested } else { CancelOutcome::Finished })
 }
 
-/// Running jobs whose worker stopped renewing the lease: back to the outbox, or failed
-/// when their attempts are used up. Returns the ids that were given up on.
-pub async fn recover_expired<'e, E: Exec<'e> + Copy>(ex: E) -> Result<Vec<JobId>, StoreError> {
+/// Running jobs whose worker stopped renewing the lease: back to the outbox, or finished
+/// (failed when their attempts are used up, cancelled when a cancel was requested).
+/// Returns the jobs that were finished, with their new status.
+pub async fn recover_expired<'e, E: Exec<'e> + Copy>(ex: E) -> Result<Vec<(Job, JobStatus)>, StoreError> {
     let now = now_ms();
-    let exhausted: Vec<(String,)> = sqlx::query_as(
-        "update parley_jobs set status = 'failed', error = 'the worker running this job stopped responding',
+    let sql = format!(
+        "update parley_jobs set
+             status = case when cancel_requested then 'cancelled' else 'failed' end,
+             error = case when cancel_requested then 'cancelled' else 'the worker running this job stopped responding' end,
              finished_at = $1, lease_until = null, updated_at = $1
-         where status = 'running' and lease_until < $1 and attempts >= max_attempts returning id",
-    )
-    .bind(now)
-    .fetch_all(ex)
-    .await?;
+         where status = 'running' and lease_until < $1 and (attempts >= max_attempts or cancel_requested)
+         returning {COLUMNS}"
+    );
+    let finished: Vec<Job> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now).fetch_all(ex).await?;
     sqlx::query(
         "update parley_jobs set status = 'retrying', error = 'the worker running this job stopped responding',
              dispatched_at = null, run_after = $1, lease_until = null, updated_at = $1
@@ -266,17 +305,23 @@ pub async fn recover_expired<'e, E: Exec<'e> + Copy>(ex: E) -> Result<Vec<JobId>
     .bind(now)
     .execute(ex)
     .await?;
-    Ok(exhausted.into_iter().filter_map(|(id,)| id.parse().ok()).collect())
+    Ok(finished.into_iter().map(|j| (j.status(), j)).map(|(s, j)| (j, s)).collect())
 }
 
-pub async fn set_progress<'e, E: Exec<'e>>(ex: E, id: JobId, progress: &serde_json::Value) -> Result<(), StoreError> {
-    sqlx::query("update parley_jobs set progress = $2, updated_at = $3 where id = $1")
-        .bind(id.to_string())
-        .bind(progress.to_string())
-        .bind(now_ms())
-        .execute(ex)
-        .await?;
-    Ok(())
+/// Outbox rows handed to the queue more than `older_than_ms` ago that never started (the
+/// push was lost, or the queue gave up on them): back into the outbox. Safe because a
+/// start is conditional, so a duplicate delivery runs nothing twice.
+pub async fn redispatch_stale<'e, E: Exec<'e>>(ex: E, older_than_ms: i64) -> Result<u64, StoreError> {
+    let now = now_ms();
+    let done = sqlx::query(
+        "update parley_jobs set dispatched_at = null, updated_at = $1
+         where status in ('queued', 'retrying') and dispatched_at < $2",
+    )
+    .bind(now)
+    .bind(now - older_than_ms)
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// Job counts per status (for readiness and admin views).
