@@ -77,6 +77,11 @@ impl From<StoreError> for ApiError {
         match err {
             StoreError::NotFound => ApiError::NotFound,
             StoreError::Conflict { field } => ApiError::Conflict { field },
+            StoreError::InvalidText => ApiError::BadRequest {
+                code: "invalid_text",
+                message: "text must not contain NUL characters".into(),
+                status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            },
             StoreError::Other(e) => ApiError::Internal(e),
         }
     }

@@ -44,6 +44,37 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     ApiError::BadRequest { code, message, status: rejection.status() }
 }
 
+/// `axum::extract::Query`, with a bad query string answered in the error envelope.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Query(value)),
+            Err(rejection) => Err(ApiError::BadRequest {
+                code: "invalid_query",
+                message: rejection.body_text(),
+                status: StatusCode::BAD_REQUEST,
+            }),
+        }
+    }
+}
+
+/// Any other extractor rejection (its status and text), in the envelope.
+pub fn rejection(code: &'static str, status: StatusCode, text: String) -> ApiError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::BadRequest {
+            code: "payload_too_large",
+            message: "the request body is too large".into(),
+            status,
+        };
+    }
+    ApiError::BadRequest { code, message: text, status }
+}
+
 impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
     fn into_response(self) -> axum::response::Response {
         axum::Json(self.0).into_response()

@@ -40,6 +40,11 @@ pub struct Page<T> {
 }
 
 impl<T> Page<T> {
+    /// A list small enough to come whole (bounded by the store), in the page shape.
+    pub fn whole(items: Vec<T>) -> Self {
+        Self { items, next_cursor: None }
+    }
+
     /// Builds a page from `limit + 1` fetched rows: the extra row only says there is more.
     pub fn from_rows<R>(mut rows: Vec<R>, limit: i64, key: impl Fn(&R) -> String, map: impl Fn(R) -> T) -> Self {
         let more = rows.len() as i64 > limit;

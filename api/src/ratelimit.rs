@@ -40,6 +40,13 @@ impl LoginLimiter {
         Ok(())
     }
 
+    /// Counts one costly unauthenticated request (a password hash) from `ip`.
+    pub fn check_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
+        self.by_ip.check_key(&ip).map_err(|not_until| ApiError::RateLimited {
+            retry_after_secs: not_until.wait_time_from(self.clock.now()).as_secs_f64().ceil() as u64,
+        })
+    }
+
     /// Forgets keys whose quota is full again (called periodically to bound memory).
     pub fn sweep(&self) {
         self.by_ip.retain_recent();

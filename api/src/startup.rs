@@ -133,7 +133,27 @@ async fn bootstrap_admin(state: &AppState) -> anyhow::Result<()> {
     if users::any_admin(&state.db.pool).await? {
         return Ok(());
     }
-    create_admin(state, email, password.expose_secret()).await
+    let email_parsed = Email::parse(email).map_err(|e| anyhow::anyhow!("PARLEY_ADMIN_EMAIL {e}"))?;
+    if let Some(user) = users::by_email(&state.db.pool, &email_parsed).await? {
+        // Whoever registered this address first must not become admin by it: only an
+        // account whose password is the configured one is promoted.
+        if !state.hasher.verify(password.expose_secret(), &user.password_hash).await?.valid {
+            tracing::error!(user.id = %user.id, "PARLEY_ADMIN_EMAIL names an existing account with another password; not promoting it");
+            return Ok(());
+        }
+    }
+    match create_admin(state, email, password.expose_secret()).await {
+        // Another node created it at the same moment.
+        Err(e)
+            if matches!(
+                e.downcast_ref::<parley_shared::StoreError>(),
+                Some(parley_shared::StoreError::Conflict { .. })
+            ) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// Creates an admin account, or grants admin rights to an existing account with that email.

@@ -58,6 +58,37 @@ both_backends! {
         assert_error(app.client.get(app.url("/api/auth/login/")).send().await.unwrap(), StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
     }
 
+    async fn bad_query_strings_multipart_bodies_and_nul_text_get_the_envelope(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let account = app.signup("edge@example.com").await;
+        let res = app.client.get(app.url("/api/jobs/?limit=abc")).bearer_auth(&account.access).send().await.unwrap();
+        assert_error(res, StatusCode::BAD_REQUEST, "invalid_query").await;
+        let res = app.client.post(app.url("/api/users/me/avatar/")).bearer_auth(&account.access)
+            .header("content-type", "application/json").body("{}").send().await.unwrap();
+        assert_error(res, StatusCode::BAD_REQUEST, "invalid_body").await;
+        let res = app.patch_me(&account.access, &json!({"bio": "nul \u{0} inside"})).await;
+        // SQLite stores it; PostgreSQL cannot, and says so with a 422 rather than a 500.
+        match backend {
+            Backend::Sqlite => assert_eq!(res.status(), StatusCode::OK),
+            Backend::Postgres => {
+                assert_error(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid_text").await;
+            }
+        }
+    }
+
+    async fn the_environment_admin_never_takes_over_an_account_with_another_password(backend: Backend) {
+        let first = spawn_app(backend).await;
+        first.signup("boss@example.com").await;
+        let mut vars: Vec<(String, String)> = first.vars.clone().into_iter().collect();
+        vars.push(("PARLEY_ADMIN_EMAIL".into(), "boss@example.com".into()));
+        vars.push(("PARLEY_ADMIN_PASSWORD".into(), "the operators passphrase".into()));
+        let config = parley_shared::Config::from_vars(vars.into_iter().collect()).unwrap();
+        let app = parley_api::Application::build(config).await.unwrap();
+        let user = parley_shared::store::users::by_email(&app.state().db.pool, &parley_shared::domain::Email::parse("boss@example.com").unwrap())
+            .await.unwrap().unwrap();
+        assert!(!user.is_admin);
+    }
+
     async fn paths_work_with_and_without_the_trailing_slash(backend: Backend) {
         let app = spawn_app(backend).await;
         let account = app.signup("slash@example.com").await;

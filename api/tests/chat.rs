@@ -56,6 +56,12 @@ async fn message(app: &TestApp, token: &str, session: &str, id: &str) -> Value {
     page["items"].as_array().unwrap().iter().find(|m| m["id"] == id).cloned().expect("the message")
 }
 
+async fn models_id(app: &TestApp, token: &str) -> String {
+    let configs: Value =
+        app.client.get(app.url("/api/llm/configs/")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+    configs["items"][0]["id"].as_str().unwrap().to_owned()
+}
+
 fn deltas(events: &[common::sse::SseEvent]) -> String {
     events.iter().filter(|e| e.event == "delta").map(|e| e.data["text"].as_str().unwrap()).collect()
 }
@@ -79,12 +85,20 @@ both_backends! {
         let sent = request.body["messages"].as_array().unwrap();
         assert_eq!((sent[0]["role"].as_str(), sent[0]["content"].as_str()), (Some("system"), Some("You are terse.")));
         assert_eq!(sent.last().unwrap()["content"], "Say hello");
+        // A new endpoint does not inherit the key.
+        let id = models_id(&app, &admin.access).await;
+        let moved: Value = app.client.patch(app.url(&format!("/api/llm/configs/{id}/"))).bearer_auth(&admin.access)
+            .json(&json!({"base_url": "http://127.0.0.1:9/v1"})).send().await.unwrap().json().await.unwrap();
+        assert_eq!(moved["has_api_key"], false, "{moved}");
+        let back: Value = app.client.patch(app.url(&format!("/api/llm/configs/{id}/"))).bearer_auth(&admin.access)
+            .json(&json!({"base_url": fake.base_url(), "api_key": "sk-test"})).send().await.unwrap().json().await.unwrap();
+        assert_eq!(back["has_api_key"], true);
         // The key is write-only.
         let configs = app.client.get(app.url("/api/llm/configs/")).bearer_auth(&admin.access).send().await.unwrap().text().await.unwrap();
         assert!(!configs.contains("sk-test") && configs.contains("\"has_api_key\":true"), "{configs}");
         let models: Value = app.client.get(app.url("/api/llm/models/")).bearer_auth(&user.access).send().await.unwrap().json().await.unwrap();
-        assert_eq!(models[0]["model"], "fake-model");
-        assert!(models[0].get("api_key").is_none() && models[0].get("base_url").is_none());
+        assert_eq!(models["items"][0]["model"], "fake-model");
+        assert!(models["items"][0].get("api_key").is_none() && models["items"][0].get("base_url").is_none());
     }
 
     async fn a_429_is_retried_after_its_retry_after(backend: Backend) {
@@ -381,7 +395,7 @@ async fn long_histories_are_trimmed_to_the_context_window_newest_kept() {
         .json()
         .await
         .unwrap();
-    let id = configs[0]["id"].as_str().unwrap();
+    let id = configs["items"][0]["id"].as_str().unwrap();
     let res = app
         .client
         .patch(app.url(&format!("/api/llm/configs/{id}/")))

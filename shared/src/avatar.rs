@@ -209,6 +209,11 @@ fn from_image_error(error: ImageError, max_pixels: u64) -> AvatarError {
     }
 }
 
+/// The media keys of an avatar's two sizes, by the avatar's key.
+pub fn avatar_files(key: &str) -> [String; 2] {
+    [format!("avatars/{key}-{LARGE_SIZE}.png"), format!("avatars/{key}-{SMALL_SIZE}.png")]
+}
+
 #[cfg(test)]
 mod tests {
     use image::codecs::gif::GifEncoder;

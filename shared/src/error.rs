@@ -8,6 +8,9 @@ pub enum StoreError {
     /// A unique constraint failed; the field names what was taken.
     #[error("{field} is already taken")]
     Conflict { field: &'static str },
+    /// Text the database cannot store (PostgreSQL refuses NUL characters).
+    #[error("text must not contain NUL characters")]
+    InvalidText,
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -28,6 +31,8 @@ impl From<sqlx::Error> for StoreError {
                 };
                 StoreError::Conflict { field }
             }
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("22021") => StoreError::InvalidText,
+            sqlx::Error::Encode(e) if e.to_string().contains("nul") => StoreError::InvalidText,
             _ => StoreError::Other(anyhow::Error::new(err)),
         }
     }

@@ -89,6 +89,11 @@ impl Templates {
     }
 }
 
+/// A delivery that cannot succeed on a retry (the recipient is refused or malformed).
+#[derive(Debug, thiserror::Error)]
+#[error("permanent delivery failure: {0}")]
+pub struct PermanentMailError(pub String);
+
 /// A message the memory transport kept.
 #[derive(Debug, Clone)]
 pub struct SentEmail {
@@ -161,14 +166,19 @@ impl Mailer {
         let message_id = format!("<{}@parley>", uuid::Uuid::new_v4());
         let message = Message::builder()
             .from(from)
-            .to(to.parse().context("recipient is not a valid address")?)
+            .to(to.parse().map_err(|_| PermanentMailError("the recipient is not a valid address".into()))?)
             .subject(&email.subject)
             .message_id(Some(message_id.clone()))
             .multipart(MultiPart::alternative_plain_html(email.text.clone(), email.html.clone()))?;
         match self {
-            Mailer::Smtp { transport, .. } => {
-                transport.send(message).await.context("sending through SMTP")?;
-            }
+            Mailer::Smtp { transport, .. } => match transport.send(message).await {
+                Ok(_) => {}
+                // A 5xx answer: the server refuses this message for good.
+                Err(e) if e.is_permanent() => {
+                    return Err(PermanentMailError(crate::domain::mask_emails(&e.to_string())).into());
+                }
+                Err(e) => return Err(anyhow::Error::new(e).context("sending through SMTP")),
+            },
             Mailer::File { transport, .. } => {
                 transport.send(message).await.context("writing the email file")?;
             }

@@ -2,13 +2,13 @@
 //! no-op job to check the pipeline end to end.
 
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
-use crate::extract::{AdminUser, Json};
+use crate::extract::{AdminUser, Json, Query};
 use crate::pagination::{Page, PageQuery};
 use crate::routes::email_flows::JobAccepted;
 use crate::routes::jobs::{JobFilter, JobView};
 use crate::state::AppState;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use parley_shared::ids::JobId;

@@ -169,7 +169,12 @@ pub struct LogoutRequest {
 /// Signs out. The access tokens of ended sessions stop working at once.
 #[utoipa::path(post, path = "/api/auth/logout/", tag = "accounts", request_body(content = Option<LogoutRequest>), security(("bearer" = [])), responses(
     (status = 204, description = "signed out"), (status = 401, body = ErrorEnvelope)))]
-pub async fn logout(State(state): State<AppState>, auth: AuthUser, body: Bytes) -> ApiResult<StatusCode> {
+pub async fn logout(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> ApiResult<StatusCode> {
+    let body = body.map_err(|r| crate::extract::rejection("invalid_body", r.status(), r.body_text()))?;
     let req: LogoutRequest = if body.iter().all(u8::is_ascii_whitespace) {
         LogoutRequest::default()
     } else {

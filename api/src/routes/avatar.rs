@@ -38,7 +38,15 @@ fn image_error(e: AvatarError) -> ApiError {
     (status = 202, body = JobAccepted),
     (status = 413, body = ErrorEnvelope),
     (status = 422, description = "not an image, an unsupported type, or too many pixels", body = ErrorEnvelope)))]
-pub async fn upload_avatar(State(state): State<AppState>, auth: AuthUser, mut form: Multipart) -> ApiResult<Response> {
+pub async fn upload_avatar(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> ApiResult<Response> {
+    let mut form = form.map_err(|r| {
+        let text = format!("expected a multipart/form-data body with a `file` field: {}", r.body_text());
+        crate::extract::rejection("invalid_body", r.status(), text)
+    })?;
     let bad = |message: String| ApiError::BadRequest { code: "invalid_body", message, status: StatusCode::BAD_REQUEST };
     let max = state.config.max_avatar_bytes;
     let mut bytes = None;
@@ -75,7 +83,7 @@ pub async fn upload_avatar(State(state): State<AppState>, auth: AuthUser, mut fo
     (status = 204, description = "removed")))]
 pub async fn delete_avatar(State(state): State<AppState>, auth: AuthUser) -> ApiResult<StatusCode> {
     if let Some(old) = users::set_avatar(&state.db.pool, auth.user.id, None).await? {
-        for key in parley_worker::jobs::process_avatar::avatar_files(&old) {
+        for key in parley_shared::avatar::avatar_files(&old) {
             state.media.delete(&key).await?;
         }
     }

@@ -2,7 +2,7 @@
 //! from `send_email` jobs.
 
 use crate::error::{ApiError, ApiResult, ErrorEnvelope, FieldErrors};
-use crate::extract::{AuthUser, Json};
+use crate::extract::{AuthUser, ClientIp, Json};
 use crate::state::AppState;
 use axum::Router;
 use axum::extract::State;
@@ -87,7 +87,16 @@ pub async fn send_verification(
     let body = JobAccepted { job_id };
     if let Some(key) = &key {
         let json = serde_json::to_string(&body).map_err(anyhow::Error::from)?;
-        idempotency::put(&mut *tx, &scope, key, 202, &json).await?;
+        if !idempotency::put(&mut *tx, &scope, key, 202, &json).await? {
+            // A concurrent retry with the same key won: answer what it answered.
+            tx.rollback().await?;
+            if let Some((status, body)) = idempotency::get(&state.db.pool, &scope, key).await? {
+                let status = StatusCode::from_u16(status as u16).unwrap_or(StatusCode::ACCEPTED);
+                let body: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                return Ok((status, Json(body)).into_response());
+            }
+            return Err(ApiError::Conflict { field: "idempotency_key" });
+        }
     }
     tx.commit().await?;
     state.queue.notify_outbox();
@@ -170,11 +179,17 @@ pub struct ResetConfirm {
     (status = 422, description = "weak password", body = ErrorEnvelope)))]
 pub async fn confirm_password_reset(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     Json(req): Json<ResetConfirm>,
 ) -> ApiResult<StatusCode> {
     let mut errors = FieldErrors::default();
     let password = errors.check("new_password", Password::parse(&req.new_password));
     errors.finish()?;
+    // Hashing is costly: only for a client within its quota and a token that is valid now.
+    state.login_limiter.check_ip(ip)?;
+    if email_tokens::peek(&state.db.pool, req.token.trim(), email_tokens::PASSWORD_RESET).await?.is_none() {
+        return Err(invalid_token());
+    }
     let hash = state.hasher.hash(password.expect("checked").expose()).await?;
     let mut tx = state.db.pool.begin().await?;
     let user = email_tokens::consume(&mut *tx, req.token.trim(), email_tokens::PASSWORD_RESET)

@@ -1,11 +1,11 @@
 //! Jobs: list, detail, the resumable SSE event stream, and cancellation.
 
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
-use crate::extract::{AuthUser, Json};
+use crate::extract::{AuthUser, Json, Query};
 use crate::pagination::{Page, PageQuery};
 use crate::state::AppState;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::{get, post};

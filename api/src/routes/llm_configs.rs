@@ -2,6 +2,7 @@
 
 use crate::error::{ApiError, ApiResult, ErrorEnvelope, FieldErrors};
 use crate::extract::{AdminUser, AuthUser, Json};
+use crate::pagination::Page;
 use crate::state::AppState;
 use axum::Router;
 use axum::extract::{Path, State};
@@ -77,10 +78,10 @@ pub struct ModelView {
 }
 
 /// The enabled models.
-#[utoipa::path(get, path = "/api/llm/models/", tag = "llm", security(("bearer" = [])), responses((status = 200, body = Vec<ModelView>)))]
-pub async fn list_models(State(state): State<AppState>, _auth: AuthUser) -> ApiResult<Json<Vec<ModelView>>> {
+#[utoipa::path(get, path = "/api/llm/models/", tag = "llm", security(("bearer" = [])), responses((status = 200, body = Page<ModelView>)))]
+pub async fn list_models(State(state): State<AppState>, _auth: AuthUser) -> ApiResult<Json<Page<ModelView>>> {
     let configs = llm_configs::list(&state.db.pool, true).await?;
-    Ok(Json(
+    Ok(Json(Page::whole(
         configs
             .into_iter()
             .map(|c| ModelView {
@@ -92,14 +93,14 @@ pub async fn list_models(State(state): State<AppState>, _auth: AuthUser) -> ApiR
                 is_default: c.is_default,
             })
             .collect(),
-    ))
+    )))
 }
 
 /// All configs.
 #[utoipa::path(get, path = "/api/llm/configs/", tag = "llm", security(("bearer" = [])), responses(
-    (status = 200, body = Vec<ConfigView>), (status = 403, body = ErrorEnvelope)))]
-pub async fn list_configs(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<Vec<ConfigView>>> {
-    Ok(Json(llm_configs::list(&state.db.pool, false).await?.into_iter().map(ConfigView::from).collect()))
+    (status = 200, body = Page<ConfigView>), (status = 403, body = ErrorEnvelope)))]
+pub async fn list_configs(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<Page<ConfigView>>> {
+    Ok(Json(Page::whole(llm_configs::list(&state.db.pool, false).await?.into_iter().map(ConfigView::from).collect())))
 }
 
 #[utoipa::path(get, path = "/api/llm/configs/{id}/", tag = "llm", params(("id" = String, Path)), security(("bearer" = [])), responses(
@@ -143,6 +144,13 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
 fn merge(state: &AppState, base: ConfigFields, req: ConfigRequest) -> ApiResult<ConfigFields> {
     let mut errors = FieldErrors::default();
     let mut f = base;
+    // The stored key was given for one endpoint: it is not sent anywhere else unless the
+    // admin gives it again.
+    let endpoint_changed = req.base_url.as_ref().is_some_and(|u| u.as_deref() != f.base_url.as_deref())
+        || req.provider.as_ref().is_some_and(|p| *p != f.provider);
+    if endpoint_changed && req.api_key.is_none() {
+        f.api_key_enc = None;
+    }
     if let Some(name) = req.name {
         f.name = name.trim().to_owned();
     }
@@ -308,7 +316,10 @@ pub async fn bootstrap(state: &AppState) -> anyhow::Result<()> {
         ..ConfigRequest::default()
     };
     let fields = merge(state, defaults(), req).map_err(|e| anyhow::anyhow!("PARLEY_LLM_* settings: {e}"))?;
-    save(state, None, &fields).await.map_err(|e| anyhow::anyhow!("creating the default LLM config: {e}"))?;
+    match save(state, None, &fields).await {
+        Ok(_) | Err(ApiError::Conflict { .. }) => {}
+        Err(e) => anyhow::bail!("creating the default LLM config: {e}"),
+    }
     tracing::info!(provider = %b.provider, model = %b.model, "default LLM config created");
     Ok(())
 }

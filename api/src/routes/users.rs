@@ -119,6 +119,13 @@ pub async fn delete_me(
         return Err(errors.into_error());
     }
     users::delete(&state.db.pool, auth.user.id).await?;
+    if let Some(key) = &auth.user.avatar_key {
+        for file in parley_shared::avatar::avatar_files(key) {
+            if let Err(e) = state.media.delete(&file).await {
+                tracing::warn!(error = %e, "removing a deleted account's avatar failed");
+            }
+        }
+    }
     tracing::info!(user.id = %auth.user.id, "account deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -90,9 +90,9 @@ pub async fn list_sessions<'e, E: Exec<'e>>(
     let sql = format!(
         "select {SESSION_COLUMNS} from chat_sessions s
          where s.user_id = $1 and ($2 is null or s.id < $2)
-           and ($3 is null or lower(s.title) like $3 or exists (
-                select 1 from chat_messages m where m.session_id = s.id and lower(m.content) like $3))
-           and ($4 is null or s.tags like $4)
+           and ($3 is null or lower(s.title) like $3 escape '\\' or exists (
+                select 1 from chat_messages m where m.session_id = s.id and lower(m.content) like $3 escape '\\'))
+           and ($4 is null or s.tags like $4 escape '\\')
          order by s.id desc limit $5"
     );
     let pattern = search.map(|s| format!("%{}%", escape_like(&s.to_lowercase())));
@@ -107,10 +107,9 @@ pub async fn list_sessions<'e, E: Exec<'e>>(
         .await?)
 }
 
-/// `%` and `_` in a user's search would act as wildcards; they are dropped (the escape
-/// syntax of `like` differs between the two engines).
+/// `s` matched literally by `like ... escape '\'`.
 fn escape_like(s: &str) -> String {
-    s.replace(['%', '_'], "")
+    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
 }
 
 pub async fn update_session<'e, E: Exec<'e>>(
@@ -304,6 +303,16 @@ pub async fn open_reply_jobs<'e, E: Exec<'e>>(ex: E, session: &str) -> Result<Ve
     .fetch_all(ex)
     .await?;
     Ok(rows.into_iter().filter_map(|(j,)| j).collect())
+}
+
+pub async fn set_session_config<'e, E: Exec<'e>>(ex: E, id: &str, config_id: &str) -> Result<(), StoreError> {
+    sqlx::query("update chat_sessions set config_id = $2, updated_at = $3 where id = $1")
+        .bind(id)
+        .bind(config_id)
+        .bind(now_ms())
+        .execute(ex)
+        .await?;
+    Ok(())
 }
 
 pub async fn touch_session<'e, E: Exec<'e>>(ex: E, id: &str) -> Result<(), StoreError> {

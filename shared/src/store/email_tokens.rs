@@ -53,6 +53,19 @@ pub async fn consume<'e, E: Exec<'e>>(ex: E, token: &str, purpose: &str) -> Resu
     Ok(row.and_then(|(id,)| id.parse().ok()))
 }
 
+/// The user of a usable token, without using it.
+pub async fn peek<'e, E: Exec<'e>>(ex: E, token: &str, purpose: &str) -> Result<Option<UserId>, StoreError> {
+    let row: Option<(String,)> = sqlx::query_as(
+        "select user_id from email_tokens where token_hash = $1 and purpose = $2 and used_at is null and expires_at > $3",
+    )
+    .bind(hash_token(token))
+    .bind(purpose)
+    .bind(now_ms())
+    .fetch_optional(ex)
+    .await?;
+    Ok(row.and_then(|(id,)| id.parse().ok()))
+}
+
 /// Whether the email of job `job_id` was already sent (a re-run must not send it again).
 pub async fn delivery_recorded<'e, E: Exec<'e>>(ex: E, job_id: &str) -> Result<Option<String>, StoreError> {
     let row: Option<(String,)> = sqlx::query_as("select message_id from email_deliveries where job_id = $1")
@@ -80,14 +93,4 @@ pub async fn record_delivery<'e, E: Exec<'e>>(
     .execute(ex)
     .await?;
     Ok(())
-}
-
-/// When the last email of `purpose` was requested for `user` (for per-user rate limits):
-/// the newest token's creation time.
-pub async fn last_issued<'e, E: Exec<'e>>(ex: E, user: UserId, purpose: &str) -> Result<Option<i64>, StoreError> {
-    Ok(sqlx::query_scalar("select max(created_at) from email_tokens where user_id = $1 and purpose = $2")
-        .bind(user.to_string())
-        .bind(purpose)
-        .fetch_one(ex)
-        .await?)
 }

@@ -5,6 +5,7 @@ use super::llm_completion::{provider_settings, resolve_config, to_job_error};
 use super::{JobError, payload};
 use crate::WorkerContext;
 use futures::StreamExt;
+use parley_shared::domain::truncate_words;
 use parley_shared::jobs::GenerateTitle;
 use parley_shared::llm::{ChatMessage, Role, StreamItem};
 use parley_shared::store::chat;
@@ -20,15 +21,15 @@ const INSTRUCTION: &str = "Write a title of at most six words for this conversat
 pub async fn run(ctx: &WorkerContext, job: &Job) -> Result<serde_json::Value, JobError> {
     let p: GenerateTitle = payload(job)?;
     let pool = &ctx.db.pool;
-    let Some(session) = chat::session_by_id(pool, &p.session_id).await.map_err(anyhow::Error::from)? else {
+    let Some(session) = chat::session_by_id(pool, &p.session_id).await? else {
         return Ok(json!({"skipped": "the session was deleted"}));
     };
     if !session.title_is_auto {
         return Ok(json!({"skipped": "the title was set by the user"}));
     }
-    let messages = chat::list_messages(pool, &session.id, None, 2).await.map_err(anyhow::Error::from)?;
+    let messages = chat::list_messages(pool, &session.id, None, 2).await?;
     let config = match &ctx.config.llm_title_config {
-        Some(name) => llm_configs::by_name(pool, name).await.map_err(anyhow::Error::from)?.filter(|c| c.enabled),
+        Some(name) => llm_configs::by_name(pool, name).await?.filter(|c| c.enabled),
         None => None,
     };
     let config = match config {
@@ -56,7 +57,7 @@ pub async fn run(ctx: &WorkerContext, job: &Job) -> Result<serde_json::Value, Jo
     if title.is_empty() {
         return Err(JobError::fatal("the model gave an empty title"));
     }
-    chat::set_auto_title(pool, &session.id, &title).await.map_err(anyhow::Error::from)?;
+    chat::set_auto_title(pool, &session.id, &title).await?;
     Ok(json!({"title": title}))
 }
 
@@ -78,18 +79,6 @@ pub fn clean_title(raw: &str) -> String {
         .trim_end_matches(['.', '!', ':', ';', ','])
         .trim();
     truncate_words(trimmed, MAX_TITLE_CHARS)
-}
-
-/// At most `max` characters, cut at a word boundary when there is one.
-pub fn truncate_words(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_owned();
-    }
-    let cut: String = s.chars().take(max).collect();
-    match cut.rfind(' ') {
-        Some(i) if i > max / 2 => cut[..i].trim_end().to_owned(),
-        _ => cut,
-    }
 }
 
 #[cfg(test)]

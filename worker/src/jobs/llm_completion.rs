@@ -23,21 +23,17 @@ const HISTORY_LIMIT: i64 = 500;
 pub async fn run(ctx: &WorkerContext, job: &Job, mut cancel: CancelSignal) -> Result<serde_json::Value, JobError> {
     let p: LlmCompletion = payload(job)?;
     let pool = &ctx.db.pool;
-    let message = chat::get_message(pool, &p.message_id)
-        .await
-        .map_err(anyhow::Error::from)?
-        .ok_or_else(|| JobError::fatal("the message was deleted"))?;
+    let message =
+        chat::get_message(pool, &p.message_id).await?.ok_or_else(|| JobError::fatal("the message was deleted"))?;
     if message.status == "complete" {
         return Ok(json!({"message_id": message.id}));
     }
     let session = chat::session_by_id(pool, &message.session_id)
-        .await
-        .map_err(anyhow::Error::from)?
+        .await?
         .ok_or_else(|| JobError::fatal("the session was deleted"))?;
     let config = resolve_config(ctx, session.config_id.as_deref()).await?;
     let settings = provider_settings(ctx, &config)?;
-    let history =
-        chat::history_before(pool, &session.id, &message.id, HISTORY_LIMIT).await.map_err(anyhow::Error::from)?;
+    let history = chat::history_before(pool, &session.id, &message.id, HISTORY_LIMIT).await?;
     let reserve = config.max_tokens.unwrap_or(1024).max(1) as usize;
     let counter = crate::prompt::TokenCounter::for_model(&config.model);
     let window = config.context_window.max(1) as usize;
@@ -45,14 +41,14 @@ pub async fn run(ctx: &WorkerContext, job: &Job, mut cancel: CancelSignal) -> Re
 
     if job.attempts > 1 || !message.content.is_empty() {
         // Watchers drop what they have of the failed attempt's text.
-        chat::save_partial(pool, &message.id, "", "pending").await.map_err(anyhow::Error::from)?;
+        chat::save_partial(pool, &message.id, "", "pending").await?;
         emit(&ctx.db, &ctx.bus, job.id, "status", json!({"status": "restarted", "attempt": job.attempts})).await?;
     }
     let mut stream = match ctx.llm.stream_chat(&settings, &prompt).await {
         Ok(stream) => stream,
         Err(e) => return Err(fail(ctx, job, &message.id, "", e).await),
     };
-    chat::save_partial(pool, &message.id, "", "streaming").await.map_err(anyhow::Error::from)?;
+    chat::save_partial(pool, &message.id, "", "streaming").await?;
 
     let mut text = String::new();
     let (mut usage, mut finish, mut model) = (None, None, Some(config.model.clone()));
@@ -65,7 +61,7 @@ pub async fn run(ctx: &WorkerContext, job: &Job, mut cancel: CancelSignal) -> Re
                     text.push_str(&delta);
                     emit(&ctx.db, &ctx.bus, job.id, "delta", json!({"text": delta})).await?;
                     if saved_at.elapsed() >= SAVE_EVERY {
-                        chat::save_partial(pool, &message.id, &text, "streaming").await.map_err(anyhow::Error::from)?;
+                        chat::save_partial(pool, &message.id, &text, "streaming").await?;
                         saved_at = Instant::now();
                     }
                 }
@@ -76,7 +72,7 @@ pub async fn run(ctx: &WorkerContext, job: &Job, mut cancel: CancelSignal) -> Re
             },
             _ = cancel.changed() => {
                 let outcome = Outcome { status: "cancelled", content: &text, model: model.as_deref(), ..Outcome::default() };
-                chat::finish_message(pool, &message.id, &outcome).await.map_err(anyhow::Error::from)?;
+                chat::finish_message(pool, &message.id, &outcome).await?;
                 tracing::info!(chars = text.len(), "generation cancelled; partial text kept");
                 return Ok(json!({"message_id": message.id, "cancelled": true}));
             }
@@ -91,11 +87,11 @@ pub async fn run(ctx: &WorkerContext, job: &Job, mut cancel: CancelSignal) -> Re
         finish_reason: finish.as_deref(),
         error: None,
     };
-    chat::finish_message(pool, &message.id, &outcome).await.map_err(anyhow::Error::from)?;
-    chat::touch_session(pool, &session.id).await.map_err(anyhow::Error::from)?;
+    chat::finish_message(pool, &message.id, &outcome).await?;
+    chat::touch_session(pool, &session.id).await?;
     if session.title_is_auto && history.iter().all(|m| m.role == "user") {
         let payload = GenerateTitle { session_id: session.id.clone() };
-        job_store::enqueue(pool, JobKind::GenerateTitle, job.owner(), &payload).await.map_err(anyhow::Error::from)?;
+        job_store::enqueue(pool, JobKind::GenerateTitle, job.owner(), &payload).await?;
         ctx.queue.notify_outbox();
     }
     Ok(json!({
@@ -111,8 +107,8 @@ pub async fn run(ctx: &WorkerContext, job: &Job, mut cancel: CancelSignal) -> Re
 pub async fn resolve_config(ctx: &WorkerContext, id: Option<&str>) -> Result<LlmConfig, JobError> {
     let pool = &ctx.db.pool;
     let config = match id {
-        Some(id) => llm_configs::get(pool, id).await.map_err(anyhow::Error::from)?,
-        None => llm_configs::default_enabled(pool).await.map_err(anyhow::Error::from)?,
+        Some(id) => llm_configs::get(pool, id).await?,
+        None => llm_configs::default_enabled(pool).await?,
     };
     config.filter(|c| c.enabled).ok_or_else(|| JobError::fatal("no enabled LLM configuration"))
 }

@@ -27,6 +27,12 @@ impl JobError {
     }
 }
 
+impl From<parley_shared::StoreError> for JobError {
+    fn from(error: parley_shared::StoreError) -> Self {
+        JobError::Retryable { error: error.into(), retry_after: None }
+    }
+}
+
 impl From<anyhow::Error> for JobError {
     fn from(error: anyhow::Error) -> Self {
         JobError::Retryable { error, retry_after: None }

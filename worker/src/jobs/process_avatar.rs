@@ -4,16 +4,11 @@
 
 use super::{JobError, payload};
 use crate::WorkerContext;
-use parley_shared::avatar::{self, LARGE_SIZE, SMALL_SIZE};
+use parley_shared::avatar::{self, avatar_files};
 use parley_shared::jobs::ProcessAvatar;
 use parley_shared::store::jobs::Job;
 use parley_shared::store::users;
 use serde_json::json;
-
-/// The media keys of an avatar's two sizes.
-pub fn avatar_files(key: &str) -> [String; 2] {
-    [format!("avatars/{key}-{LARGE_SIZE}.png"), format!("avatars/{key}-{SMALL_SIZE}.png")]
-}
 
 pub async fn run(ctx: &WorkerContext, job: &Job) -> Result<serde_json::Value, JobError> {
     let p: ProcessAvatar = payload(job)?;
@@ -30,7 +25,7 @@ pub async fn run(ctx: &WorkerContext, job: &Job) -> Result<serde_json::Value, Jo
     let [large, small] = avatar_files(&key);
     ctx.media.put(&large, processed.large).await?;
     ctx.media.put(&small, processed.small).await?;
-    let previous = users::set_avatar(&ctx.db.pool, p.user_id, Some(&key)).await.map_err(anyhow::Error::from)?;
+    let previous = users::set_avatar(&ctx.db.pool, p.user_id, Some(&key)).await?;
     for old in previous.iter().flat_map(|k| avatar_files(k)) {
         ctx.media.delete(&old).await?;
     }
