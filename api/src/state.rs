@@ -38,6 +38,7 @@ impl AppState {
             media: self.media.clone(),
             keys: self.keys.clone(),
             llm: self.llm.clone(),
+            running: Default::default(),
         }
     }
 }

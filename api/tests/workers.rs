@@ -65,6 +65,24 @@ both_backends! {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_cut_off_by_the_shutdown_grace_is_handed_back_at_once() {
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        &[("PARLEY_WORKERS", "0"), ("PARLEY_SHUTDOWN_GRACE_SECS", "1"), ("PARLEY_JOB_LEASE_SECS", "60")],
+    )
+    .await;
+    let user = app.signup("handback@example.com").await;
+    let mut worker = app.spawn_worker_process();
+    let id = enqueue_noop(&app, &user.id, Noop { sleep_ms: 30_000, ..Noop::default() }).await;
+    app.wait_for_status(&user.access, id, "running").await;
+    signal(&worker, "TERM");
+    assert!(wait_exit(&mut worker, Duration::from_secs(15)).await);
+    // Back in the queue without waiting for the 60 s lease, and not counted as an attempt.
+    let job = app.job(&user.access, id).await;
+    assert_eq!((job["status"].as_str(), job["attempts"].as_i64()), (Some("retrying"), Some(0)), "{job}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_run_by_a_worker_process_is_watched_through_a_second_api_process() {
     if common::postgres_url().is_none() {
         eprintln!("PARLEY_TEST_DATABASE_URL is not set; skipping the distributed test");

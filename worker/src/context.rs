@@ -20,7 +20,12 @@ pub struct WorkerContext {
     pub media: Arc<dyn MediaStore>,
     pub keys: Arc<Keys>,
     pub llm: LlmClient,
+    /// Attempts running in this worker set, handed back if the shutdown grace runs out.
+    pub running: RunningJobs,
 }
+
+/// Attempts in progress: `(job, attempt)`.
+pub type RunningJobs = Arc<std::sync::Mutex<std::collections::HashSet<(parley_shared::ids::JobId, i64)>>>;
 
 impl WorkerContext {
     /// Connects to the database (migrating it), the queue and the event bus named in `config`.
@@ -34,6 +39,7 @@ impl WorkerContext {
         let keys = Arc::new(Keys::load(&config, &db).await?);
         let llm = LlmClient::new(std::time::Duration::from_secs(config.llm_stall_secs));
         let templates = Arc::new(Templates::new()?);
-        Ok(Self { config: Arc::new(config), db, queue, bus, mailer, templates, media, keys, llm })
+        let running = RunningJobs::default();
+        Ok(Self { config: Arc::new(config), db, queue, bus, mailer, templates, media, keys, llm, running })
     }
 }

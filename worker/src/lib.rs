@@ -66,9 +66,22 @@ pub async fn run(ctx: WorkerContext, shutdown: impl Future<Output = ()> + Send +
         shutdown.await;
         Ok::<(), std::io::Error>(())
     };
-    monitor
+    let running = ctx.running.clone();
+    let db = ctx.db.clone();
+    let result = monitor
         .shutdown_timeout(Duration::from_secs(config.shutdown_grace_secs))
         .run_with_signal(shutdown)
         .await
-        .map_err(|e| anyhow::anyhow!("worker monitor: {e}"))
+        .map_err(|e| anyhow::anyhow!("worker monitor: {e}"));
+    // Attempts the grace period cut off go back to the queue now rather than after their
+    // lease expires.
+    let cut_off: Vec<_> = running.lock().expect("running lock").drain().collect();
+    for (job, attempt) in cut_off {
+        match parley_shared::store::jobs::hand_back(&db.pool, job, attempt).await {
+            Ok(true) => tracing::warn!(job.id = %job, "job handed back at shutdown"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(job.id = %job, error = %e, "handing a job back failed; its lease will expire"),
+        }
+    }
+    result
 }

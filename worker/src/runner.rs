@@ -9,7 +9,7 @@ use parley_shared::domain::mask_emails;
 use parley_shared::events::emit;
 use parley_shared::ids::JobId;
 use parley_shared::jobs::lifecycle::announce_end;
-use parley_shared::jobs::{JobStatus, backoff_delay};
+use parley_shared::jobs::{JobKind, JobStatus, backoff_delay};
 use parley_shared::queue::JobMessage;
 use parley_shared::store::jobs as store;
 use parley_shared::store::jobs::Job;
@@ -60,12 +60,22 @@ async fn run(ctx: &WorkerContext, id: JobId) -> anyhow::Result<()> {
         fail(ctx, &job, "unknown job kind").await?;
         return Ok(());
     };
-    let policy = kind.policy();
+    ctx.running.lock().expect("running lock").insert((id, job.attempts));
+    let result = attempt(ctx, &job, kind, lease_ms).await;
+    // Not reached when the shutdown grace ran out and the attempt was dropped: the entry
+    // stays, and `run` hands the job back.
+    ctx.running.lock().expect("running lock").remove(&(id, job.attempts));
+    result
+}
+
+/// Runs the attempt and records its outcome.
+async fn attempt(ctx: &WorkerContext, job: &Job, kind: JobKind, lease_ms: i64) -> anyhow::Result<()> {
+    let (id, policy) = (job.id, kind.policy());
     emit(&ctx.db, &ctx.bus, id, "status", json!({"status": "running", "attempt": job.attempts})).await?;
     let started = std::time::Instant::now();
 
     let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
-    let work = tokio::time::timeout(policy.timeout, jobs::execute(ctx, kind, &job, cancel_rx));
+    let work = tokio::time::timeout(policy.timeout, jobs::execute(ctx, kind, job, cancel_rx));
     tokio::pin!(work);
     let outcome = tokio::select! {
         result = &mut work => match result {
@@ -89,17 +99,17 @@ async fn run(ctx: &WorkerContext, id: JobId) -> anyhow::Result<()> {
                 tracing::info!(duration_ms, "job succeeded");
             }
         }
-        Outcome::Done(Err(JobError::Fatal(e))) => fail(ctx, &job, &format!("{e:#}")).await?,
+        Outcome::Done(Err(JobError::Fatal(e))) => fail(ctx, job, &format!("{e:#}")).await?,
         Outcome::Done(Err(JobError::Retryable { error, retry_after })) => {
-            retry_or_fail(ctx, &job, &format!("{error:#}"), retry_after).await?;
+            retry_or_fail(ctx, job, &format!("{error:#}"), retry_after).await?;
         }
         Outcome::TimedOut => {
             let error = format!("timed out after {} s", policy.timeout.as_secs());
-            retry_or_fail(ctx, &job, &error, None).await?;
+            retry_or_fail(ctx, job, &error, None).await?;
         }
         Outcome::Cancelled => {
             if store::finish(&ctx.db.pool, id, job.attempts, JobStatus::Cancelled, None, Some("cancelled")).await? {
-                announce_end(&ctx.db, &ctx.bus, &job, JobStatus::Cancelled, None).await?;
+                announce_end(&ctx.db, &ctx.bus, job, JobStatus::Cancelled, None).await?;
                 tracing::info!(duration_ms, "job cancelled");
             }
         }

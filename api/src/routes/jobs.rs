@@ -16,7 +16,7 @@ use parley_shared::jobs::JobStatus;
 use parley_shared::jobs::lifecycle::announce_end;
 use parley_shared::store::job_events::{self, JobEvent};
 use parley_shared::store::jobs::{self, CancelOutcome, Job};
-use parley_shared::time::from_ms;
+use parley_shared::time::{from_ms, now_ms};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::convert::Infallible;
@@ -200,9 +200,7 @@ pub fn event_stream(state: AppState, job: JobId, after: i64) -> Sse<impl Stream<
                 }
             };
             let full = backlog.len() == 500;
-            if backlog.is_empty() && job_finished(&state, job).await {
-                // Nothing after `last` and nothing more will come (a resume after the end,
-                // or a job that ended without a final event).
+            if backlog.is_empty() && stream_over(&state, job, last).await {
                 return;
             }
             for event in backlog {
@@ -247,9 +245,15 @@ pub fn event_stream(state: AppState, job: JobId, after: i64) -> Sse<impl Stream<
     Sse::new(futures::StreamExt::map(stream, Ok)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
-async fn job_finished(state: &AppState, job: JobId) -> bool {
+/// Whether nothing can follow event `last`: it was the final event (a resume after the
+/// end), or the job is gone or ended a while ago without one.
+async fn stream_over(state: &AppState, job: JobId, last: i64) -> bool {
+    if last > 0 && matches!(job_events::at(&state.db.pool, job, last).await, Ok(Some(e)) if e.is_terminal()) {
+        return true;
+    }
+    // The final event is written just after the status changes: allow for that gap.
     match jobs::get(&state.db.pool, job).await {
-        Ok(Some(j)) => j.status().is_terminal(),
+        Ok(Some(j)) => j.status().is_terminal() && j.finished_at.is_some_and(|t| now_ms() - t > 5_000),
         Ok(None) => true,
         Err(_) => false,
     }

@@ -63,6 +63,15 @@ pub async fn append<'e, E: Exec<'e> + Copy>(
     }
 }
 
+/// The event `seq` of a job.
+pub async fn at<'e, E: Exec<'e>>(ex: E, job: JobId, seq: i64) -> Result<Option<JobEvent>, StoreError> {
+    Ok(sqlx::query_as("select job_id, seq, event, data, created_at from job_events where job_id = $1 and seq = $2")
+        .bind(job.to_string())
+        .bind(seq)
+        .fetch_optional(ex)
+        .await?)
+}
+
 /// Events after `seq`, in order.
 pub async fn after<'e, E: Exec<'e>>(ex: E, job: JobId, seq: i64, limit: i64) -> Result<Vec<JobEvent>, StoreError> {
     Ok(sqlx::query_as(

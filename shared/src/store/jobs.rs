@@ -229,6 +229,24 @@ pub async fn retry_later<'e, E: Exec<'e>>(
     Ok(row.and_then(|(s,)| JobStatus::parse(&s)))
 }
 
+/// Gives an interrupted attempt back to the outbox (a worker shutting down): it does not
+/// count against the job's attempts.
+pub async fn hand_back<'e, E: Exec<'e>>(ex: E, id: JobId, attempt: i64) -> Result<bool, StoreError> {
+    let now = now_ms();
+    let done = sqlx::query(
+        "update parley_jobs set status = case when cancel_requested then 'cancelled' else 'retrying' end,
+             finished_at = case when cancel_requested then $3 else null end,
+             attempts = attempts - 1, run_after = $3, dispatched_at = null, lease_until = null, updated_at = $3
+         where id = $1 and attempts = $2 and status = 'running'",
+    )
+    .bind(id.to_string())
+    .bind(attempt)
+    .bind(now)
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Puts a failed or cancelled job back in the queue with a fresh attempt budget and a fresh
 /// event stream (admin retry).
 pub async fn requeue<'e, E: Exec<'e> + Copy>(ex: E, id: JobId) -> Result<bool, StoreError> {
