@@ -292,6 +292,43 @@ async fn chat_with_accept_event_stream_answers_with_the_stream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_chat_request_with_the_same_idempotency_key_creates_one_reply() {
+    let fake = FakeLlm::openai(vec![Step::reply(&["once"])]).await;
+    let (app, _) = app_with_model(Backend::Sqlite, &fake, "openai_compatible", "sk", &[]).await;
+    let user = app.signup("idem@example.com").await;
+    let post = || {
+        app.client
+            .post(app.url("/api/llm/chat/"))
+            .bearer_auth(&user.access)
+            .header("idempotency-key", "msg-1")
+            .json(&json!({"message": "only once"}))
+            .send()
+    };
+    let first: Value = post().await.unwrap().json().await.unwrap();
+    let second = post().await.unwrap();
+    assert_eq!(second.status(), StatusCode::ACCEPTED);
+    assert_eq!(second.json::<Value>().await.unwrap(), first);
+    app.wait_for_status(&user.access, first["job_id"].as_str().unwrap(), "succeeded").await;
+    let page: Value = app
+        .client
+        .get(app.url(&format!("/api/llm/messages/?session_id={}", first["session_id"].as_str().unwrap())))
+        .bearer_auth(&user.access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 2, "one question, one reply");
+    let replies = fake
+        .requests()
+        .iter()
+        .filter(|r| r.body["messages"].as_array().unwrap().last().unwrap()["content"] == "only once")
+        .count();
+    assert_eq!(replies, 1, "one generation (the other request writes the title)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_generations_and_message_length_are_limited() {
     let fake = FakeLlm::openai(vec![Step::stall(&["slow"], 5_000)]).await;
     let (app, _) = app_with_model(

@@ -2,11 +2,12 @@
 
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::extract::{AuthUser, Json};
+use crate::idempotency::IdempotencyKey;
 use crate::routes::email_flows::JobAccepted;
 use crate::state::AppState;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use parley_shared::avatar::{self, AvatarError};
@@ -41,8 +42,15 @@ fn image_error(e: AvatarError) -> ApiError {
 pub async fn upload_avatar(
     State(state): State<AppState>,
     auth: AuthUser,
+    headers: HeaderMap,
     form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> ApiResult<Response> {
+    let key = IdempotencyKey::from_headers(&headers, format!("user:{}:avatar", auth.user.id))?;
+    if let Some(key) = &key
+        && let Some(first) = key.replay(&state.db.pool).await?
+    {
+        return Ok(first);
+    }
     let mut form = form.map_err(|r| {
         let text = format!("expected a multipart/form-data body with a `file` field: {}", r.body_text());
         crate::extract::rejection("invalid_body", r.status(), text)
@@ -67,15 +75,41 @@ pub async fn upload_avatar(
     let upload_key = new_key("uploads", "bin");
     state.media.put(&upload_key, bytes.to_vec()).await?;
     let payload = ProcessAvatar { user_id: auth.user.id, upload_key: upload_key.clone() };
-    let job_id = match jobs::enqueue(&state.db.pool, JobKind::ProcessAvatar, Some(auth.user.id), &payload).await {
-        Ok(id) => id,
+    match enqueue_processing(&state, key.as_ref(), &payload).await {
+        Ok(Ok(accepted)) => {
+            state.queue.notify_outbox();
+            Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
+        }
+        // Nothing will process this upload: drop it (and answer a concurrent retry's answer).
+        Ok(Err(first)) => {
+            state.media.delete(&upload_key).await.ok();
+            Ok(first)
+        }
         Err(e) => {
             state.media.delete(&upload_key).await.ok();
-            return Err(e.into());
+            Err(e)
         }
-    };
-    state.queue.notify_outbox();
-    Ok((StatusCode::ACCEPTED, Json(JobAccepted { job_id })).into_response())
+    }
+}
+
+/// The job and the idempotency answer, in one transaction.
+async fn enqueue_processing(
+    state: &AppState,
+    key: Option<&IdempotencyKey>,
+    payload: &ProcessAvatar,
+) -> ApiResult<Result<JobAccepted, Response>> {
+    let mut tx = state.db.pool.begin().await?;
+    let job_id = jobs::enqueue(&mut *tx, JobKind::ProcessAvatar, Some(payload.user_id), payload).await?;
+    let accepted = JobAccepted { job_id };
+    if let Some(key) = key
+        && key.store(&mut *tx, StatusCode::ACCEPTED, &accepted).await?.is_err()
+    {
+        tx.rollback().await?;
+        let first = key.replay(&state.db.pool).await?.ok_or(ApiError::Conflict { field: "idempotency_key" })?;
+        return Ok(Err(first));
+    }
+    tx.commit().await?;
+    Ok(Ok(accepted))
 }
 
 /// Removes the avatar.

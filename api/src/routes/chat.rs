@@ -2,6 +2,7 @@
 
 use crate::error::{ApiError, ApiResult, ErrorEnvelope, FieldErrors};
 use crate::extract::{AuthUser, Json, Query};
+use crate::idempotency::IdempotencyKey;
 use crate::pagination::{Page, PageQuery};
 use crate::routes::jobs::event_stream;
 use crate::state::AppState;
@@ -64,6 +65,14 @@ pub async fn chat(
     Json(req): Json<ChatRequest>,
 ) -> ApiResult<Response> {
     let user = auth.user.id;
+    let wants_stream =
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/event-stream"));
+    let key = IdempotencyKey::from_headers(&headers, format!("user:{user}:chat"))?;
+    if let Some(key) = &key
+        && let Some(first) = key.replay(&state.db.pool).await?
+    {
+        return Ok(first);
+    }
     let text = req.message.trim();
     let max = state.config.llm_max_message_chars;
     if text.is_empty() {
@@ -132,14 +141,6 @@ pub async fn chat(
             .await?;
     chat::set_message_job(&mut *tx, &reply.id, &job.to_string()).await?;
     chat::touch_session(&mut *tx, &session.id).await?;
-    tx.commit().await?;
-    state.queue.notify_outbox();
-
-    let wants_stream =
-        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/event-stream"));
-    if wants_stream {
-        return Ok(event_stream(state, job, 0).into_response());
-    }
     let body = ChatAccepted {
         status_url: format!("/api/jobs/{job}/"),
         stream_url: format!("/api/jobs/{job}/events/"),
@@ -148,6 +149,17 @@ pub async fn chat(
         user_message_id: user_message.id,
         assistant_message_id: reply.id,
     };
+    if let Some(key) = &key
+        && key.store(&mut *tx, StatusCode::ACCEPTED, &body).await?.is_err()
+    {
+        tx.rollback().await?;
+        return key.replay(&state.db.pool).await?.ok_or(ApiError::Conflict { field: "idempotency_key" });
+    }
+    tx.commit().await?;
+    state.queue.notify_outbox();
+    if wants_stream {
+        return Ok(event_stream(state, job, 0).into_response());
+    }
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 

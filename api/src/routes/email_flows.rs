@@ -3,6 +3,7 @@
 
 use crate::error::{ApiError, ApiResult, ErrorEnvelope, FieldErrors};
 use crate::extract::{AuthUser, ClientIp, Json};
+use crate::idempotency::IdempotencyKey;
 use crate::state::AppState;
 use axum::Router;
 use axum::extract::State;
@@ -12,7 +13,7 @@ use axum::routing::post;
 use parley_shared::domain::{Email, Password};
 use parley_shared::ids::JobId;
 use parley_shared::jobs::{EmailKind, JobKind, SendEmail};
-use parley_shared::store::{email_tokens, idempotency, jobs, sessions, users};
+use parley_shared::store::{email_tokens, jobs, sessions, users};
 use parley_shared::time::now_ms;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -63,14 +64,11 @@ pub async fn send_verification(
     auth: AuthUser,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let scope = format!("user:{}:send-verification", auth.user.id);
+    let key = IdempotencyKey::from_headers(&headers, format!("user:{}:send-verification", auth.user.id))?;
     if let Some(key) = &key
-        && let Some((status, body)) = idempotency::get(&state.db.pool, &scope, key).await?
+        && let Some(first) = key.replay(&state.db.pool).await?
     {
-        let status = StatusCode::from_u16(status as u16).unwrap_or(StatusCode::ACCEPTED);
-        let body: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        return Ok((status, Json(body)).into_response());
+        return Ok(first);
     }
     if auth.user.email_verified {
         return Err(ApiError::BadRequest {
@@ -85,18 +83,12 @@ pub async fn send_verification(
     let mut tx = state.db.pool.begin().await?;
     let job_id = enqueue_email(&mut *tx, auth.user.id, EmailKind::VerifyEmail).await?;
     let body = JobAccepted { job_id };
-    if let Some(key) = &key {
-        let json = serde_json::to_string(&body).map_err(anyhow::Error::from)?;
-        if !idempotency::put(&mut *tx, &scope, key, 202, &json).await? {
-            // A concurrent retry with the same key won: answer what it answered.
-            tx.rollback().await?;
-            if let Some((status, body)) = idempotency::get(&state.db.pool, &scope, key).await? {
-                let status = StatusCode::from_u16(status as u16).unwrap_or(StatusCode::ACCEPTED);
-                let body: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-                return Ok((status, Json(body)).into_response());
-            }
-            return Err(ApiError::Conflict { field: "idempotency_key" });
-        }
+    if let Some(key) = &key
+        && key.store(&mut *tx, StatusCode::ACCEPTED, &body).await?.is_err()
+    {
+        // A concurrent retry with the same key won: answer what it answered.
+        tx.rollback().await?;
+        return key.replay(&state.db.pool).await?.ok_or(ApiError::Conflict { field: "idempotency_key" });
     }
     tx.commit().await?;
     state.queue.notify_outbox();

@@ -1,0 +1,57 @@
+//! `Idempotency-Key` on job-creating POSTs: a retried request (same key, same user, same
+//! endpoint) gets the first answer instead of creating a second job. The answer is stored
+//! in the transaction that creates the job, so the two cannot disagree.
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::Json;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use parley_shared::store::{Exec, idempotency};
+use serde::Serialize;
+
+/// The longest key accepted.
+const MAX_KEY_LEN: usize = 200;
+
+/// An idempotency key in a scope (the user and the endpoint).
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    scope: String,
+    key: String,
+}
+
+impl IdempotencyKey {
+    /// The request's key, if it sent one, scoped to `scope`.
+    pub fn from_headers(headers: &HeaderMap, scope: String) -> ApiResult<Option<Self>> {
+        let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+        let key = value.to_str().ok().map(str::trim).filter(|k| !k.is_empty() && k.len() <= MAX_KEY_LEN);
+        let key = key.ok_or_else(|| ApiError::BadRequest {
+            code: "invalid_idempotency_key",
+            message: format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"),
+            status: StatusCode::BAD_REQUEST,
+        })?;
+        Ok(Some(Self { scope, key: key.to_owned() }))
+    }
+
+    /// The stored first answer, if there is one.
+    pub async fn replay<'e>(&self, ex: impl Exec<'e>) -> ApiResult<Option<Response>> {
+        let stored = idempotency::get(ex, &self.scope, &self.key).await?;
+        Ok(stored.map(|(status, body)| {
+            let status = StatusCode::from_u16(status as u16).unwrap_or(StatusCode::ACCEPTED);
+            let body: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            (status, Json(body)).into_response()
+        }))
+    }
+
+    /// Stores the answer in the request's transaction. `Err` with the first answer when a
+    /// concurrent retry stored one first (the caller rolls back and returns it).
+    pub async fn store<'e>(
+        &self,
+        ex: impl Exec<'e>,
+        status: StatusCode,
+        body: &impl Serialize,
+    ) -> ApiResult<Result<(), ()>> {
+        let json = serde_json::to_string(body).map_err(anyhow::Error::from)?;
+        let stored = idempotency::put(ex, &self.scope, &self.key, i64::from(status.as_u16()), &json).await?;
+        Ok(if stored { Ok(()) } else { Err(()) })
+    }
+}
