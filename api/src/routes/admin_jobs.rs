@@ -4,7 +4,7 @@
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::extract::{AdminUser, Json, Query};
 use crate::pagination::{Page, PageQuery};
-use crate::routes::email_flows::JobAccepted;
+use crate::routes::jobs::JobAccepted;
 use crate::routes::jobs::{JobFilter, JobView};
 use crate::state::AppState;
 use axum::Router;

@@ -3,7 +3,7 @@
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::extract::{AuthUser, Json};
 use crate::idempotency::IdempotencyKey;
-use crate::routes::email_flows::JobAccepted;
+use crate::routes::jobs::JobAccepted;
 use crate::state::AppState;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Multipart, Path, State};

@@ -22,6 +22,7 @@ use utoipa::{IntoParams, ToSchema};
 /// Fallback titles (before or instead of a generated one) take this much of the first message.
 const FALLBACK_TITLE_CHARS: usize = 60;
 const MAX_TAGS: usize = 20;
+const MAX_SEARCH_CHARS: usize = 200;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -270,6 +271,9 @@ pub async fn list_sessions(
 ) -> ApiResult<Json<Page<SessionView>>> {
     let (limit, cursor) = page.parse::<String>()?;
     let search = q.search.as_deref().map(str::trim).filter(|s| !s.is_empty());
+    if search.is_some_and(|s| s.chars().count() > MAX_SEARCH_CHARS) {
+        return Err(ApiError::field("search", format!("must be at most {MAX_SEARCH_CHARS} characters")));
+    }
     let tag = q.tag.as_deref().map(str::trim).filter(|s| !s.is_empty());
     let rows = chat::list_sessions(&state.db.pool, auth.user.id, search, tag, cursor.as_deref(), limit + 1).await?;
     Ok(Json(Page::from_rows(rows, limit, |s| s.id.clone(), SessionView::from)))

@@ -4,6 +4,7 @@
 use crate::error::{ApiError, ApiResult, ErrorEnvelope, FieldErrors};
 use crate::extract::{AuthUser, ClientIp, Json};
 use crate::idempotency::IdempotencyKey;
+use crate::routes::jobs::JobAccepted;
 use crate::state::AppState;
 use axum::Router;
 use axum::extract::State;
@@ -27,13 +28,6 @@ pub fn routes() -> Router<AppState> {
         .route("/api/auth/verify-email", post(verify_email))
         .route("/api/auth/password/reset", post(request_password_reset))
         .route("/api/auth/password/reset/confirm", post(confirm_password_reset))
-}
-
-/// A job was accepted.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct JobAccepted {
-    #[schema(value_type = String, format = Uuid)]
-    pub job_id: JobId,
 }
 
 /// Seconds to wait before `EmailKind` may be sent to `user` again, if any.

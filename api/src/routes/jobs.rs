@@ -32,6 +32,13 @@ pub fn routes() -> Router<AppState> {
         .route("/api/jobs/{id}/cancel", post(cancel_job))
 }
 
+/// A job was accepted.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobAccepted {
+    #[schema(value_type = String, format = Uuid)]
+    pub job_id: JobId,
+}
+
 /// A job as clients see it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JobView {
