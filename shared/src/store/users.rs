@@ -158,19 +158,31 @@ pub async fn mark_email_verified<'e, E: Exec<'e>>(ex: E, id: UserId) -> Result<(
     Ok(())
 }
 
-/// Replaces the avatar; returns the previous key so its files can be removed.
+/// Replaces the avatar; returns the previous key so its files can be removed. A
+/// compare-and-set, so two uploads processed at once each learn the key they replaced.
 pub async fn set_avatar<'e, E: Exec<'e> + Copy>(
     ex: E,
     id: UserId,
     key: Option<&str>,
 ) -> Result<Option<String>, StoreError> {
-    let previous: Option<(Option<String>,)> =
-        sqlx::query_as("select avatar_key from users where id = $1").bind(id.to_string()).fetch_optional(ex).await?;
-    sqlx::query("update users set avatar_key = $2, updated_at = $3 where id = $1")
+    for _ in 0..8 {
+        let previous: Option<(Option<String>,)> = sqlx::query_as("select avatar_key from users where id = $1")
+            .bind(id.to_string())
+            .fetch_optional(ex)
+            .await?;
+        let Some((previous,)) = previous else { return Err(StoreError::NotFound) };
+        let done = sqlx::query(
+            "update users set avatar_key = $2, updated_at = $3 where id = $1 and coalesce(avatar_key, '') = $4",
+        )
         .bind(id.to_string())
         .bind(key)
         .bind(now_ms())
+        .bind(previous.clone().unwrap_or_default())
         .execute(ex)
         .await?;
-    Ok(previous.and_then(|(k,)| k))
+        if done.rows_affected() == 1 {
+            return Ok(previous);
+        }
+    }
+    Err(StoreError::Other(anyhow::anyhow!("the avatar kept changing under a concurrent update")))
 }

@@ -25,7 +25,17 @@ pub async fn run(ctx: &WorkerContext, job: &Job) -> Result<serde_json::Value, Jo
     let [large, small] = avatar_files(&key);
     ctx.media.put(&large, processed.large).await?;
     ctx.media.put(&small, processed.small).await?;
-    let previous = users::set_avatar(&ctx.db.pool, p.user_id, Some(&key)).await?;
+    let previous = match users::set_avatar(&ctx.db.pool, p.user_id, Some(&key)).await {
+        Ok(previous) => previous,
+        Err(parley_shared::StoreError::NotFound) => {
+            // The account is gone: keep nothing of it.
+            for file in [large, small, p.upload_key] {
+                ctx.media.delete(&file).await?;
+            }
+            return Ok(json!({"skipped": "the user no longer exists"}));
+        }
+        Err(e) => return Err(e.into()),
+    };
     for old in previous.iter().flat_map(|k| avatar_files(k)) {
         ctx.media.delete(&old).await?;
     }
