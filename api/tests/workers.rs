@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Backend, TestApp, spawn_app_with, spawn_peer};
+use common::{Backend, TestApp, spawn_app, spawn_app_with, spawn_peer};
 use parley_shared::ids::{JobId, UserId};
 use parley_shared::jobs::{JobKind, Noop};
 use parley_shared::store::jobs;
@@ -36,6 +36,39 @@ async fn wait_exit(child: &mut Child, within: Duration) -> bool {
 }
 
 both_backends! {
+    async fn a_job_whose_push_was_lost_after_commit_still_runs(backend: Backend) {
+        // The process that committed the job claimed it for dispatch and died before the
+        // push: the sweep hands it over again.
+        let app = spawn_app_with(backend, &[("PARLEY_JOB_LEASE_SECS", "1")]).await;
+        let user = app.signup("lostpush@example.com").await;
+        let owner: UserId = user.id.parse().unwrap();
+        let mut tx = app.state.db.pool.begin().await.unwrap();
+        let id = jobs::enqueue(&mut *tx, JobKind::Noop, Some(owner), &Noop::default()).await.unwrap();
+        sqlx::query("update parley_jobs set dispatched_at = $2 where id = $1")
+            .bind(id.to_string())
+            .bind(parley_shared::time::now_ms())
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let job = app.wait_for_status(&user.access, id, "succeeded").await;
+        assert_eq!(job["attempts"], 1);
+    }
+
+    async fn a_job_written_in_a_rolled_back_transaction_never_runs(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let user = app.signup("rollback@example.com").await;
+        let owner: UserId = user.id.parse().unwrap();
+        let mut tx = app.state.db.pool.begin().await.unwrap();
+        let id = jobs::enqueue(&mut *tx, JobKind::Noop, Some(owner), &Noop::default()).await.unwrap();
+        app.state.queue.notify_outbox();
+        tx.rollback().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(jobs::get(&app.state.db.pool, id).await.unwrap().is_none());
+        let res = app.client.get(app.url(&format!("/api/jobs/{id}/"))).bearer_auth(&user.access).send().await.unwrap();
+        assert_eq!(res.status(), reqwest::StatusCode::NOT_FOUND);
+    }
+
     async fn a_job_of_a_killed_worker_runs_again_on_another_worker(backend: Backend) {
         let app = spawn_app_with(backend, &[("PARLEY_WORKERS", "0"), ("PARLEY_JOB_LEASE_SECS", "2")]).await;
         let user = app.signup("kill@example.com").await;

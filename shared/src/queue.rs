@@ -227,7 +227,7 @@ async fn sweep(db: &Db, bus: &EventBus, lease: Duration) -> anyhow::Result<()> {
         tracing::warn!(job.id = %job.id, status = status.as_str(), "job ended after its worker stopped responding");
         crate::jobs::lifecycle::announce_end(db, bus, &job, status, job.error.as_deref()).await?;
     }
-    let stale_ms = i64::try_from((lease * 2).max(Duration::from_secs(60)).as_millis()).unwrap_or(i64::MAX);
+    let stale_ms = i64::try_from((lease * 2).as_millis()).unwrap_or(i64::MAX);
     let again = jobs::redispatch_stale(&db.pool, stale_ms).await?;
     if again > 0 {
         tracing::warn!(jobs = again, "jobs handed to the queue long ago never started; handing them over again");
