@@ -7,6 +7,7 @@ use anyhow::Context;
 use axum::ServiceExt;
 use axum::extract::Request;
 use axum::http::HeaderName;
+use axum::serve::ListenerExt;
 use parley_shared::auth::{JwtKeys, Keys, PasswordHasher};
 use parley_shared::domain::{Email, Password};
 use parley_shared::events::EventBus;
@@ -86,7 +87,12 @@ impl Application {
             .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));
         let app = NormalizePathLayer::trim_trailing_slash().layer(router);
         tracing::info!(address = %self.listener.local_addr()?, "listening");
-        axum::serve(self.listener, ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app))
+        // Without TCP_NODELAY a small SSE frame after the headers waits for the client's
+        // delayed ACK (~40 ms).
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(listener, ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app))
             .with_graceful_shutdown(shutdown_signal())
             .await?;
         let _ = stop_tx.send(true);

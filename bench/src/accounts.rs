@@ -9,6 +9,7 @@
 //! 4. `GET /api/users/me/` alone against `GET /healthz` alone (a bare handler), same clients.
 
 use crate::cli::{Common, Flags};
+use crate::client::{PASSWORD, success};
 use crate::load::{self, Outcome, Request};
 use crate::server::{self, Server};
 use anyhow::Context;
@@ -19,9 +20,6 @@ use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// The password of every benchmark account (long enough, not a common one).
-const PASSWORD: &str = "parley bench passphrase 7f3k9q";
 
 /// How long argon2 is warmed up, and how long its parallel rate is measured.
 const HASH_WARM_UP: Duration = Duration::from_secs(1);
@@ -247,17 +245,6 @@ impl Api {
         success(response).await?.bytes().await?;
         Ok(())
     }
-}
-
-/// The response if its status is a success, else an error with the status and body.
-async fn success(response: reqwest::Response) -> anyhow::Result<reqwest::Response> {
-    let status = response.status();
-    if status.is_success() {
-        return Ok(response);
-    }
-    let path = response.url().path().to_owned();
-    let body = response.text().await.unwrap_or_default();
-    anyhow::bail!("{path} answered {status}: {body}")
 }
 
 fn cores() -> usize {

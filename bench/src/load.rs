@@ -32,12 +32,8 @@ impl Outcome {
 
     /// The `p`-th percentile (0 < p ≤ 100) of successful latencies, in milliseconds.
     pub fn percentile_ms(&self, p: f64) -> f64 {
-        if self.latencies.is_empty() {
-            return f64::NAN;
-        }
-        let rank = (p / 100.0 * self.latencies.len() as f64).ceil() as usize;
-        let index = rank.clamp(1, self.latencies.len()) - 1;
-        self.latencies[index].as_secs_f64() * 1000.0
+        let index = rank_index(p, self.latencies.len());
+        index.map_or(f64::NAN, |i| self.latencies[i].as_secs_f64() * 1000.0)
     }
 
     /// Fails if nothing succeeded; warns on stderr if anything failed.
@@ -58,6 +54,17 @@ impl Outcome {
         self.first_error = self.first_error.take().or(other.first_error);
         self.latencies.extend(other.latencies);
     }
+}
+
+/// The `p`-th percentile (0 < p ≤ 100, nearest rank) of `sorted`; NaN if it is empty.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    rank_index(p, sorted.len()).map_or(f64::NAN, |i| sorted[i])
+}
+
+/// The index of the `p`-th percentile by nearest rank among `len` sorted values.
+fn rank_index(p: f64, len: usize) -> Option<usize> {
+    let rank = (p / 100.0 * len as f64).ceil() as usize;
+    (len > 0).then(|| rank.clamp(1, len) - 1)
 }
 
 /// Runs `clients` concurrent clients for `duration`. `request(client, iteration)` makes one
@@ -125,5 +132,14 @@ mod tests {
         assert!(outcome.percentile_ms(99.0) >= outcome.percentile_ms(50.0));
         assert!(outcome.check("test").is_ok());
         assert!(Outcome::default().check("empty").is_err());
+    }
+
+    #[test]
+    fn percentiles_are_nearest_ranks() {
+        let values: Vec<f64> = (1..=200).map(f64::from).collect();
+        assert_eq!(percentile(&values, 50.0), 100.0);
+        assert_eq!(percentile(&values, 99.0), 198.0);
+        assert_eq!(percentile(&values[..1], 99.0), 1.0);
+        assert!(percentile(&[], 50.0).is_nan());
     }
 }
