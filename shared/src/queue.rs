@@ -99,24 +99,30 @@ impl Queue {
         format!("{}:queue-wake", self.prefix)
     }
 
-    /// Pushes a job id onto `queue` and wakes its workers.
-    pub async fn push(&self, queue: QueueName, job_id: &str) -> anyhow::Result<()> {
-        let task = TaskBuilder::new(JobMessage { job_id: job_id.to_owned() })
-            .task_id(TaskId::from_ulid(ulid::Ulid::generate()))
-            // Retries are Parley's (with backoff, in the jobs table); apalis re-delivers only
-            // when a handler could not record an outcome at all.
-            .max_attempts(5)
-            .build();
+    /// Pushes job ids onto `queue` and wakes its workers.
+    pub async fn push_many(&self, queue: QueueName, job_ids: &[String]) -> anyhow::Result<()> {
+        let tasks: Vec<_> = job_ids
+            .iter()
+            .map(|id| {
+                TaskBuilder::new(JobMessage { job_id: id.clone() })
+                    .task_id(TaskId::from_ulid(ulid::Ulid::generate()))
+                    // Retries are Parley's (with backoff, in the jobs table); apalis
+                    // re-delivers only when a handler could not record an outcome at all.
+                    .max_attempts(5)
+                    .build()
+            })
+            .collect();
+        let tasks = futures::stream::iter(tasks);
         let name = self.apalis_name(queue);
         match &self.transport {
             Transport::Sqlite(pool) => {
                 let mut storage = SqliteStorage::<JobMessage>::new(pool).with_config(sqlite_config(&name, 2));
-                storage.push_task(task).await.map_err(|e| anyhow::anyhow!("pushing to the SQLite queue: {e}"))?;
+                storage.push_all(tasks).await.map_err(|e| anyhow::anyhow!("pushing to the SQLite queue: {e}"))?;
                 self.wake_local(queue);
             }
             Transport::Redis { conn, .. } => {
                 let mut storage = RedisStorage::<JobMessage>::new(conn.clone()).with_config(redis_config(&name, 2));
-                storage.push_task(task).await.map_err(|e| anyhow::anyhow!("pushing to the Redis queue: {e}"))?;
+                storage.push_all(tasks).await.map_err(|e| anyhow::anyhow!("pushing to the Redis queue: {e}"))?;
                 let mut conn = conn.clone();
                 let _: () = redis::cmd("PUBLISH")
                     .arg(self.wake_channel())
@@ -235,21 +241,23 @@ async fn sweep(db: &Db, bus: &EventBus, lease: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Pushes every due outbox row; returns how many were pushed.
+/// Pushes due outbox rows (a batch); returns how many were pushed.
 pub async fn dispatch_due(db: &Db, queue: &Queue) -> Result<usize, StoreError> {
-    let due = jobs::due_for_dispatch(&db.pool, 200).await?;
+    let claimed = jobs::claim_due(&db.pool, 500).await?;
+    let mut by_queue: HashMap<QueueName, Vec<String>> = HashMap::new();
+    for (id, name) in claimed {
+        by_queue.entry(QueueName::parse(&name).unwrap_or(QueueName::Default)).or_default().push(id);
+    }
     let mut pushed = 0;
-    for (id, queue_name) in due {
-        if !jobs::claim_dispatch(&db.pool, &id).await? {
-            continue;
-        }
-        let target = QueueName::parse(&queue_name).unwrap_or(QueueName::Default);
-        if let Err(e) = queue.push(target, &id).await {
-            tracing::warn!(job.id = %id, error = %e, "push failed; the job stays in the outbox");
-            jobs::unclaim_dispatch(&db.pool, &id).await?;
+    for (target, ids) in by_queue {
+        if let Err(e) = queue.push_many(target, &ids).await {
+            tracing::warn!(jobs = ids.len(), error = %e, "push failed; the jobs stay in the outbox");
+            for id in &ids {
+                jobs::unclaim_dispatch(&db.pool, id).await?;
+            }
             return Err(StoreError::Other(e));
         }
-        pushed += 1;
+        pushed += ids.len();
     }
     Ok(pushed)
 }

@@ -106,26 +106,21 @@ pub async fn list<'e, E: Exec<'e>>(
         .await?)
 }
 
-/// Outbox rows that are due: `(id, queue)`, oldest first.
-pub async fn due_for_dispatch<'e, E: Exec<'e>>(ex: E, limit: i64) -> Result<Vec<(String, String)>, StoreError> {
+/// Takes up to `limit` due outbox rows for dispatch in one statement: `(id, queue)`. A row
+/// another dispatcher took first is skipped (the `dispatched_at is null` check is made again
+/// on the row itself).
+pub async fn claim_due<'e, E: Exec<'e>>(ex: E, limit: i64) -> Result<Vec<(String, String)>, StoreError> {
     Ok(sqlx::query_as(
-        "select id, queue from parley_jobs where dispatched_at is null and run_after <= $1
-         and status in ('queued', 'retrying') order by run_after limit $2",
+        "update parley_jobs set dispatched_at = $1
+         where dispatched_at is null and id in (
+             select id from parley_jobs where dispatched_at is null and run_after <= $1
+               and status in ('queued', 'retrying') order by run_after limit $2)
+         returning id, queue",
     )
     .bind(now_ms())
     .bind(limit)
     .fetch_all(ex)
     .await?)
-}
-
-/// Takes an outbox row for dispatch; false if another dispatcher took it.
-pub async fn claim_dispatch<'e, E: Exec<'e>>(ex: E, id: &str) -> Result<bool, StoreError> {
-    let done = sqlx::query("update parley_jobs set dispatched_at = $2 where id = $1 and dispatched_at is null")
-        .bind(id)
-        .bind(now_ms())
-        .execute(ex)
-        .await?;
-    Ok(done.rows_affected() == 1)
 }
 
 /// Gives an outbox row back after a failed push.
