@@ -42,16 +42,30 @@ impl IdempotencyKey {
         }))
     }
 
-    /// Stores the answer in the request's transaction. `Err` with the first answer when a
-    /// concurrent retry stored one first (the caller rolls back and returns it).
-    pub async fn store<'e>(
-        &self,
-        ex: impl Exec<'e>,
-        status: StatusCode,
-        body: &impl Serialize,
-    ) -> ApiResult<Result<(), ()>> {
+    /// Stores the answer in the request's transaction.
+    async fn store<'e>(&self, ex: impl Exec<'e>, status: StatusCode, body: &impl Serialize) -> ApiResult<bool> {
         let json = serde_json::to_string(body).map_err(anyhow::Error::from)?;
-        let stored = idempotency::put(ex, &self.scope, &self.key, i64::from(status.as_u16()), &json).await?;
-        Ok(if stored { Ok(()) } else { Err(()) })
+        Ok(idempotency::put(ex, &self.scope, &self.key, i64::from(status.as_u16()), &json).await?)
     }
+}
+
+/// Commits the request's transaction with its answer stored under `key` (if any). When a
+/// concurrent retry with the same key stored its answer first, rolls back and returns that
+/// answer instead (`Some`): the caller answers it and does nothing else.
+pub async fn commit(
+    key: Option<&IdempotencyKey>,
+    mut tx: sqlx::Transaction<'_, sqlx::Any>,
+    pool: &sqlx::AnyPool,
+    status: StatusCode,
+    body: &impl Serialize,
+) -> ApiResult<Option<Response>> {
+    if let Some(key) = key
+        && !key.store(&mut *tx, status, body).await?
+    {
+        tx.rollback().await?;
+        let first = key.replay(pool).await?.ok_or(ApiError::Conflict { field: "idempotency_key" })?;
+        return Ok(Some(first));
+    }
+    tx.commit().await?;
+    Ok(None)
 }

@@ -2,7 +2,7 @@
 
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::extract::{AuthUser, Json};
-use crate::idempotency::IdempotencyKey;
+use crate::idempotency::{self, IdempotencyKey};
 use crate::routes::jobs::JobAccepted;
 use crate::state::AppState;
 use axum::Router;
@@ -101,15 +101,10 @@ async fn enqueue_processing(
     let mut tx = state.db.pool.begin().await?;
     let job_id = jobs::enqueue(&mut *tx, JobKind::ProcessAvatar, Some(payload.user_id), payload).await?;
     let accepted = JobAccepted { job_id };
-    if let Some(key) = key
-        && key.store(&mut *tx, StatusCode::ACCEPTED, &accepted).await?.is_err()
-    {
-        tx.rollback().await?;
-        let first = key.replay(&state.db.pool).await?.ok_or(ApiError::Conflict { field: "idempotency_key" })?;
-        return Ok(Err(first));
+    match idempotency::commit(key, tx, &state.db.pool, StatusCode::ACCEPTED, &accepted).await? {
+        Some(first) => Ok(Err(first)),
+        None => Ok(Ok(accepted)),
     }
-    tx.commit().await?;
-    Ok(Ok(accepted))
 }
 
 /// Removes the avatar.

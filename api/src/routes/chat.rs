@@ -2,7 +2,7 @@
 
 use crate::error::{ApiError, ApiResult, ErrorEnvelope, FieldErrors};
 use crate::extract::{AuthUser, Json, Query};
-use crate::idempotency::IdempotencyKey;
+use crate::idempotency::{self, IdempotencyKey};
 use crate::pagination::{Page, PageQuery};
 use crate::routes::jobs::event_stream;
 use crate::state::AppState;
@@ -150,13 +150,9 @@ pub async fn chat(
         user_message_id: user_message.id,
         assistant_message_id: reply.id,
     };
-    if let Some(key) = &key
-        && key.store(&mut *tx, StatusCode::ACCEPTED, &body).await?.is_err()
-    {
-        tx.rollback().await?;
-        return key.replay(&state.db.pool).await?.ok_or(ApiError::Conflict { field: "idempotency_key" });
+    if let Some(first) = idempotency::commit(key.as_ref(), tx, &state.db.pool, StatusCode::ACCEPTED, &body).await? {
+        return Ok(first);
     }
-    tx.commit().await?;
     state.queue.notify_outbox();
     if wants_stream {
         return Ok(event_stream(state, job, 0).into_response());

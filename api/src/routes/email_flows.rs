@@ -3,7 +3,7 @@
 
 use crate::error::{ApiError, ApiResult, ErrorEnvelope, FieldErrors};
 use crate::extract::{AuthUser, ClientIp, Json};
-use crate::idempotency::IdempotencyKey;
+use crate::idempotency::{self, IdempotencyKey};
 use crate::routes::jobs::JobAccepted;
 use crate::state::AppState;
 use axum::Router;
@@ -77,14 +77,9 @@ pub async fn send_verification(
     let mut tx = state.db.pool.begin().await?;
     let job_id = enqueue_email(&mut *tx, auth.user.id, EmailKind::VerifyEmail).await?;
     let body = JobAccepted { job_id };
-    if let Some(key) = &key
-        && key.store(&mut *tx, StatusCode::ACCEPTED, &body).await?.is_err()
-    {
-        // A concurrent retry with the same key won: answer what it answered.
-        tx.rollback().await?;
-        return key.replay(&state.db.pool).await?.ok_or(ApiError::Conflict { field: "idempotency_key" });
+    if let Some(first) = idempotency::commit(key.as_ref(), tx, &state.db.pool, StatusCode::ACCEPTED, &body).await? {
+        return Ok(first);
     }
-    tx.commit().await?;
     state.queue.notify_outbox();
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
