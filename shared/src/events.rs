@@ -75,6 +75,40 @@ impl EventBus {
     }
 }
 
+/// Writes a burst of events (an LLM reply's deltas) for a job whose attempt owns its stream:
+/// `seq` is counted here instead of read back per event, so the stored write and the live
+/// publish run side by side. Watchers deliver a live event as soon as it follows the last
+/// one they sent, and re-read the table on any gap.
+#[derive(Debug)]
+pub struct StreamWriter {
+    db: Db,
+    bus: EventBus,
+    job: JobId,
+    next: i64,
+}
+
+impl StreamWriter {
+    /// Starts after the job's newest stored event.
+    pub async fn open(db: &Db, bus: &EventBus, job: JobId) -> anyhow::Result<Self> {
+        let next = job_events::last_seq(&db.pool, job).await? + 1;
+        Ok(Self { db: db.clone(), bus: bus.clone(), job, next })
+    }
+
+    pub async fn emit(&mut self, event: &str, data: serde_json::Value) -> anyhow::Result<()> {
+        let event = JobEvent {
+            job_id: self.job.to_string(),
+            seq: self.next,
+            event: event.to_owned(),
+            data: data.to_string(),
+            created_at: crate::time::now_ms(),
+        };
+        let (stored, ()) = tokio::join!(job_events::insert_at(&self.db.pool, &event), self.bus.publish(&event));
+        stored?;
+        self.next += 1;
+        Ok(())
+    }
+}
+
 /// Stores an event and publishes it.
 pub async fn emit(
     db: &Db,

@@ -63,6 +63,27 @@ pub async fn append<'e, E: Exec<'e> + Copy>(
     }
 }
 
+/// Stores an event at a `seq` the caller owns (see [`crate::events::StreamWriter`]).
+pub async fn insert_at<'e, E: Exec<'e>>(ex: E, event: &JobEvent) -> Result<(), StoreError> {
+    sqlx::query("insert into job_events (job_id, seq, event, data, created_at) values ($1, $2, $3, $4, $5)")
+        .bind(&event.job_id)
+        .bind(event.seq)
+        .bind(&event.event)
+        .bind(&event.data)
+        .bind(event.created_at)
+        .execute(ex)
+        .await?;
+    Ok(())
+}
+
+/// The newest `seq` of a job (0 when it has none).
+pub async fn last_seq<'e, E: Exec<'e>>(ex: E, job: JobId) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar("select coalesce(max(seq), 0) from job_events where job_id = $1")
+        .bind(job.to_string())
+        .fetch_one(ex)
+        .await?)
+}
+
 /// The event `seq` of a job.
 pub async fn at<'e, E: Exec<'e>>(ex: E, job: JobId, seq: i64) -> Result<Option<JobEvent>, StoreError> {
     Ok(sqlx::query_as("select job_id, seq, event, data, created_at from job_events where job_id = $1 and seq = $2")

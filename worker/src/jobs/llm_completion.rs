@@ -6,7 +6,7 @@ use super::{CancelSignal, JobError, payload};
 use crate::WorkerContext;
 use futures::StreamExt;
 use parley_shared::crypto;
-use parley_shared::events::emit;
+use parley_shared::events::StreamWriter;
 use parley_shared::jobs::{GenerateTitle, JobKind, LlmCompletion};
 use parley_shared::llm::{LlmError, Provider, ProviderSettings, StreamItem};
 use parley_shared::store::chat::{self, Outcome};
@@ -39,10 +39,12 @@ pub async fn run(ctx: &WorkerContext, job: &Job, mut cancel: CancelSignal) -> Re
     let window = config.context_window.max(1) as usize;
     let prompt = crate::prompt::build(counter, &config.system_prompt, &history, window, reserve);
 
+    // This attempt owns the job's event stream until it returns.
+    let mut events = StreamWriter::open(&ctx.db, &ctx.bus, job.id).await?;
     if job.attempts > 1 || !message.content.is_empty() {
         // Watchers drop what they have of the failed attempt's text.
         chat::save_partial(pool, &message.id, "", "pending").await?;
-        emit(&ctx.db, &ctx.bus, job.id, "status", json!({"status": "restarted", "attempt": job.attempts})).await?;
+        events.emit("status", json!({"status": "restarted", "attempt": job.attempts})).await?;
     }
     let mut stream = match ctx.llm.stream_chat(&settings, &prompt).await {
         Ok(stream) => stream,
@@ -59,7 +61,7 @@ pub async fn run(ctx: &WorkerContext, job: &Job, mut cancel: CancelSignal) -> Re
                 None => break,
                 Some(Ok(StreamItem::Delta(delta))) => {
                     text.push_str(&delta);
-                    emit(&ctx.db, &ctx.bus, job.id, "delta", json!({"text": delta})).await?;
+                    events.emit("delta", json!({"text": delta})).await?;
                     if saved_at.elapsed() >= SAVE_EVERY {
                         chat::save_partial(pool, &message.id, &text, "streaming").await?;
                         saved_at = Instant::now();
