@@ -7,13 +7,44 @@ use crate::ids::JobId;
 use crate::store::job_events::{self, JobEvent};
 use anyhow::Context;
 use futures::StreamExt;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
 /// Fans job events out to watchers.
 #[derive(Clone, Debug)]
 pub struct EventBus {
-    local: broadcast::Sender<JobEvent>,
+    local: Watchers,
     redis: Option<(redis::aio::ConnectionManager, String)>,
+}
+
+/// One channel per watched job, so a watcher only ever handles its own job's events (with
+/// hundreds of live streams, a shared channel would make each watcher sift through all).
+#[derive(Clone, Debug, Default)]
+struct Watchers(Arc<Mutex<HashMap<String, broadcast::Sender<JobEvent>>>>);
+
+/// Events a slow watcher may fall behind by before it re-reads the table.
+const WATCHER_BUFFER: usize = 1024;
+
+impl Watchers {
+    fn subscribe(&self, job: &str) -> broadcast::Receiver<JobEvent> {
+        let mut map = self.0.lock().expect("watchers lock");
+        if map.len() > 1024 {
+            // Channels of jobs whose watchers left without a final event.
+            map.retain(|_, tx| tx.receiver_count() > 0);
+        }
+        map.entry(job.to_owned()).or_insert_with(|| broadcast::channel(WATCHER_BUFFER).0).subscribe()
+    }
+
+    fn deliver(&self, event: JobEvent) {
+        let mut map = self.0.lock().expect("watchers lock");
+        let Some(tx) = map.get(&event.job_id) else { return };
+        let terminal = event.is_terminal();
+        // Nobody watches any more, or nothing follows a final event.
+        if tx.send(event.clone()).is_err() || terminal {
+            map.remove(&event.job_id);
+        }
+    }
 }
 
 impl EventBus {
@@ -27,7 +58,7 @@ impl EventBus {
 
     /// A bus for one process.
     pub fn local() -> Self {
-        Self { local: broadcast::channel(4096).0, redis: None }
+        Self { local: Watchers::default(), redis: None }
     }
 
     /// A bus shared by every process on the Redis server at `url`.
@@ -37,13 +68,13 @@ impl EventBus {
         let channel = format!("{prefix}:job-events");
         let mut pubsub = client.get_async_pubsub().await.context("subscribing to job events")?;
         pubsub.subscribe(&channel).await?;
-        let local = broadcast::channel(4096).0;
+        let local = Watchers::default();
         let tx = local.clone();
         tokio::spawn(async move {
             let mut messages = pubsub.into_on_message();
             while let Some(msg) = messages.next().await {
                 if let Some(event) = msg.get_payload::<String>().ok().and_then(|p| serde_json::from_str(&p).ok()) {
-                    let _ = tx.send(event);
+                    tx.deliver(event);
                 }
             }
             tracing::warn!("job event subscription ended; streams fall back to polling");
@@ -51,16 +82,15 @@ impl EventBus {
         Ok(Self { local, redis: Some((conn, channel)) })
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<JobEvent> {
-        self.local.subscribe()
+    /// Live events of `job` from now on.
+    pub fn subscribe(&self, job: JobId) -> broadcast::Receiver<JobEvent> {
+        self.local.subscribe(&job.to_string())
     }
 
     /// Publishes an already stored event.
     pub async fn publish(&self, event: &JobEvent) {
         match &self.redis {
-            None => {
-                let _ = self.local.send(event.clone());
-            }
+            None => self.local.deliver(event.clone()),
             Some((conn, channel)) => {
                 let mut conn = conn.clone();
                 let payload = serde_json::to_string(event).unwrap_or_default();

@@ -195,7 +195,7 @@ const RESYNC: Duration = Duration::from_secs(1);
 pub fn event_stream(state: AppState, job: JobId, after: i64) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(256);
     tokio::spawn(async move {
-        let mut live = state.bus.subscribe();
+        let mut live = state.bus.subscribe(job);
         let mut last = after;
         let job_key = job.to_string();
         loop {
