@@ -121,6 +121,24 @@ both_backends! {
         assert_eq!(items[0]["kind"], "send_email");
     }
 
+    async fn the_event_streams_of_long_finished_jobs_are_pruned(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let user = app.signup("prune@example.com").await;
+        let old = enqueue_noop(&app, &user.id, Noop::default()).await;
+        let recent = enqueue_noop(&app, &user.id, Noop::default()).await;
+        for id in [old, recent] {
+            app.wait_for_status(&user.access, id, "succeeded").await;
+        }
+        let day = 86_400_000i64;
+        sqlx::query("update parley_jobs set finished_at = finished_at - $2 where id = $1")
+            .bind(old.to_string()).bind(2 * day).execute(&app.state.db.pool).await.unwrap();
+        let before = parley_shared::time::now_ms() - day;
+        let pruned = parley_shared::store::job_events::prune_finished(&app.state.db.pool, before).await.unwrap();
+        assert_eq!(pruned, 2, "the old job's status and done events");
+        assert!(parley_shared::store::job_events::after(&app.state.db.pool, old, 0, 10).await.unwrap().is_empty());
+        assert_eq!(parley_shared::store::job_events::after(&app.state.db.pool, recent, 0, 10).await.unwrap().len(), 2);
+    }
+
     async fn job_lists_paginate_and_filter_by_status(backend: Backend) {
         let app = spawn_app(backend).await;
         let user = app.signup("pages@example.com").await;

@@ -121,6 +121,8 @@ pub struct Config {
     pub queue_poll_ms: u64,
     /// On SIGTERM, running jobs get this long to finish.
     pub shutdown_grace_secs: u64,
+    /// A finished job's event stream is kept (for resuming) this long.
+    pub job_events_retention_secs: u64,
     /// A quick-start LLM config created at start-up (`PARLEY_LLM_*`).
     pub llm_bootstrap: Option<LlmBootstrap>,
     /// A provider stream that sends nothing for this long is abandoned (and retried).
@@ -268,6 +270,15 @@ impl Config {
             queue_heartbeat_secs: v.positive("PARLEY_QUEUE_HEARTBEAT_SECS", 2)?,
             queue_poll_ms: v.positive("PARLEY_QUEUE_POLL_MS", 200)?,
             shutdown_grace_secs: v.parse("PARLEY_SHUTDOWN_GRACE_SECS", 20)?,
+            job_events_retention_secs: match v.parse("PARLEY_JOB_EVENTS_RETENTION_SECS", 86_400)? {
+                secs if secs < 600 => {
+                    return Err(v.error(
+                        "PARLEY_JOB_EVENTS_RETENTION_SECS",
+                        "must be at least 600 (streams resume for 10 minutes)",
+                    ));
+                }
+                secs => secs,
+            },
             llm_bootstrap: match (v.string("PARLEY_LLM_PROVIDER"), v.string("PARLEY_LLM_MODEL")) {
                 (None, None) => None,
                 (Some(provider), Some(model)) => {

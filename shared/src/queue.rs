@@ -168,7 +168,8 @@ impl Queue {
     pub fn spawn_dispatcher(&self, db: Db, bus: EventBus, config: &Config) {
         let poll = Duration::from_millis(config.queue_poll_ms);
         let lease = Duration::from_secs(config.job_lease_secs);
-        tokio::spawn(run_dispatcher(db, self.clone(), bus, poll, lease));
+        let retention = Duration::from_secs(config.job_events_retention_secs);
+        tokio::spawn(run_dispatcher(db, self.clone(), bus, poll, lease, retention));
     }
 
     /// Tells the dispatcher an outbox row was committed.
@@ -210,9 +211,19 @@ pub fn redis_config(name: &str, heartbeat_secs: u64) -> apalis_redis::Config {
 /// back to the outbox (or end, when out of attempts or cancelled), and rows handed to the
 /// queue long ago that never started are handed over again. Runs until the process ends;
 /// one per process.
-pub async fn run_dispatcher(db: Db, queue: Queue, bus: EventBus, poll: Duration, lease: Duration) {
+pub async fn run_dispatcher(db: Db, queue: Queue, bus: EventBus, poll: Duration, lease: Duration, retention: Duration) {
     let mut last_sweep = tokio::time::Instant::now();
+    let mut last_prune = tokio::time::Instant::now();
     loop {
+        if last_prune.elapsed() >= PRUNE_EVERY {
+            last_prune = tokio::time::Instant::now();
+            let before = crate::time::now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+            match crate::store::job_events::prune_finished(&db.pool, before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(events = n, "pruned the event streams of long-finished jobs"),
+                Err(e) => tracing::warn!(error = %e, "pruning job events failed"),
+            }
+        }
         if last_sweep.elapsed() >= Duration::from_secs(1) {
             last_sweep = tokio::time::Instant::now();
             if let Err(e) = sweep(&db, &bus, lease).await {
@@ -227,6 +238,9 @@ pub async fn run_dispatcher(db: Db, queue: Queue, bus: EventBus, poll: Duration,
         let _ = tokio::time::timeout(poll, queue.outbox.notified()).await;
     }
 }
+
+/// How often finished jobs' old event streams are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(300);
 
 async fn sweep(db: &Db, bus: &EventBus, lease: Duration) -> anyhow::Result<()> {
     for (job, status) in jobs::recover_expired(&db.pool).await? {

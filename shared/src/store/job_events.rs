@@ -84,6 +84,19 @@ pub async fn last_seq<'e, E: Exec<'e>>(ex: E, job: JobId) -> Result<i64, StoreEr
         .await?)
 }
 
+/// Deletes the event streams of jobs that finished before `before` (ms); returns how many
+/// events went.
+pub async fn prune_finished<'e, E: Exec<'e>>(ex: E, before: i64) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "delete from job_events where job_id in (
+             select id from parley_jobs where finished_at is not null and finished_at < $1)",
+    )
+    .bind(before)
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// The event `seq` of a job.
 pub async fn at<'e, E: Exec<'e>>(ex: E, job: JobId, seq: i64) -> Result<Option<JobEvent>, StoreError> {
     Ok(sqlx::query_as("select job_id, seq, event, data, created_at from job_events where job_id = $1 and seq = $2")
