@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use parley_shared::ids::JobId;
 use parley_shared::jobs::{JobKind, JobStatus, Noop};
 use parley_shared::store::jobs;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
@@ -80,28 +80,16 @@ pub async fn retry_job(
 }
 
 /// A no-op job (optionally sleeping or failing), to check the queue end to end.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NoopRequest {
-    #[serde(default)]
-    pub sleep_ms: u64,
-    #[serde(default)]
-    pub fail_times: u32,
-    #[serde(default)]
-    pub fatal: bool,
-}
-
-#[utoipa::path(post, path = "/api/admin/jobs/noop/", tag = "admin", request_body = NoopRequest, security(("bearer" = [])), responses(
+#[utoipa::path(post, path = "/api/admin/jobs/noop/", tag = "admin", request_body = Noop, security(("bearer" = [])), responses(
     (status = 202, body = JobAccepted), (status = 422, body = ErrorEnvelope)))]
 pub async fn create_noop(
     State(state): State<AppState>,
     admin: AdminUser,
-    Json(req): Json<NoopRequest>,
+    Json(noop): Json<Noop>,
 ) -> ApiResult<(StatusCode, Json<JobAccepted>)> {
-    if req.sleep_ms > 600_000 {
+    if noop.sleep_ms > 600_000 {
         return Err(ApiError::field("sleep_ms", "must be at most 600000"));
     }
-    let noop = Noop { sleep_ms: req.sleep_ms, fail_times: req.fail_times, fatal: req.fatal };
     let job_id = jobs::enqueue(&state.db.pool, JobKind::Noop, Some(admin.0.user.id), &noop).await?;
     state.queue.notify_outbox();
     Ok((StatusCode::ACCEPTED, Json(JobAccepted { job_id })))

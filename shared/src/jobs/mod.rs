@@ -194,7 +194,8 @@ pub struct GenerateTitle {
 }
 
 /// `noop`: optionally sleeps, and fails its first `fail_times` attempts.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Noop {
     #[serde(default)]
     pub sleep_ms: u64,
