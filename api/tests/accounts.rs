@@ -398,7 +398,7 @@ async fn unknown_email_and_wrong_password_take_about_the_same_time() {
     app.signup("timing@example.com").await;
     let mut known = Vec::new();
     let mut unknown = Vec::new();
-    for _ in 0..7 {
+    for _ in 0..11 {
         let t = std::time::Instant::now();
         app.login("timing@example.com", "wrong password here").await;
         known.push(t.elapsed());
@@ -408,6 +408,8 @@ async fn unknown_email_and_wrong_password_take_about_the_same_time() {
     }
     known.sort();
     unknown.sort();
-    let ratio = unknown[3].as_secs_f64() / known[3].as_secs_f64();
-    assert!((0.5..2.0).contains(&ratio), "median unknown {:?} vs known {:?}", unknown[3], known[3]);
+    // Medians, with room for a machine busy running other tests: without the dummy hash an
+    // unknown email answers in well under a tenth of the time.
+    let ratio = unknown[5].as_secs_f64() / known[5].as_secs_f64();
+    assert!((0.4..2.5).contains(&ratio), "median unknown {:?} vs known {:?}", unknown[5], known[5]);
 }
