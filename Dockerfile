@@ -6,7 +6,7 @@ RUN cargo build --release --locked --bin parley-api --bin parley-worker
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --home /app parley && mkdir -p /app/data && chown parley /app/data
+    && useradd --system --home /app parley && mkdir -p /app/data /media && chown parley /app/data /media
 WORKDIR /app
 COPY --from=build /src/target/release/parley-api /src/target/release/parley-worker /usr/local/bin/
 USER parley

@@ -1,5 +1,9 @@
 //! Login throttling per client address and per account (governor's GCRA limiters). Quotas
 //! refill continuously, so a throttled user waits seconds, not a lock-out period.
+//!
+//! The per-account quota counts the attempts on an account from one address; a ceiling ten
+//! times higher counts them from every address. So someone guessing from one address cannot
+//! keep the real user, signing in from another, out of the account.
 
 use crate::error::ApiError;
 use governor::clock::{Clock, DefaultClock};
@@ -9,7 +13,8 @@ use std::num::NonZeroU32;
 
 pub struct LoginLimiter {
     by_ip: DefaultKeyedRateLimiter<IpAddr>,
-    by_account: DefaultKeyedRateLimiter<String>,
+    by_account: DefaultKeyedRateLimiter<(String, IpAddr)>,
+    by_account_anywhere: DefaultKeyedRateLimiter<String>,
     clock: DefaultClock,
 }
 
@@ -25,6 +30,7 @@ impl LoginLimiter {
         Self {
             by_ip: RateLimiter::keyed(quota(ip_per_minute)),
             by_account: RateLimiter::keyed(quota(account_per_minute)),
+            by_account_anywhere: RateLimiter::keyed(quota(account_per_minute.saturating_mul(10))),
             clock: DefaultClock::default(),
         }
     }
@@ -36,7 +42,8 @@ impl LoginLimiter {
             retry_after_secs: not_until.wait_time_from(self.clock.now()).as_secs_f64().ceil() as u64,
         };
         self.by_ip.check_key(&ip).map_err(wait)?;
-        self.by_account.check_key(&account.to_owned()).map_err(wait)?;
+        self.by_account.check_key(&(account.to_owned(), ip)).map_err(wait)?;
+        self.by_account_anywhere.check_key(&account.to_owned()).map_err(wait)?;
         Ok(())
     }
 
@@ -51,5 +58,6 @@ impl LoginLimiter {
     pub fn sweep(&self) {
         self.by_ip.retain_recent();
         self.by_account.retain_recent();
+        self.by_account_anywhere.retain_recent();
     }
 }

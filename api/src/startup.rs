@@ -15,14 +15,17 @@ use parley_shared::queue::Queue;
 use parley_shared::store::users;
 use parley_shared::{Config, Db};
 use secrecy::ExposeSecret;
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tower::Layer;
+use tower_http::LatencyUnit;
 use tower_http::normalize_path::NormalizePathLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
 
 /// A built application: database migrated, listener bound.
 pub struct Application {
@@ -78,10 +81,13 @@ impl Application {
         let request_id = HeaderName::from_static("x-request-id");
         let router = routes::router(self.state.clone())
             .layer(
-                TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                    let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
-                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request.id = id, user.id = tracing::field::Empty)
-                }),
+                TraceLayer::new_for_http()
+                    .make_span_with(|req: &Request| {
+                        let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+                        tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request.id = id, user.id = tracing::field::Empty)
+                    })
+                    // One line per request at the default level: status and latency.
+                    .on_response(DefaultOnResponse::new().level(Level::INFO).latency_unit(LatencyUnit::Millis)),
             )
             .layer(PropagateRequestIdLayer::new(request_id.clone()))
             .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));
@@ -92,10 +98,25 @@ impl Application {
         let listener = self.listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        axum::serve(listener, ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app))
-            .with_graceful_shutdown(shutdown_signal())
-            .await?;
-        let _ = stop_tx.send(true);
+        // On SIGTERM the in-process workers stop fetching at once (running jobs get their
+        // grace period) while the server drains; connections still open after the grace
+        // period (long SSE streams) are closed.
+        let (signalled_tx, mut signalled) = tokio::sync::watch::channel(false);
+        let server =
+            axum::serve(listener, ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app))
+                .with_graceful_shutdown(async move {
+                    shutdown_signal().await;
+                    let _ = stop_tx.send(true);
+                    let _ = signalled_tx.send(true);
+                });
+        let grace = Duration::from_secs(self.state.config.shutdown_grace_secs);
+        tokio::select! {
+            served = server.into_future() => served?,
+            _ = async {
+                let _ = signalled.wait_for(|s| *s).await;
+                tokio::time::sleep(grace).await;
+            } => tracing::warn!("connections still open after the shutdown grace period; closing them"),
+        }
         for worker in workers {
             let _ = worker.await;
         }

@@ -123,6 +123,28 @@ both_backends! {
         assert_eq!(app.login("erin@example.com", PASSWORD).await.status(), StatusCode::OK);
     }
 
+    async fn guessing_from_one_address_does_not_lock_the_user_out_elsewhere(backend: Backend) {
+        let app = spawn_app_with(backend, &[("PARLEY_LOGIN_ACCOUNT_PER_MINUTE", "2"), ("PARLEY_TRUSTED_PROXIES", "127.0.0.1")]).await;
+        app.signup("gina@example.com").await;
+        let login_from = |ip: &'static str, password: &'static str| {
+            app.client.post(app.url("/api/auth/login/")).header("x-forwarded-for", ip)
+                .json(&json!({"email": "gina@example.com", "password": password})).send()
+        };
+        for _ in 0..2 {
+            assert_eq!(login_from("203.0.113.66", "wrong password here").await.unwrap().status(), StatusCode::UNAUTHORIZED);
+        }
+        assert_eq!(login_from("203.0.113.66", PASSWORD).await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(login_from("198.51.100.7", PASSWORD).await.unwrap().status(), StatusCode::OK);
+        // Guesses spread over many addresses still meet the account's overall ceiling (10 × 2).
+        let mut last = StatusCode::OK;
+        for i in 0..25u8 {
+            let res = app.client.post(app.url("/api/auth/login/")).header("x-forwarded-for", format!("192.0.2.{i}"))
+                .json(&json!({"email": "gina@example.com", "password": "wrong password here"})).send().await.unwrap();
+            last = res.status();
+        }
+        assert_eq!(last, StatusCode::TOO_MANY_REQUESTS);
+    }
+
     async fn repeated_logins_from_one_address_are_throttled(backend: Backend) {
         let app = spawn_app_with(backend, &[("PARLEY_LOGIN_IP_PER_MINUTE", "4")]).await;
         for i in 0..4 {
@@ -384,6 +406,10 @@ async fn the_openapi_document_describes_every_route() {
         ("/api/admin/jobs/", "get"),
         ("/api/admin/jobs/noop/", "post"),
         ("/api/admin/jobs/{id}/retry/", "post"),
+        ("/api/admin/users/", "get"),
+        ("/api/admin/users/{id}/", "get"),
+        ("/api/admin/users/{id}/", "patch"),
+        ("/api/admin/users/{id}/", "delete"),
     ] {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} is missing");
     }

@@ -53,6 +53,10 @@ both_backends! {
         let user = app.signup("notimage@example.com").await;
         let res = upload(&app, &user.access, "evil.png", b"<?php echo 1; ?>".to_vec()).await;
         assert_error(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid_image").await;
+        // A real PNG header over a cut-off body: refused at upload, not by the job.
+        let whole = png(300, 200);
+        let truncated = upload(&app, &user.access, "cut.png", whole[..whole.len() / 2].to_vec()).await;
+        assert_error(truncated, StatusCode::UNPROCESSABLE_ENTITY, "invalid_image").await;
         let jobs: Value = app.client.get(app.url("/api/jobs/?status=queued")).bearer_auth(&user.access).send().await.unwrap().json().await.unwrap();
         assert!(jobs["items"].as_array().unwrap().iter().all(|j| j["kind"] != "process_avatar"));
         let media = std::path::Path::new(&app.vars["PARLEY_MEDIA_DIR"]).join("uploads");

@@ -9,6 +9,27 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
 
+/// Runs a finished job again from the start, as a redelivery after a crash would, and waits
+/// for that new attempt to succeed.
+async fn run_again(app: &common::TestApp, token: &str, id: &str) -> Value {
+    let before = app.job(token, id).await["attempts"].as_i64().unwrap();
+    sqlx::query("update parley_jobs set status = 'queued', dispatched_at = null, finished_at = null, run_after = 0 where id = $1")
+        .bind(id)
+        .execute(&app.state.db.pool)
+        .await
+        .unwrap();
+    app.state.queue.notify_outbox();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let job = app.job(token, id).await;
+        if job["status"] == "succeeded" && job["attempts"].as_i64().unwrap() > before {
+            return job;
+        }
+        assert!(std::time::Instant::now() < deadline, "the job never ran again: {job}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 both_backends! {
     async fn registration_emails_a_link_that_verifies_the_address_once(backend: Backend) {
         let app = spawn_app(backend).await;
@@ -27,6 +48,25 @@ both_backends! {
         assert_error(again, StatusCode::BAD_REQUEST, "invalid_token").await;
         let resend = app.post_json("/api/auth/send-verification/", &Value::Null, Some(&user.access)).await;
         assert_error(resend, StatusCode::CONFLICT, "already_verified").await;
+    }
+
+    async fn an_email_job_run_again_sends_nothing_twice(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let user = app.signup("twice@example.com").await;
+        common::mail::wait_for(&app.mail_dir(), 1).await;
+        let jobs: Value = app.client.get(app.url("/api/jobs/")).bearer_auth(&user.access).send().await.unwrap().json().await.unwrap();
+        let job = jobs["items"].as_array().unwrap().iter().find(|j| j["kind"] == "send_email").unwrap().clone();
+        let id = job["id"].as_str().unwrap().to_owned();
+        let done = app.wait_for_status(&user.access, &id, "succeeded").await;
+        // Sent before: the re-run reports the first message and sends nothing.
+        let again = run_again(&app, &user.access, &id).await;
+        assert_eq!(again["result"]["message_id"], done["result"]["message_id"], "{again}");
+        // Cut off between the claim and the record (the send's outcome unknown): not sent again.
+        sqlx::query("update email_deliveries set message_id = '' where job_id = $1").bind(&id).execute(&app.state.db.pool).await.unwrap();
+        let cut_off = run_again(&app, &user.access, &id).await;
+        assert!(cut_off["result"]["skipped"].is_string(), "{cut_off}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(std::fs::read_dir(app.mail_dir()).unwrap().count(), 1);
     }
 
     async fn send_verification_is_limited_to_one_a_minute_and_idempotent(backend: Backend) {

@@ -157,6 +157,8 @@ impl ScratchDir {
             .env("PARLEY_DATABASE_URL", format!("sqlite://{}", self.path.join("p.db").display()))
             .env("PARLEY_EMAIL_DIR", self.path.join("mail"))
             .env("PARLEY_MEDIA_DIR", self.path.join("media"))
+            // Per-request log lines would load the server with the benchmark's own traffic.
+            .env("RUST_LOG", std::env::var("PARLEY_BENCH_LOG").unwrap_or_else(|_| "warn".into()))
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

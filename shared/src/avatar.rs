@@ -134,6 +134,15 @@ pub fn inspect(bytes: &[u8], max_bytes: usize, max_pixels: u64) -> Result<ImageI
     Ok(ImageInfo { kind, width, height })
 }
 
+/// Validate an upload completely: [`inspect`], then decode every pixel (under the same
+/// memory limits), so a truncated or corrupt file is refused at upload rather than by the
+/// job. CPU-heavy like [`process`]: run it on a blocking thread.
+pub fn validate(bytes: &[u8], max_bytes: usize, max_pixels: u64) -> Result<ImageInfo, AvatarError> {
+    let info = inspect(bytes, max_bytes, max_pixels)?;
+    decode(bytes, info.kind, max_pixels)?;
+    Ok(info)
+}
+
 /// Turn an upload into the stored renditions: validate it like [`inspect`] (no size limit
 /// here: check that at upload), decode it under memory limits derived from `max_pixels`,
 /// apply its EXIF orientation, crop the centred square, resize it to [`LARGE_SIZE`] and
@@ -437,6 +446,8 @@ mod tests {
             "{:?}",
             process(truncated, MAX_PIXELS)
         );
+        assert!(matches!(validate(truncated, MAX_BYTES, MAX_PIXELS), Err(AvatarError::Corrupt(_))));
+        assert!(validate(&bytes, MAX_BYTES, MAX_PIXELS).is_ok());
         // Cut inside the header: corrupt as well, already at inspect.
         assert!(matches!(inspect(&bytes[..20], MAX_BYTES, MAX_PIXELS), Err(AvatarError::Corrupt(_))));
     }

@@ -17,7 +17,9 @@ use apalis_sqlite::{SqlitePool, SqliteStorage};
 use futures::StreamExt;
 use futures::channel::mpsc;
 use serde::{Deserialize, Serialize};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use std::collections::HashMap;
+use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -68,9 +70,15 @@ impl Queue {
         } else {
             let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
             let path = path.split_once('?').map_or(path, |(p, _)| p);
-            let pool =
-                SqlitePool::connect(&format!("sqlite://{path}?mode=rwc")).await.context("opening the SQLite queue")?;
-            sqlx::query("pragma journal_mode = wal").execute(&pool).await?;
+            // The same durability settings as the app's pool: WAL, and a sync per checkpoint
+            // rather than per commit (a power cut may lose the last commits, never corrupt).
+            let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
+                .context("PARLEY_QUEUE_URL is not a valid SQLite URL")?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10));
+            let pool = SqlitePool::connect_with(options).await.context("opening the SQLite queue")?;
             // The app's migrations share the file's migration table, so neither set may
             // treat the other's versions as missing.
             let mut migrator = SqliteStorage::migrations();

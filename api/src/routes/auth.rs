@@ -48,7 +48,8 @@ fn user_agent(headers: &HeaderMap) -> &str {
 #[utoipa::path(post, path = "/api/auth/register/", tag = "accounts", request_body = RegisterRequest, responses(
     (status = 201, body = AuthResponse),
     (status = 409, description = "email or username taken", body = ErrorEnvelope),
-    (status = 422, description = "invalid fields", body = ErrorEnvelope)))]
+    (status = 422, description = "invalid fields", body = ErrorEnvelope),
+    (status = 429, description = "too many attempts from this address; see Retry-After", body = ErrorEnvelope)))]
 pub async fn register(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -65,6 +66,8 @@ pub async fn register(
     let (email, password) = (email.expect("checked"), password.expect("checked"));
     let (username, display_name) = (username.flatten(), display_name.flatten());
 
+    // Hashing is costly: sign-ups share the address's sign-in quota.
+    state.login_limiter.check_ip(ip)?;
     let hash = state.hasher.hash(password.expose()).await?;
     // The account and its verification email commit together: no account without its
     // email job, no email for an account that was rolled back.

@@ -71,7 +71,12 @@ pub async fn upload_avatar(
         }
     }
     let bytes = bytes.ok_or_else(|| ApiError::field("file", "is required"))?;
-    avatar::inspect(&bytes, max, state.config.max_avatar_pixels).map_err(image_error)?;
+    let max_pixels = state.config.max_avatar_pixels;
+    let checked = bytes.clone();
+    tokio::task::spawn_blocking(move || avatar::validate(&checked, max, max_pixels))
+        .await
+        .map_err(anyhow::Error::from)?
+        .map_err(image_error)?;
     let upload_key = new_key("uploads", "bin");
     state.media.put(&upload_key, bytes.to_vec()).await?;
     let payload = ProcessAvatar { user_id: auth.user.id, upload_key: upload_key.clone() };

@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use parley_shared::jobs::{JobKind, LlmCompletion};
 use parley_shared::store::chat::{self, Message, NewMessage, Session};
-use parley_shared::store::{jobs, llm_configs};
+use parley_shared::store::{jobs, llm_configs, users};
 use parley_shared::time::from_ms;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -82,19 +82,22 @@ pub async fn chat(
     if text.chars().count() > max {
         return Err(ApiError::field("message", format!("must be at most {max} characters")));
     }
-    let active = jobs::count_active(&state.db.pool, user, JobKind::LlmCompletion).await?;
-    if active >= state.config.llm_max_concurrent_per_user {
-        return Err(ApiError::RateLimited { retry_after_secs: 1 });
-    }
     let pool = &state.db.pool;
     let existing = match &req.session_id {
         Some(id) => Some(chat::get_session(pool, id, user).await?.ok_or(ApiError::NotFound)?),
         None => None,
     };
-    let config_id = req.config_id.clone().or_else(|| existing.as_ref().and_then(|s| s.config_id.clone()));
+    let config_id = req.config_id.clone();
     let config = match &config_id {
         Some(id) => llm_configs::get(pool, id).await?.filter(|c| c.enabled),
-        None => llm_configs::default_enabled(pool).await?,
+        // The session's model while it is enabled, else the default one.
+        None => match existing.as_ref().and_then(|s| s.config_id.as_deref()) {
+            Some(id) => match llm_configs::get(pool, id).await?.filter(|c| c.enabled) {
+                Some(config) => Some(config),
+                None => llm_configs::default_enabled(pool).await?,
+            },
+            None => llm_configs::default_enabled(pool).await?,
+        },
     };
     let Some(config) = config else {
         return Err(match config_id {
@@ -108,6 +111,12 @@ pub async fn chat(
     };
 
     let mut tx = pool.begin().await?;
+    // Counted under the user's row lock, so concurrent requests cannot both pass the limit.
+    users::lock(&mut *tx, user).await?;
+    let active = jobs::count_active(&mut *tx, user, JobKind::LlmCompletion).await?;
+    if active >= state.config.llm_max_concurrent_per_user {
+        return Err(ApiError::RateLimited { retry_after_secs: 1 });
+    }
     let session = match existing {
         Some(s) if s.config_id.as_deref() != Some(config.id.as_str()) => {
             // The model picked for this message becomes the session's model.
@@ -307,9 +316,8 @@ pub async fn update_session(
         errors.add("title", "must be 1 to 200 characters");
     }
     let tags = req.tags.map(|tags| {
-        let mut clean: Vec<String> = tags.iter().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()).collect();
-        clean.dedup();
-        clean
+        let mut seen = std::collections::HashSet::new();
+        tags.iter().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty() && seen.insert(t.clone())).collect::<Vec<_>>()
     });
     if let Some(tags) = &tags
         && (tags.len() > MAX_TAGS || tags.iter().any(|t| t.chars().count() > 50))

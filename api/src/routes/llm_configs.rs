@@ -114,7 +114,8 @@ pub async fn get_config(
 }
 
 /// A config to create, or the fields to change (PATCH). `api_key: null` removes the key.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+/// Its `Debug` output hides the key.
+#[derive(Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigRequest {
     pub name: Option<String>,
@@ -134,6 +135,24 @@ pub struct ConfigRequest {
     pub system_prompt: Option<String>,
     pub is_default: Option<bool>,
     pub enabled: Option<bool>,
+}
+
+impl std::fmt::Debug for ConfigRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigRequest")
+            .field("name", &self.name)
+            .field("provider", &self.provider)
+            .field("model", &self.model)
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|k| k.as_ref().map(|_| "[redacted]")))
+            .field("temperature", &self.temperature)
+            .field("max_tokens", &self.max_tokens)
+            .field("context_window", &self.context_window)
+            .field("system_prompt", &self.system_prompt)
+            .field("is_default", &self.is_default)
+            .field("enabled", &self.enabled)
+            .finish()
+    }
 }
 
 fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {

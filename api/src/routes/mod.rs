@@ -1,6 +1,7 @@
 //! The router: one module per route group.
 
 pub mod admin_jobs;
+pub mod admin_users;
 pub mod auth;
 pub mod avatar;
 pub mod chat;
@@ -26,6 +27,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::routes())
         .merge(jobs::routes())
         .merge(admin_jobs::routes())
+        .merge(admin_users::routes())
         .merge(chat::routes())
         .merge(llm_configs::routes())
         .merge(docs::routes())

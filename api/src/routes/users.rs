@@ -119,13 +119,18 @@ pub async fn delete_me(
         return Err(errors.into_error());
     }
     users::delete(&state.db.pool, auth.user.id).await?;
-    if let Some(key) = &auth.user.avatar_key {
+    remove_avatar_files(&state, &auth.user).await;
+    tracing::info!(user.id = %auth.user.id, "account deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Removes a deleted account's avatar files (a failure only leaves orphaned files).
+pub async fn remove_avatar_files(state: &AppState, user: &User) {
+    if let Some(key) = &user.avatar_key {
         for file in parley_shared::avatar::avatar_files(key) {
             if let Err(e) = state.media.delete(&file).await {
                 tracing::warn!(error = %e, "removing a deleted account's avatar failed");
             }
         }
     }
-    tracing::info!(user.id = %auth.user.id, "account deleted");
-    Ok(StatusCode::NO_CONTENT)
 }

@@ -43,8 +43,15 @@ macro_rules! both_backends {
     )*};
 }
 
+/// The PostgreSQL server of the distributed-profile tests. Unset, those tests are skipped,
+/// except in CI (`CI` set), where a skipped suite would be a hole: there it is an error.
 pub fn postgres_url() -> Option<String> {
-    std::env::var("PARLEY_TEST_DATABASE_URL").ok().filter(|s| !s.is_empty())
+    let url = std::env::var("PARLEY_TEST_DATABASE_URL").ok().filter(|s| !s.is_empty());
+    assert!(
+        url.is_some() || std::env::var_os("CI").is_none(),
+        "CI is set but PARLEY_TEST_DATABASE_URL is not: the PostgreSQL and Redis tests would be skipped"
+    );
+    url
 }
 
 pub fn redis_url() -> String {

@@ -1,6 +1,6 @@
 //! Chat sessions and their messages.
 
-use super::Exec;
+use super::{Exec, escape_like};
 use crate::error::StoreError;
 use crate::ids::UserId;
 use crate::time::now_ms;
@@ -105,11 +105,6 @@ pub async fn list_sessions<'e, E: Exec<'e>>(
         .bind(limit)
         .fetch_all(ex)
         .await?)
-}
-
-/// `s` matched literally by `like ... escape '\'`.
-fn escape_like(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
 }
 
 pub async fn update_session<'e, E: Exec<'e>>(

@@ -66,31 +66,64 @@ pub async fn peek<'e, E: Exec<'e>>(ex: E, token: &str, purpose: &str) -> Result<
     Ok(row.and_then(|(id,)| id.parse().ok()))
 }
 
-/// Whether the email of job `job_id` was already sent (a re-run must not send it again).
-pub async fn delivery_recorded<'e, E: Exec<'e>>(ex: E, job_id: &str) -> Result<Option<String>, StoreError> {
-    let row: Option<(String,)> = sqlx::query_as("select message_id from email_deliveries where job_id = $1")
-        .bind(job_id)
-        .fetch_optional(ex)
-        .await?;
-    Ok(row.map(|(m,)| m))
+/// What an earlier attempt of an email job did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// No attempt has started sending: this one may.
+    Claimed,
+    /// An earlier attempt's send was accepted by the transport, with this message id.
+    Sent(String),
+    /// An earlier attempt started sending and never recorded the outcome (its process
+    /// died): the email may have gone out, so it is not sent again.
+    Interrupted,
 }
 
-pub async fn record_delivery<'e, E: Exec<'e>>(
+/// Claims the sending of job `job_id`'s email before it is handed to the transport, so a
+/// re-run after a crash sends nothing twice (at most once). A failed send gives the claim
+/// back with [`release_delivery`].
+pub async fn claim_delivery<'e, E: Exec<'e> + Copy>(
     ex: E,
     job_id: &str,
     template: &str,
-    message_id: &str,
-) -> Result<(), StoreError> {
+) -> Result<Delivery, StoreError> {
     let now = now_ms();
-    sqlx::query(
-        "insert into email_deliveries (job_id, template, message_id, created_at, updated_at) values ($1, $2, $3, $4, $4)
+    let inserted = sqlx::query(
+        "insert into email_deliveries (job_id, template, message_id, created_at, updated_at) values ($1, $2, '', $3, $3)
          on conflict (job_id) do nothing",
     )
     .bind(job_id)
     .bind(template)
-    .bind(message_id)
     .bind(now)
     .execute(ex)
-    .await?;
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(Delivery::Claimed);
+    }
+    let row: Option<(String,)> = sqlx::query_as("select message_id from email_deliveries where job_id = $1")
+        .bind(job_id)
+        .fetch_optional(ex)
+        .await?;
+    Ok(match row {
+        Some((m,)) if !m.is_empty() => Delivery::Sent(m),
+        _ => Delivery::Interrupted,
+    })
+}
+
+/// Records that the claimed email of `job_id` was accepted by the transport.
+pub async fn record_delivery<'e, E: Exec<'e>>(ex: E, job_id: &str, message_id: &str) -> Result<(), StoreError> {
+    sqlx::query("update email_deliveries set message_id = $2, updated_at = $3 where job_id = $1")
+        .bind(job_id)
+        .bind(message_id)
+        .bind(now_ms())
+        .execute(ex)
+        .await?;
+    Ok(())
+}
+
+/// Gives back a claim whose send failed before the transport accepted the email, so a
+/// retry may send it.
+pub async fn release_delivery<'e, E: Exec<'e>>(ex: E, job_id: &str) -> Result<(), StoreError> {
+    sqlx::query("delete from email_deliveries where job_id = $1 and message_id = ''").bind(job_id).execute(ex).await?;
     Ok(())
 }

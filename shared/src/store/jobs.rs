@@ -129,21 +129,27 @@ pub async fn unclaim_dispatch<'e, E: Exec<'e>>(ex: E, id: &str) -> Result<(), St
     Ok(())
 }
 
-/// Starts an attempt: the job must be waiting (or running under an expired lease, its
-/// worker gone) and not cancelled. `None` means someone else has it or it is finished.
+/// How far apart the clocks of two processes may be.
+const CLOCK_SKEW_MS: i64 = 500;
+
+/// Starts an attempt: the job must be waiting and due (or running under an expired lease,
+/// its worker gone) and not cancelled. `None` means someone else has it, it is finished, or
+/// its retry is not due yet (a duplicate delivery must not skip the backoff).
 pub async fn start<'e, E: Exec<'e>>(ex: E, id: JobId, lease_ms: i64) -> Result<Option<Job>, StoreError> {
     let now = now_ms();
     let sql = format!(
         "update parley_jobs set status = 'running', attempts = attempts + 1, started_at = coalesce(started_at, $2),
              lease_until = $3, updated_at = $2
          where id = $1 and cancel_requested = false
-           and (status in ('queued', 'retrying') or (status = 'running' and lease_until < $2))
+           and ((status in ('queued', 'retrying') and run_after <= $4) or (status = 'running' and lease_until < $2))
          returning {COLUMNS}"
     );
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(id.to_string())
         .bind(now)
         .bind(now + lease_ms)
+        // Room for the clocks of the process that wrote `run_after` and this one to differ.
+        .bind(now + CLOCK_SKEW_MS)
         .fetch_optional(ex)
         .await?)
 }

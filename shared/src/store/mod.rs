@@ -15,3 +15,8 @@ pub mod users;
 /// Anything a query can run on: `&AnyPool`, `&mut AnyConnection`, `&mut Transaction<Any>`.
 pub trait Exec<'e>: sqlx::Executor<'e, Database = sqlx::Any> {}
 impl<'e, T: sqlx::Executor<'e, Database = sqlx::Any>> Exec<'e> for T {}
+
+/// `s` matched literally by `like ... escape '\'`.
+pub(crate) fn escape_like(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}

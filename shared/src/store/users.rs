@@ -186,3 +186,61 @@ pub async fn set_avatar<'e, E: Exec<'e> + Copy>(
     }
     Err(StoreError::Other(anyhow::anyhow!("the avatar kept changing under a concurrent update")))
 }
+
+/// Filters of the admin's user list.
+#[derive(Debug, Default)]
+pub struct UserFilter<'a> {
+    /// Part of the email, username or display name (case-insensitive).
+    pub search: Option<&'a str>,
+    pub is_active: Option<bool>,
+    pub is_admin: Option<bool>,
+}
+
+/// Users, newest first, before the cursor id `before`.
+pub async fn list<'e, E: Exec<'e>>(
+    ex: E,
+    filter: &UserFilter<'_>,
+    before: Option<UserId>,
+    limit: i64,
+) -> Result<Vec<User>, StoreError> {
+    let sql = format!(
+        "select {COLUMNS} from users
+         where ($1 is null or id < $1)
+           and ($2 is null or email_lower like $2 escape '\\' or coalesce(username_lower, '') like $2 escape '\\'
+                or lower(display_name) like $2 escape '\\')
+           and ($3 is null or is_active = $3)
+           and ($4 is null or is_admin = $4)
+         order by id desc limit $5"
+    );
+    let pattern = filter.search.map(|s| format!("%{}%", super::escape_like(&s.to_lowercase())));
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(before.map(|b| b.to_string()))
+        .bind(pattern)
+        .bind(filter.is_active)
+        .bind(filter.is_admin)
+        .bind(limit)
+        .fetch_all(ex)
+        .await?)
+}
+
+/// Activates or deactivates an account (a deactivated one cannot sign in; its sessions are
+/// ended by the caller in the same transaction).
+pub async fn set_active<'e, E: Exec<'e>>(ex: E, id: UserId, is_active: bool) -> Result<(), StoreError> {
+    let done = sqlx::query("update users set is_active = $2, updated_at = $3 where id = $1")
+        .bind(id.to_string())
+        .bind(is_active)
+        .bind(now_ms())
+        .execute(ex)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
+/// Takes the write lock on a user's row until the transaction ends (on SQLite, the
+/// database's write lock), so per-user limits checked after it cannot be raced.
+pub async fn lock<'e, E: Exec<'e>>(ex: E, id: UserId) -> Result<(), StoreError> {
+    sqlx::query("update users set updated_at = updated_at where id = $1").bind(id.to_string()).execute(ex).await?;
+    Ok(())
+}

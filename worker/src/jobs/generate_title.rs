@@ -71,6 +71,10 @@ pub fn clean_title(raw: &str) -> String {
         }
         s.replace_range(start..end + "</think>".len(), "");
     }
+    // A reasoning block the token limit cut off before it closed: no title in it.
+    if let Some(start) = s.find("<think>") {
+        s.truncate(start);
+    }
     let line = s.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
     let line = line.trim_start_matches("Title:").trim_start_matches("title:");
     let trimmed = line
@@ -89,6 +93,8 @@ mod tests {
     fn titles_lose_reasoning_quotes_and_trailing_punctuation() {
         assert_eq!(clean_title("<think>hmm, maybe</think>\n\"Rust lifetimes explained.\""), "Rust lifetimes explained");
         assert_eq!(clean_title("Title: Paris trip\nextra"), "Paris trip");
+        // Cut off inside the reasoning: nothing usable, so the fallback title stays.
+        assert_eq!(clean_title("<think>Let me think about what this chat is"), "");
     }
 
     #[test]

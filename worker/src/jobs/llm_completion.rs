@@ -46,25 +46,36 @@ pub async fn run(ctx: &WorkerContext, job: &Job, mut cancel: CancelSignal) -> Re
         chat::save_partial(pool, &message.id, "", "pending").await?;
         events.emit("status", json!({"status": "restarted", "attempt": job.attempts})).await?;
     }
-    let mut stream = match ctx.llm.stream_chat(&settings, &prompt).await {
+    let mut text = String::new();
+    let (mut usage, mut finish, mut model) = (None, None, Some(config.model.clone()));
+    // A cancel is honoured while the provider has not answered yet, too.
+    let connected = tokio::select! {
+        connected = ctx.llm.stream_chat(&settings, &prompt) => connected,
+        _ = cancel.changed() => return cancelled(ctx, &message.id, &text, model.as_deref()).await,
+    };
+    let mut stream = match connected {
         Ok(stream) => stream,
         Err(e) => return Err(fail(ctx, job, &message.id, "", e).await),
     };
     chat::save_partial(pool, &message.id, "", "streaming").await?;
 
-    let mut text = String::new();
-    let (mut usage, mut finish, mut model) = (None, None, Some(config.model.clone()));
+    // The partial text is saved at most SAVE_EVERY after it changed, also when the provider
+    // pauses after a burst of tokens.
     let mut saved_at = Instant::now();
+    let mut unsaved = false;
     loop {
+        let save_due = tokio::time::Instant::from_std(saved_at + SAVE_EVERY);
         tokio::select! {
             item = stream.next() => match item {
                 None => break,
                 Some(Ok(StreamItem::Delta(delta))) => {
                     text.push_str(&delta);
                     events.emit("delta", json!({"text": delta})).await?;
+                    unsaved = true;
                     if saved_at.elapsed() >= SAVE_EVERY {
                         chat::save_partial(pool, &message.id, &text, "streaming").await?;
                         saved_at = Instant::now();
+                        unsaved = false;
                     }
                 }
                 Some(Ok(StreamItem::Usage { prompt_tokens, completion_tokens })) => usage = Some((prompt_tokens, completion_tokens)),
@@ -72,12 +83,12 @@ pub async fn run(ctx: &WorkerContext, job: &Job, mut cancel: CancelSignal) -> Re
                 Some(Ok(StreamItem::Model(m))) => model = Some(m),
                 Some(Err(e)) => return Err(fail(ctx, job, &message.id, &text, e).await),
             },
-            _ = cancel.changed() => {
-                let outcome = Outcome { status: "cancelled", content: &text, model: model.as_deref(), ..Outcome::default() };
-                chat::finish_message(pool, &message.id, &outcome).await?;
-                tracing::info!(chars = text.len(), "generation cancelled; partial text kept");
-                return Ok(json!({"message_id": message.id, "cancelled": true}));
+            _ = tokio::time::sleep_until(save_due), if unsaved => {
+                chat::save_partial(pool, &message.id, &text, "streaming").await?;
+                saved_at = Instant::now();
+                unsaved = false;
             }
+            _ = cancel.changed() => return cancelled(ctx, &message.id, &text, model.as_deref()).await,
         }
     }
     let outcome = Outcome {
@@ -103,6 +114,19 @@ pub async fn run(ctx: &WorkerContext, job: &Job, mut cancel: CancelSignal) -> Re
         "prompt_tokens": usage.map(|u| u.0),
         "completion_tokens": usage.map(|u| u.1),
     }))
+}
+
+/// Ends the reply as cancelled, keeping the text it has.
+async fn cancelled(
+    ctx: &WorkerContext,
+    message_id: &str,
+    text: &str,
+    model: Option<&str>,
+) -> Result<serde_json::Value, JobError> {
+    let outcome = Outcome { status: "cancelled", content: text, model, ..Outcome::default() };
+    chat::finish_message(&ctx.db.pool, message_id, &outcome).await?;
+    tracing::info!(chars = text.len(), "generation cancelled; partial text kept");
+    Ok(json!({"message_id": message_id, "cancelled": true}))
 }
 
 /// The session's config, or the default one; it must be enabled.

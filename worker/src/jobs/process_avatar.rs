@@ -16,10 +16,16 @@ pub async fn run(ctx: &WorkerContext, job: &Job) -> Result<serde_json::Value, Jo
         return Err(JobError::fatal("the uploaded file is gone"));
     };
     let max_pixels = ctx.config.max_avatar_pixels;
-    let processed = tokio::task::spawn_blocking(move || avatar::process(&upload, max_pixels))
-        .await
-        .map_err(anyhow::Error::from)?
-        .map_err(JobError::fatal)?;
+    let processed =
+        tokio::task::spawn_blocking(move || avatar::process(&upload, max_pixels)).await.map_err(anyhow::Error::from)?;
+    let processed = match processed {
+        Ok(processed) => processed,
+        Err(e) => {
+            // It will never process: keep nothing of it.
+            ctx.media.delete(&p.upload_key).await?;
+            return Err(JobError::fatal(e));
+        }
+    };
     let key =
         parley_shared::auth::random_token().chars().filter(char::is_ascii_alphanumeric).take(32).collect::<String>();
     let [large, small] = avatar_files(&key);

@@ -5,6 +5,7 @@ use super::{JobError, payload};
 use crate::WorkerContext;
 use parley_shared::jobs::{EmailKind, SendEmail};
 use parley_shared::mail::{PermanentMailError, TemplateName};
+use parley_shared::store::email_tokens::Delivery;
 use parley_shared::store::jobs::Job;
 use parley_shared::store::{email_tokens, users};
 use serde_json::json;
@@ -16,34 +17,59 @@ pub async fn run(ctx: &WorkerContext, job: &Job) -> Result<serde_json::Value, Jo
     let p: SendEmail = payload(job)?;
     let job_key = job.id.to_string();
     let pool = &ctx.db.pool;
-    if let Some(message_id) = email_tokens::delivery_recorded(pool, &job_key).await? {
-        tracing::info!("email already sent by an earlier attempt");
-        return Ok(json!({"message_id": message_id}));
-    }
     let user = users::by_id(pool, p.user_id).await?.ok_or_else(|| JobError::fatal("the user no longer exists"))?;
+    let template = match p.email {
+        EmailKind::VerifyEmail => TemplateName::VerifyEmail,
+        EmailKind::PasswordReset => TemplateName::PasswordReset,
+        EmailKind::PasswordChanged => TemplateName::PasswordChanged,
+    };
+    if template == TemplateName::VerifyEmail && user.email_verified {
+        return Ok(json!({"skipped": "the address is already verified"}));
+    }
+    // The claim comes before the token and the send: a re-run after a crash finds it and
+    // sends nothing (and issues no second token that would void the first link).
+    match email_tokens::claim_delivery(pool, &job_key, template.as_str()).await? {
+        Delivery::Claimed => {}
+        Delivery::Sent(message_id) => {
+            tracing::info!("email already sent by an earlier attempt");
+            return Ok(json!({"message_id": message_id, "template": template.as_str()}));
+        }
+        Delivery::Interrupted => {
+            tracing::warn!("an earlier attempt was cut off while sending; not sending again");
+            return Ok(
+                json!({"skipped": "an earlier attempt was cut off while sending", "template": template.as_str()}),
+            );
+        }
+    }
     let base = &ctx.config.public_url;
-    let (template, link, expires_in) = match p.email {
-        EmailKind::VerifyEmail => {
-            if user.email_verified {
-                return Ok(json!({"skipped": "the address is already verified"}));
-            }
+    let (link, expires_in) = match template {
+        TemplateName::VerifyEmail => {
             let token = email_tokens::issue(pool, user.id, email_tokens::VERIFY_EMAIL, VERIFY_TTL_SECS).await?;
-            (TemplateName::VerifyEmail, format!("{base}/verify-email?token={token}"), "24 hours")
+            (format!("{base}/verify-email?token={token}"), "24 hours")
         }
-        EmailKind::PasswordReset => {
+        TemplateName::PasswordReset => {
             let token = email_tokens::issue(pool, user.id, email_tokens::PASSWORD_RESET, RESET_TTL_SECS).await?;
-            (TemplateName::PasswordReset, format!("{base}/reset-password?token={token}"), "30 minutes")
+            (format!("{base}/reset-password?token={token}"), "30 minutes")
         }
-        EmailKind::PasswordChanged => (TemplateName::PasswordChanged, format!("{base}/reset-password"), ""),
+        TemplateName::PasswordChanged => (format!("{base}/reset-password"), ""),
     };
     let context = json!({"display_name": user.display_name, "link": link, "expires_in": expires_in});
-    let email = ctx.templates.render(template, &context).map_err(JobError::Fatal)?;
-    let message_id = ctx
-        .mailer
-        .send(&user.email, &email)
-        .await
-        .map_err(|e| if e.is::<PermanentMailError>() { JobError::Fatal(e) } else { JobError::from(e) })?;
-    email_tokens::record_delivery(pool, &job_key, template.as_str(), &message_id).await?;
+    let email = match ctx.templates.render(template, &context) {
+        Ok(email) => email,
+        Err(e) => {
+            email_tokens::release_delivery(pool, &job_key).await?;
+            return Err(JobError::Fatal(e));
+        }
+    };
+    let message_id = match ctx.mailer.send(&user.email, &email).await {
+        Ok(message_id) => message_id,
+        Err(e) => {
+            // The transport did not take the email: a retry may send it.
+            email_tokens::release_delivery(pool, &job_key).await?;
+            return Err(if e.is::<PermanentMailError>() { JobError::Fatal(e) } else { JobError::from(e) });
+        }
+    };
+    email_tokens::record_delivery(pool, &job_key, &message_id).await?;
     tracing::info!(user.id = %user.id, template = template.as_str(), "email sent");
     Ok(json!({"message_id": message_id, "template": template.as_str()}))
 }

@@ -1,0 +1,147 @@
+//! User management for admins: search and filter accounts, deactivate one (which ends its
+//! sessions at once), grant or take admin rights, delete an account.
+
+use crate::error::{ApiError, ApiResult, ErrorEnvelope};
+use crate::extract::{AdminUser, Json, Query};
+use crate::pagination::{Page, PageQuery};
+use crate::routes::users::UserProfile;
+use crate::state::AppState;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use parley_shared::ids::UserId;
+use parley_shared::store::sessions;
+use parley_shared::store::users::{self, User, UserFilter};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/admin/users", get(list_users))
+        .route("/api/admin/users/{id}", get(get_user).patch(update_user).delete(delete_user))
+}
+
+/// An account as admins see it: the profile and whether it may sign in.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminUserView {
+    #[serde(flatten)]
+    pub profile: UserProfile,
+    pub is_active: bool,
+}
+
+impl AdminUserView {
+    fn new(user: &User, state: &AppState) -> Self {
+        Self { profile: UserProfile::new(user, &state.config), is_active: user.is_active }
+    }
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+pub struct UserListFilter {
+    /// Part of the email, username or display name.
+    pub search: Option<String>,
+    pub is_active: Option<bool>,
+    pub is_admin: Option<bool>,
+}
+
+/// Longest `?search=`.
+const MAX_SEARCH_CHARS: usize = 200;
+
+/// Every account, newest first.
+#[utoipa::path(get, path = "/api/admin/users/", tag = "admin", params(PageQuery, UserListFilter), security(("bearer" = [])), responses(
+    (status = 200, body = Page<AdminUserView>), (status = 403, body = ErrorEnvelope), (status = 422, body = ErrorEnvelope)))]
+pub async fn list_users(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    Query(page): Query<PageQuery>,
+    Query(filter): Query<UserListFilter>,
+) -> ApiResult<Json<Page<AdminUserView>>> {
+    let (limit, cursor) = page.parse::<UserId>()?;
+    let search = filter.search.as_deref().map(str::trim).filter(|s| !s.is_empty());
+    if search.is_some_and(|s| s.chars().count() > MAX_SEARCH_CHARS) {
+        return Err(ApiError::field("search", format!("must be at most {MAX_SEARCH_CHARS} characters")));
+    }
+    let filter = UserFilter { search, is_active: filter.is_active, is_admin: filter.is_admin };
+    let rows = users::list(&state.db.pool, &filter, cursor, limit + 1).await?;
+    Ok(Json(Page::from_rows(rows, limit, |u| u.id.to_string(), |u| AdminUserView::new(&u, &state))))
+}
+
+async fn find(state: &AppState, id: &str) -> ApiResult<User> {
+    let id: UserId = id.parse().map_err(|_| ApiError::NotFound)?;
+    users::by_id(&state.db.pool, id).await?.ok_or(ApiError::NotFound)
+}
+
+/// One account.
+#[utoipa::path(get, path = "/api/admin/users/{id}/", tag = "admin", params(("id" = String, Path)), security(("bearer" = [])), responses(
+    (status = 200, body = AdminUserView), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+pub async fn get_user(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AdminUserView>> {
+    let user = find(&state, &id).await?;
+    Ok(Json(AdminUserView::new(&user, &state)))
+}
+
+/// What an admin may change about an account; absent fields stay as they are.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminUserUpdate {
+    /// `false` deactivates the account: it cannot sign in, and every session ends at once.
+    pub is_active: Option<bool>,
+    pub is_admin: Option<bool>,
+}
+
+/// Deactivates or reactivates an account, or grants or takes admin rights.
+#[utoipa::path(patch, path = "/api/admin/users/{id}/", tag = "admin", params(("id" = String, Path)), request_body = AdminUserUpdate, security(("bearer" = [])), responses(
+    (status = 200, body = AdminUserView), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+    (status = 422, description = "an admin cannot deactivate or demote their own account", body = ErrorEnvelope)))]
+pub async fn update_user(
+    State(state): State<AppState>,
+    admin: AdminUser,
+    Path(id): Path<String>,
+    Json(req): Json<AdminUserUpdate>,
+) -> ApiResult<Json<AdminUserView>> {
+    let user = find(&state, &id).await?;
+    if user.id == admin.0.user.id {
+        if req.is_active == Some(false) {
+            return Err(ApiError::field("is_active", "you cannot deactivate your own account"));
+        }
+        if req.is_admin == Some(false) {
+            return Err(ApiError::field("is_admin", "you cannot take your own admin rights"));
+        }
+    }
+    let mut tx = state.db.pool.begin().await?;
+    if let Some(active) = req.is_active {
+        users::set_active(&mut *tx, user.id, active).await?;
+        if !active {
+            let ended = sessions::revoke_all(&mut *tx, user.id, None, "deactivated").await?;
+            tracing::info!(user.id = %user.id, sessions = ended, "account deactivated");
+        }
+    }
+    if let Some(is_admin) = req.is_admin {
+        users::set_admin(&mut *tx, user.id, is_admin).await?;
+    }
+    tx.commit().await?;
+    let user = users::by_id(&state.db.pool, user.id).await?.ok_or(ApiError::NotFound)?;
+    Ok(Json(AdminUserView::new(&user, &state)))
+}
+
+/// Deletes an account and everything it owns; every session ends.
+#[utoipa::path(delete, path = "/api/admin/users/{id}/", tag = "admin", params(("id" = String, Path)), security(("bearer" = [])), responses(
+    (status = 204, description = "deleted"), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+    (status = 422, description = "an admin cannot delete their own account here", body = ErrorEnvelope)))]
+pub async fn delete_user(
+    State(state): State<AppState>,
+    admin: AdminUser,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let user = find(&state, &id).await?;
+    if user.id == admin.0.user.id {
+        return Err(ApiError::field("id", "delete your own account with DELETE /api/users/me/"));
+    }
+    users::delete(&state.db.pool, user.id).await?;
+    crate::routes::users::remove_avatar_files(&state, &user).await;
+    tracing::info!(user.id = %user.id, "account deleted by an admin");
+    Ok(StatusCode::NO_CONTENT)
+}
