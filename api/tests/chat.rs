@@ -164,6 +164,8 @@ both_backends! {
         let started = std::time::Instant::now();
         let res = app.post_json(&format!("/api/jobs/{}/cancel/", accepted["job_id"].as_str().unwrap()), &Value::Null, Some(&user.access)).await;
         assert_eq!(res.status(), StatusCode::ACCEPTED);
+        // The provider's stream is dropped within a second.
+        fake.wait_for_disconnects(1, Duration::from_secs(1)).await;
         app.wait_for_status(&user.access, accepted["job_id"].as_str().unwrap(), "cancelled").await;
         assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
         let reply = message(&app, &user.access, session, reply_id).await;
@@ -209,6 +211,50 @@ both_backends! {
         assert_error(res, StatusCode::NOT_FOUND, "not_found").await;
         let search: Value = app.client.get(app.url("/api/llm/sessions/?search=secret")).bearer_auth(&ann.access).send().await.unwrap().json().await.unwrap();
         assert_eq!(search["items"].as_array().unwrap().len(), 1);
+    }
+
+    async fn the_anthropic_provider_retries_a_429_and_fails_a_bad_key_at_once(backend: Backend) {
+        let fake = FakeLlm::anthropic(vec![Step::error(429, "rate limited", Some(1)), Step::reply(&["ok"])]).await.require_key("sk-ant");
+        let (app, admin) = app_with_model(backend, &fake, "anthropic", "sk-ant", &[]).await;
+        let user = app.signup("claude429@example.com").await;
+        let accepted = send(&app, &user.access, json!({"message": "salut"})).await;
+        let job = app.wait_for_status(&user.access, accepted["job_id"].as_str().unwrap(), "succeeded").await;
+        assert_eq!(job["attempts"], 2);
+        let requests = fake.requests();
+        assert!(requests[1].at - requests[0].at >= Duration::from_millis(900));
+        // The key changes to a wrong one: one request, no retry, a clear error.
+        let id = models_id(&app, &admin.access).await;
+        let res = app.client.patch(app.url(&format!("/api/llm/configs/{id}/"))).bearer_auth(&admin.access)
+            .json(&json!({"api_key": "sk-wrong"})).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let before = fake.request_count();
+        let accepted = send(&app, &user.access, json!({"message": "encore", "session_id": accepted["session_id"]})).await;
+        let job = app.wait_for_status(&user.access, accepted["job_id"].as_str().unwrap(), "failed").await;
+        assert_eq!(job["attempts"], 1);
+        assert!(job["error"].as_str().unwrap().contains("credentials"), "{job}");
+        assert_eq!(fake.request_count(), before + 1);
+    }
+
+    async fn a_partial_reply_is_saved_within_half_a_second_even_when_the_provider_pauses(backend: Backend) {
+        let fake = FakeLlm::openai(vec![Step::reply_with_delays(&["first", " second"], 0, 4_000)]).await;
+        let (app, _) = app_with_model(backend, &fake, "openai_compatible", "sk-test", &[("PARLEY_LLM_STALL_SECS", "30")]).await;
+        let user = app.signup("partial@example.com").await;
+        let accepted = send(&app, &user.access, json!({"message": "go"})).await;
+        let (session, reply_id) = (accepted["session_id"].as_str().unwrap(), accepted["assistant_message_id"].as_str().unwrap());
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let reply = loop {
+            let reply = message(&app, &user.access, session, reply_id).await;
+            if !reply["content"].as_str().unwrap().is_empty() {
+                break reply;
+            }
+            assert!(std::time::Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        // Saved while the provider is still silent after its first token.
+        assert_eq!(reply["content"], "first");
+        assert_eq!(reply["status"], "streaming");
+        app.wait_for_status(&user.access, accepted["job_id"].as_str().unwrap(), "succeeded").await;
+        assert_eq!(message(&app, &user.access, session, reply_id).await["content"], "first second");
     }
 
     async fn the_anthropic_provider_streams_a_reply(backend: Backend) {
@@ -340,8 +386,16 @@ async fn concurrent_generations_and_message_length_are_limited() {
     )
     .await;
     let user = app.signup("limits@example.com").await;
-    send(&app, &user.access, json!({"message": "one"})).await;
-    send(&app, &user.access, json!({"message": "two"})).await;
+    // Six at once: the limit holds under concurrency, two get in.
+    let app_ref = &app;
+    let tries = (0..6).map(|i| {
+        let body = json!({"message": format!("n{i}")});
+        let token = user.access.clone();
+        async move { app_ref.post_json("/api/llm/chat/", &body, Some(&token)).await }
+    });
+    let statuses: Vec<StatusCode> = futures::future::join_all(tries).await.iter().map(|r| r.status()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::ACCEPTED).count(), 2, "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == StatusCode::ACCEPTED || *s == StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
     let third = app.post_json("/api/llm/chat/", &json!({"message": "three"}), Some(&user.access)).await;
     assert_error(third, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
     let other = app.signup("other@example.com").await;

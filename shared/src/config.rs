@@ -28,12 +28,25 @@ impl SecretUrl {
     }
     /// The URL with any `user:password@` part replaced.
     pub fn redacted(&self) -> String {
-        match (self.0.find("://"), self.0.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => {
-                format!("{}://***@{}", &self.0[..scheme], &self.0[at + 1..])
-            }
-            _ => self.0.clone(),
+        let (base, query) = self.0.split_once('?').map_or((self.0.as_str(), None), |(b, q)| (b, Some(q)));
+        let mut out = match (base.find("://"), base.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &base[..scheme], &base[at + 1..]),
+            _ => base.to_owned(),
+        };
+        if let Some(query) = query {
+            // A password can also come as a parameter (`?password=`, `sslpassword=`, ...).
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if ["pass", "secret", "token", "key"].iter().any(|s| k.to_lowercase().contains(s)) => {
+                        format!("{k}=***")
+                    }
+                    _ => p.to_owned(),
+                })
+                .collect();
+            out = format!("{out}?{}", params.join("&"));
         }
+        out
     }
 }
 
@@ -214,10 +227,17 @@ impl Config {
             refresh_reuse_grace_secs: v.parse("PARLEY_REFRESH_REUSE_GRACE_SECS", 10)?,
             session_max_age_secs: v.positive("PARLEY_SESSION_MAX_AGE_SECS", 30 * 24 * 3600)?,
             session_idle_timeout_secs: v.positive("PARLEY_SESSION_IDLE_TIMEOUT_SECS", 7 * 24 * 3600)?,
-            argon2: Argon2Params {
-                memory_kib: v.positive("PARLEY_ARGON2_MEMORY_KIB", 19 * 1024)?,
-                iterations: v.positive("PARLEY_ARGON2_ITERATIONS", 2)?,
-                parallelism: v.positive("PARLEY_ARGON2_PARALLELISM", 1)?,
+            argon2: {
+                let params = Argon2Params {
+                    memory_kib: v.positive("PARLEY_ARGON2_MEMORY_KIB", 19 * 1024)?,
+                    iterations: v.positive("PARLEY_ARGON2_ITERATIONS", 2)?,
+                    parallelism: v.positive("PARLEY_ARGON2_PARALLELISM", 1)?,
+                };
+                // argon2's own floor: 8 KiB of memory per lane.
+                if u64::from(params.memory_kib) < 8 * u64::from(params.parallelism) {
+                    return Err(v.error("PARLEY_ARGON2_MEMORY_KIB", "must be at least 8 × PARLEY_ARGON2_PARALLELISM"));
+                }
+                params
             },
             password_hash_concurrency: v.positive("PARLEY_PASSWORD_HASH_CONCURRENCY", cpus)?,
             login_ip_per_minute: v.positive("PARLEY_LOGIN_IP_PER_MINUTE", 30)?,
@@ -386,6 +406,17 @@ mod tests {
         assert_eq!(err.var, "PARLEY_QUEUE_URL");
         let err = Config::from_vars(vars(&[("PARLEY_ACCESS_TOKEN_TTL_SECS", "0")])).unwrap_err();
         assert_eq!(err.var, "PARLEY_ACCESS_TOKEN_TTL_SECS");
+        // Values each fine alone, refused together by argon2.
+        let err = Config::from_vars(vars(&[("PARLEY_ARGON2_MEMORY_KIB", "8"), ("PARLEY_ARGON2_PARALLELISM", "2")]))
+            .unwrap_err();
+        assert_eq!(err.var, "PARLEY_ARGON2_MEMORY_KIB");
+    }
+
+    #[test]
+    fn url_passwords_in_query_parameters_are_redacted() {
+        let url = SecretUrl::new("postgres://db/parley?sslmode=require&password=hunter2&sslpassword=x");
+        assert_eq!(url.redacted(), "postgres://db/parley?sslmode=require&password=***&sslpassword=***");
+        assert_eq!(SecretUrl::new("redis://u:p@cache:6379/0").redacted(), "redis://***@cache:6379/0");
     }
 
     #[test]

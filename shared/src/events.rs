@@ -6,7 +6,6 @@ use crate::Db;
 use crate::ids::JobId;
 use crate::store::job_events::{self, JobEvent};
 use anyhow::Context;
-use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
@@ -66,19 +65,14 @@ impl EventBus {
         let client = redis::Client::open(url).context("invalid Redis URL for job events")?;
         let conn = client.get_connection_manager().await.context("connecting to Redis for job events")?;
         let channel = format!("{prefix}:job-events");
-        let mut pubsub = client.get_async_pubsub().await.context("subscribing to job events")?;
-        pubsub.subscribe(&channel).await?;
         let local = Watchers::default();
         let tx = local.clone();
-        tokio::spawn(async move {
-            let mut messages = pubsub.into_on_message();
-            while let Some(msg) = messages.next().await {
-                if let Some(event) = msg.get_payload::<String>().ok().and_then(|p| serde_json::from_str(&p).ok()) {
-                    tx.deliver(event);
-                }
+        crate::redis_sub::subscribe(client, channel.clone(), "job events", move |payload| {
+            if let Ok(event) = serde_json::from_str(&payload) {
+                tx.deliver(event);
             }
-            tracing::warn!("job event subscription ended; streams fall back to polling");
-        });
+        })
+        .await?;
         Ok(Self { local, redis: Some((conn, channel)) })
     }
 

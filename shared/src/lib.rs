@@ -15,6 +15,7 @@ pub mod llm;
 pub mod mail;
 pub mod media;
 pub mod queue;
+pub mod redis_sub;
 pub mod store;
 pub mod telemetry;
 pub mod time;

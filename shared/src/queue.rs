@@ -14,7 +14,6 @@ use anyhow::Context;
 use apalis::prelude::{TaskBuilder, TaskId, TaskSink};
 use apalis_redis::RedisStorage;
 use apalis_sqlite::{SqlitePool, SqliteStorage};
-use futures::StreamExt;
 use futures::channel::mpsc;
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
@@ -157,19 +156,13 @@ impl Queue {
     }
 
     async fn spawn_wake_subscriber(&self, client: redis::Client) -> anyhow::Result<()> {
-        let mut pubsub = client.get_async_pubsub().await.context("subscribing to queue wake-ups")?;
-        pubsub.subscribe(self.wake_channel()).await?;
         let this = self.clone();
-        tokio::spawn(async move {
-            let mut messages = pubsub.into_on_message();
-            while let Some(msg) = messages.next().await {
-                if let Some(queue) = msg.get_payload::<String>().ok().and_then(|q| QueueName::parse(&q)) {
-                    this.wake_local(queue);
-                }
+        crate::redis_sub::subscribe(client, self.wake_channel(), "queue wake-ups", move |payload| {
+            if let Some(queue) = QueueName::parse(&payload) {
+                this.wake_local(queue);
             }
-            tracing::warn!("queue wake-up subscription ended; workers fall back to polling");
-        });
-        Ok(())
+        })
+        .await
     }
 
     /// Starts this process's dispatcher (see [`run_dispatcher`]).

@@ -24,9 +24,12 @@ const FALLBACK_TITLE_CHARS: usize = 60;
 const MAX_TAGS: usize = 20;
 const MAX_SEARCH_CHARS: usize = 200;
 
-pub fn routes() -> Router<AppState> {
+/// `max_message_chars`: the longest message, whose JSON body may be larger than the general
+/// body limit (up to 4 bytes a character, 6 when escaped).
+pub fn routes(max_message_chars: usize, max_json_body_bytes: usize) -> Router<AppState> {
+    let chat_body_limit = max_json_body_bytes.max(max_message_chars.saturating_mul(6).saturating_add(4096));
     Router::new()
-        .route("/api/llm/chat", post(chat))
+        .route("/api/llm/chat", post(chat).layer(axum::extract::DefaultBodyLimit::max(chat_body_limit)))
         .route("/api/llm/messages", get(list_messages))
         .route("/api/llm/sessions", get(list_sessions))
         .route("/api/llm/sessions/{id}", get(get_session).patch(update_session).delete(delete_session))

@@ -133,18 +133,29 @@ pub async fn request_password_reset(
     State(state): State<AppState>,
     Json(req): Json<ResetRequest>,
 ) -> ApiResult<(StatusCode, Json<ResetAccepted>)> {
-    let accepted = (StatusCode::ACCEPTED, Json(ResetAccepted { detail: RESET_DETAIL }));
-    let Ok(email) = Email::parse(&req.email) else { return Ok(accepted) };
+    // Every answer waits until the same moment after the request came in, so its timing
+    // does not tell an unknown address from a known one (which does a few more writes).
+    let answer_at = tokio::time::Instant::now() + RESET_ANSWER_AFTER;
+    let result = reset_request(&state, &req.email).await;
+    tokio::time::sleep_until(answer_at).await;
+    result.map(|()| (StatusCode::ACCEPTED, Json(ResetAccepted { detail: RESET_DETAIL })))
+}
+
+/// How long after the request every password reset answer goes out.
+pub const RESET_ANSWER_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
+
+async fn reset_request(state: &AppState, email: &str) -> ApiResult<()> {
+    let Ok(email) = Email::parse(email) else { return Ok(()) };
     let Some(user) = users::by_email(&state.db.pool, &email).await?.filter(|u| u.is_active) else {
-        return Ok(accepted);
+        return Ok(());
     };
-    if email_wait(&state, user.id, "password_reset").await?.is_some() {
+    if email_wait(state, user.id, "password_reset").await?.is_some() {
         tracing::info!(user.id = %user.id, "password reset throttled");
-        return Ok(accepted);
+        return Ok(());
     }
     enqueue_email(&state.db.pool, user.id, EmailKind::PasswordReset).await?;
     state.queue.notify_outbox();
-    Ok(accepted)
+    Ok(())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -224,8 +224,10 @@ fn merge(state: &AppState, base: ConfigFields, req: ConfigRequest) -> ApiResult<
     if f.model.is_empty() {
         errors.add("model", "is required");
     }
-    if f.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
-        errors.add("temperature", "must be between 0 and 2");
+    // Anthropic's Messages API takes at most 1; OpenAI-style APIs at most 2.
+    let max_temperature = if f.provider == "anthropic" { 1.0 } else { 2.0 };
+    if f.temperature.is_some_and(|t| !(0.0..=max_temperature).contains(&t)) {
+        errors.add("temperature", format!("must be between 0 and {max_temperature} for this provider"));
     }
     if f.max_tokens.is_some_and(|t| !(1..=1_000_000).contains(&t)) {
         errors.add("max_tokens", "must be between 1 and 1000000");

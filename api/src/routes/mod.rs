@@ -28,7 +28,7 @@ pub fn router(state: AppState) -> Router {
         .merge(jobs::routes())
         .merge(admin_jobs::routes())
         .merge(admin_users::routes())
-        .merge(chat::routes())
+        .merge(chat::routes(state.config.llm_max_message_chars, body_limit))
         .merge(llm_configs::routes())
         .merge(docs::routes())
         .fallback(|| async { ApiError::NotFound })

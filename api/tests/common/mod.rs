@@ -92,6 +92,22 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
+    let mut vars = base_vars(dir.path());
+    vars.insert("PARLEY_DATABASE_URL".into(), fresh_database(backend, dir.path()).await);
+    if backend == Backend::Postgres {
+        // The distributed profile: PostgreSQL for data, Redis for the queue and job events.
+        vars.insert("PARLEY_QUEUE_URL".into(), redis_url());
+        vars.insert("PARLEY_REDIS_PREFIX".into(), format!("parley-test-{}", uuid::Uuid::new_v4().simple()));
+    }
+    for (k, v) in extra {
+        vars.insert((*k).to_owned(), (*v).to_owned());
+    }
+    start(vars, std::sync::Arc::new(dir)).await
+}
+
+/// The settings every test app runs with (cheap hashing, short leases), with its files in
+/// `dir`; the database is the caller's to add.
+pub fn base_vars(dir: &std::path::Path) -> HashMap<String, String> {
     let mut vars: HashMap<String, String> = [
         ("PARLEY_BIND", "127.0.0.1:0"),
         ("PARLEY_ARGON2_MEMORY_KIB", "1024"),
@@ -107,18 +123,9 @@ pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
-    vars.insert("PARLEY_DATABASE_URL".into(), fresh_database(backend, dir.path()).await);
-    vars.insert("PARLEY_EMAIL_DIR".into(), dir.path().join("mail").display().to_string());
-    vars.insert("PARLEY_MEDIA_DIR".into(), dir.path().join("media").display().to_string());
-    if backend == Backend::Postgres {
-        // The distributed profile: PostgreSQL for data, Redis for the queue and job events.
-        vars.insert("PARLEY_QUEUE_URL".into(), redis_url());
-        vars.insert("PARLEY_REDIS_PREFIX".into(), format!("parley-test-{}", uuid::Uuid::new_v4().simple()));
-    }
-    for (k, v) in extra {
-        vars.insert((*k).to_owned(), (*v).to_owned());
-    }
-    start(vars, std::sync::Arc::new(dir)).await
+    vars.insert("PARLEY_EMAIL_DIR".into(), dir.join("mail").display().to_string());
+    vars.insert("PARLEY_MEDIA_DIR".into(), dir.join("media").display().to_string());
+    vars
 }
 
 /// Another API process (in this test process) on the same database and queue as `app`.
@@ -126,7 +133,8 @@ pub async fn spawn_peer(app: &TestApp) -> TestApp {
     start(app.vars.clone(), app._dir.clone()).await
 }
 
-async fn start(vars: HashMap<String, String>, dir: std::sync::Arc<tempfile::TempDir>) -> TestApp {
+/// Starts the app with exactly `vars`; `dir` is kept until the app is dropped.
+pub async fn start(vars: HashMap<String, String>, dir: std::sync::Arc<tempfile::TempDir>) -> TestApp {
     let config = Config::from_vars(vars.clone()).expect("valid test config");
     let app = Application::build(config).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());

@@ -109,6 +109,44 @@ mod tests {
         assert!(!hasher.verify("a wrong passphrase", &hash).await.unwrap().valid);
     }
 
+    /// On a single-threaded runtime: if hashing ran on the async thread, the ticker below
+    /// could not tick while it runs, and more than `concurrency` hashes would overlap.
+    #[tokio::test(flavor = "current_thread")]
+    async fn hashes_run_off_the_async_thread_at_most_concurrency_at_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let hasher = PasswordHasher::new(cheap(), 2).unwrap();
+        let (now, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let ticker = {
+            let ticks = ticks.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    ticks.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        };
+        let work = (0..6).map(|_| {
+            let (now, peak) = (now.clone(), peak.clone());
+            let hasher = hasher.clone();
+            async move {
+                hasher
+                    .run(move || {
+                        let running = now.fetch_add(1, Ordering::SeqCst) + 1;
+                        peak.fetch_max(running, Ordering::SeqCst);
+                        std::thread::sleep(std::time::Duration::from_millis(40));
+                        now.fetch_sub(1, Ordering::SeqCst);
+                    })
+                    .await
+                    .unwrap();
+            }
+        });
+        futures::future::join_all(work).await;
+        ticker.abort();
+        assert_eq!(peak.load(Ordering::SeqCst), 2);
+        assert!(ticks.load(Ordering::SeqCst) >= 5, "the runtime was blocked: {} ticks", ticks.load(Ordering::SeqCst));
+    }
+
     #[tokio::test]
     async fn a_hash_with_other_parameters_verifies_and_asks_for_a_rehash() {
         let old = PasswordHasher::new(cheap(), 1).unwrap();

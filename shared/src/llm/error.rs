@@ -150,11 +150,23 @@ pub(crate) fn error_message(body: &str) -> String {
         candidates.into_iter().flatten().find_map(Value::as_str).map(str::to_owned)
     });
     let text = from_json.unwrap_or_else(|| body.to_owned());
-    let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    // Provider messages can quote (part of) the key they refused; users see these texts.
+    let collapsed = text.split_whitespace().map(redact_key).collect::<Vec<_>>().join(" ");
     if collapsed.is_empty() {
         return "(no error message)".to_owned();
     }
     truncate(&collapsed, MAX_MESSAGE_CHARS)
+}
+
+/// A word that looks like an API key (or a masked one) becomes `[redacted]`.
+fn redact_key(word: &str) -> &str {
+    let bare = word.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '*');
+    let prefixed = ["sk-", "sk_", "key-", "AIza", "xai-", "gsk_"].iter().any(|p| bare.starts_with(p));
+    let opaque = bare.len() >= 24
+        && bare.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        && bare.chars().any(|c| c.is_ascii_digit())
+        && bare.chars().any(|c| c.is_ascii_alphabetic());
+    if prefixed || opaque { "[redacted]" } else { word }
 }
 
 fn truncate(s: &str, max_chars: usize) -> String {
@@ -242,6 +254,16 @@ mod tests {
         assert_eq!(message.chars().count(), "HTTP 502: ".len() + MAX_MESSAGE_CHARS + 1);
         assert!(message.ends_with('…'));
         assert_eq!(error_message("  \n "), "(no error message)");
+    }
+
+    #[test]
+    fn keys_quoted_by_the_provider_are_redacted() {
+        let body = r#"{"error":{"message":"Incorrect API key provided: sk-proj-****abcd. You can find your API key at https://platform.openai.com/account/api-keys."}}"#;
+        let text = classify_http(401, &HeaderMap::new(), body).to_string();
+        assert!(!text.contains("abcd") && text.contains("[redacted]"), "{text}");
+        assert!(text.contains("Incorrect API key provided"), "{text}");
+        let text = error_message("invalid x-api-key 0a1B2c3D4e5F6g7H8i9J0k1L2m3N");
+        assert_eq!(text, "invalid x-api-key [redacted]");
     }
 
     #[test]
