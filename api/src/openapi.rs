@@ -1,6 +1,6 @@
 //! The OpenAPI 3.1 document of every route.
 
-use crate::routes::{admin_jobs, admin_users, auth, avatar, chat, email_flows, health, jobs, llm_configs, users};
+use crate::routes::{admin_jobs, admin_users, auth, avatar, chat, docs, email_flows, health, jobs, llm_configs, users};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -19,7 +19,7 @@ use utoipa::{Modify, OpenApi};
         llm_configs::create_config, llm_configs::update_config, llm_configs::delete_config,
         admin_jobs::queue_stats, admin_jobs::list_all_jobs, admin_jobs::retry_job, admin_jobs::create_noop,
         admin_users::list_users, admin_users::get_user, admin_users::update_user, admin_users::delete_user,
-        health::healthz, health::readyz,
+        health::healthz, health::readyz, docs::openapi_json, docs::docs_page,
     ),
     components(schemas(crate::error::ErrorEnvelope, crate::error::ErrorBody)),
     modifiers(&BearerAuth),
@@ -28,7 +28,7 @@ use utoipa::{Modify, OpenApi};
         (name = "jobs", description = "Durable jobs: status, events, cancellation"),
         (name = "llm", description = "Chat with LLMs: configs, models, sessions, messages"),
         (name = "admin", description = "User management and queue operations for admins"),
-        (name = "operations", description = "Health and readiness"),
+        (name = "operations", description = "Health, readiness and this documentation"),
     )
 )]
 pub struct ApiDoc;

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Backend, TestApp, assert_error, spawn_app};
+use common::{Backend, TestApp, assert_error, spawn_app, spawn_app_with};
 use parley_shared::ids::{JobId, UserId};
 use parley_shared::jobs::{JobKind, Noop};
 use parley_shared::store::jobs;
@@ -19,6 +19,26 @@ async fn enqueue_noop(app: &TestApp, owner: &str, noop: Noop) -> JobId {
 }
 
 both_backends! {
+    async fn idle_workers_wake_on_push_not_on_the_poll_interval(backend: Backend) {
+        // Polling and heartbeats far apart: only a pushed wake-up can start a job soon.
+        let app = spawn_app_with(backend, &[("PARLEY_QUEUE_POLL_MS", "60000"), ("PARLEY_QUEUE_HEARTBEAT_SECS", "60")]).await;
+        let user = app.signup("push@example.com").await;
+        // Let the workers go idle.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        for _ in 0..3 {
+            let id = enqueue_noop(&app, &user.id, Noop::default()).await;
+            let started = std::time::Instant::now();
+            loop {
+                if app.job(&user.access, id).await["status"] == "succeeded" {
+                    break;
+                }
+                assert!(started.elapsed() < Duration::from_secs(10), "the job waited for a poll");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     async fn a_job_runs_and_its_event_stream_ends_with_done(backend: Backend) {
         let app = spawn_app(backend).await;
         let user = app.signup("jobs@example.com").await;

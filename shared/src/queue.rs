@@ -16,7 +16,7 @@ use apalis_redis::RedisStorage;
 use apalis_sqlite::{SqlitePool, SqliteStorage};
 use futures::channel::mpsc;
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -77,7 +77,13 @@ impl Queue {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10));
-            let pool = SqlitePool::connect_with(options).await.context("opening the SQLite queue")?;
+            // One connection: the queue's writes (pushes, fetches, acks, heartbeats) wait for
+            // each other here instead of in SQLite's busy handler, which sleeps 1 ms and more.
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options)
+                .await
+                .context("opening the SQLite queue")?;
             // The app's migrations share the file's migration table, so neither set may
             // treat the other's versions as missing.
             let mut migrator = SqliteStorage::migrations();
@@ -232,13 +238,18 @@ pub async fn run_dispatcher(db: Db, queue: Queue, bus: EventBus, poll: Duration,
             }
         }
         match dispatch_due(&db, &queue).await {
-            Ok(n) if n > 0 => continue,
+            // A full batch: more may be due. (Rows committed meanwhile left a wake-up in
+            // `outbox`, so a smaller batch needs no second look.)
+            Ok(n) if n >= DISPATCH_BATCH => continue,
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "dispatching jobs failed; will retry"),
         }
         let _ = tokio::time::timeout(poll, queue.outbox.notified()).await;
     }
 }
+
+/// Outbox rows claimed and pushed at once.
+const DISPATCH_BATCH: usize = 500;
 
 /// How often finished jobs' old event streams are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(300);
@@ -258,7 +269,7 @@ async fn sweep(db: &Db, bus: &EventBus, lease: Duration) -> anyhow::Result<()> {
 
 /// Pushes due outbox rows (a batch); returns how many were pushed.
 pub async fn dispatch_due(db: &Db, queue: &Queue) -> Result<usize, StoreError> {
-    let claimed = jobs::claim_due(&db.pool, 500).await?;
+    let claimed = jobs::claim_due(&db.pool, DISPATCH_BATCH as i64).await?;
     let mut by_queue: HashMap<QueueName, Vec<String>> = HashMap::new();
     for (id, name) in claimed {
         by_queue.entry(QueueName::parse(&name).unwrap_or(QueueName::Default)).or_default().push(id);

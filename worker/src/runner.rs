@@ -86,9 +86,14 @@ async fn attempt(ctx: &WorkerContext, job: &Job, kind: JobKind, lease_ms: i64) -
             if matches!(watched, Outcome::Cancelled) {
                 // Let the handler stop its own way (an LLM reply keeps its partial text).
                 let _ = cancel_tx.send(true);
-                let _ = tokio::time::timeout(CANCEL_GRACE, &mut work).await;
+                match tokio::time::timeout(CANCEL_GRACE, &mut work).await {
+                    // It finished its work meanwhile (an email went out): that is the outcome.
+                    Ok(Ok(Ok(result))) if !jobs::stopped_for_cancel(&result) => Outcome::Done(Ok(result)),
+                    _ => Outcome::Cancelled,
+                }
+            } else {
+                watched
             }
-            watched
         }
     };
     let duration_ms = started.elapsed().as_millis() as u64;

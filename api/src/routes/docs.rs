@@ -9,9 +9,21 @@ use swagger_ui_dist::{ApiDefinition, OpenApiSource};
 use utoipa::OpenApi;
 
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/openapi.json", get(|| async { Json(crate::openapi::ApiDoc::openapi()) }))
-        .route("/api/docs", get(|| async { Html(INDEX) }))
+    Router::new().route("/api/openapi.json", get(openapi_json)).route("/api/docs", get(docs_page))
+}
+
+/// This document: OpenAPI 3.1 of every route.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "operations", responses(
+    (status = 200, description = "the OpenAPI document", content_type = "application/json")))]
+pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(crate::openapi::ApiDoc::openapi())
+}
+
+/// An interactive page for this document (Swagger UI, served from the binary).
+#[utoipa::path(get, path = "/api/docs/", tag = "operations", responses(
+    (status = 200, description = "the page", content_type = "text/html")))]
+pub async fn docs_page() -> Html<&'static str> {
+    Html(INDEX)
 }
 
 /// Swagger UI's stylesheet and script, under `/api/docs/ui/`.
@@ -35,7 +47,7 @@ const INDEX: &str = r#"<!DOCTYPE html>
 <div id="swagger-ui"></div>
 <script src="/api/docs/ui/swagger-ui-bundle.js"></script>
 <script>
-  window.onload = () => { window.ui = SwaggerUIBundle({ url: '/api/openapi.json', dom_id: '#swagger-ui' }); };
+  window.onload = () => { window.ui = SwaggerUIBundle({ url: '/api/openapi.json', dom_id: '#swagger-ui', validatorUrl: null }); };
 </script>
 </body>
 </html>"#;

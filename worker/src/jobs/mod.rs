@@ -44,8 +44,14 @@ pub fn payload<T: serde::de::DeserializeOwned>(job: &Job) -> Result<T, JobError>
     serde_json::from_str(&job.payload).map_err(|e| JobError::fatal(format!("malformed payload: {e}")))
 }
 
-/// Turns `true` when the job is cancelled; handlers that can stop cleanly watch it.
+/// Turns `true` when the job is cancelled; handlers that can stop cleanly watch it, and
+/// answer `{"cancelled": true}` when they stopped for it.
 pub type CancelSignal = tokio::sync::watch::Receiver<bool>;
+
+/// Whether a handler's result says it stopped for a cancel.
+pub fn stopped_for_cancel(result: &serde_json::Value) -> bool {
+    result.get("cancelled") == Some(&serde_json::Value::Bool(true))
+}
 
 /// Runs one attempt of `job`, by kind.
 pub async fn execute(
@@ -57,7 +63,7 @@ pub async fn execute(
     match kind {
         JobKind::LlmCompletion => llm_completion::run(ctx, job, cancel).await,
         JobKind::GenerateTitle => generate_title::run(ctx, job).await,
-        JobKind::Noop => noop::run(ctx, job).await,
+        JobKind::Noop => noop::run(ctx, job, cancel).await,
         JobKind::SendEmail => send_email::run(ctx, job).await,
         JobKind::ProcessAvatar => process_avatar::run(ctx, job).await,
     }
