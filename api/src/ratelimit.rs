@@ -38,6 +38,7 @@ impl LoginLimiter {
     /// Counts one sign-in attempt from `ip` on `account` (a normalized email); `Err` with the
     /// wait when either has used its quota.
     pub fn check(&self, ip: IpAddr, account: &str) -> Result<(), ApiError> {
+        let ip = client_key(ip);
         let wait = |not_until: governor::NotUntil<_>| ApiError::RateLimited {
             retry_after_secs: not_until.wait_time_from(self.clock.now()).as_secs_f64().ceil() as u64,
         };
@@ -49,6 +50,7 @@ impl LoginLimiter {
 
     /// Counts one costly unauthenticated request (a password hash) from `ip`.
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
+        let ip = client_key(ip);
         self.by_ip.check_key(&ip).map_err(|not_until| ApiError::RateLimited {
             retry_after_secs: not_until.wait_time_from(self.clock.now()).as_secs_f64().ceil() as u64,
         })
@@ -59,5 +61,37 @@ impl LoginLimiter {
         self.by_ip.retain_recent();
         self.by_account.retain_recent();
         self.by_account_anywhere.retain_recent();
+    }
+}
+
+/// The key of a client address: IPv4 as it is, IPv6 by its /64 (one host or site usually
+/// holds a whole /64, and could otherwise take fresh quotas by changing address).
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut segments = v6.segments();
+                segments[4..].fill(0);
+                IpAddr::V6(segments.into())
+            }
+        },
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_share_the_quota_of_their_64() {
+        let limiter = LoginLimiter::new(2, 100);
+        for ip in ["2001:db8:1:2::1", "2001:db8:1:2:ffff::9"] {
+            assert!(limiter.check_ip(ip.parse().unwrap()).is_ok());
+        }
+        assert!(limiter.check_ip("2001:db8:1:2:abcd::1".parse().unwrap()).is_err());
+        assert!(limiter.check_ip("2001:db8:1:3::1".parse().unwrap()).is_ok());
+        assert_eq!(client_key("::ffff:192.0.2.1".parse().unwrap()), "192.0.2.1".parse::<IpAddr>().unwrap());
     }
 }

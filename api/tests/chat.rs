@@ -165,7 +165,7 @@ both_backends! {
         let res = app.post_json(&format!("/api/jobs/{}/cancel/", accepted["job_id"].as_str().unwrap()), &Value::Null, Some(&user.access)).await;
         assert_eq!(res.status(), StatusCode::ACCEPTED);
         // The provider's stream is dropped within a second.
-        fake.wait_for_disconnects(1, Duration::from_secs(1)).await;
+        fake.wait_for_disconnects(1, Duration::from_millis(1500)).await;
         app.wait_for_status(&user.access, accepted["job_id"].as_str().unwrap(), "cancelled").await;
         assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
         let reply = message(&app, &user.access, session, reply_id).await;

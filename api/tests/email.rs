@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 /// Runs a finished job again from the start, as a redelivery after a crash would, and waits
-/// for that new attempt to succeed.
-async fn run_again(app: &common::TestApp, token: &str, id: &str) -> Value {
+/// for that new attempt to end with `status`.
+async fn run_again(app: &common::TestApp, token: &str, id: &str, status: &str) -> Value {
     let before = app.job(token, id).await["attempts"].as_i64().unwrap();
     sqlx::query("update parley_jobs set status = 'queued', dispatched_at = null, finished_at = null, run_after = 0 where id = $1")
         .bind(id)
@@ -22,7 +22,7 @@ async fn run_again(app: &common::TestApp, token: &str, id: &str) -> Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let job = app.job(token, id).await;
-        if job["status"] == "succeeded" && job["attempts"].as_i64().unwrap() > before {
+        if job["status"] == status && job["attempts"].as_i64().unwrap() > before {
             return job;
         }
         assert!(std::time::Instant::now() < deadline, "the job never ran again: {job}");
@@ -51,7 +51,7 @@ both_backends! {
     }
 
     async fn an_email_job_run_again_sends_nothing_twice(backend: Backend) {
-        let app = spawn_app(backend).await;
+        let app = spawn_app_with(backend, &[("PARLEY_ADMIN_EMAIL", "root@example.com"), ("PARLEY_ADMIN_PASSWORD", "admin passphrase 1")]).await;
         let user = app.signup("twice@example.com").await;
         common::mail::wait_for(&app.mail_dir(), 1).await;
         let jobs: Value = app.client.get(app.url("/api/jobs/")).bearer_auth(&user.access).send().await.unwrap().json().await.unwrap();
@@ -59,14 +59,21 @@ both_backends! {
         let id = job["id"].as_str().unwrap().to_owned();
         let done = app.wait_for_status(&user.access, &id, "succeeded").await;
         // Sent before: the re-run reports the first message and sends nothing.
-        let again = run_again(&app, &user.access, &id).await;
+        let again = run_again(&app, &user.access, &id, "succeeded").await;
         assert_eq!(again["result"]["message_id"], done["result"]["message_id"], "{again}");
-        // Cut off between the claim and the record (the send's outcome unknown): not sent again.
+        // Cut off between the claim and the transport's answer (the outcome unknown): not
+        // sent again, and the job says why.
         sqlx::query("update email_deliveries set message_id = '' where job_id = $1").bind(&id).execute(&app.state.db.pool).await.unwrap();
-        let cut_off = run_again(&app, &user.access, &id).await;
-        assert!(cut_off["result"]["skipped"].is_string(), "{cut_off}");
+        let cut_off = run_again(&app, &user.access, &id, "failed").await;
+        assert!(cut_off["error"].as_str().unwrap().contains("cut off while sending"), "{cut_off}");
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(std::fs::read_dir(app.mail_dir()).unwrap().count(), 1);
+        // An admin's retry is the decision to send it after all.
+        let admin = app.signin("root@example.com", "admin passphrase 1").await;
+        let res = app.post_json(&format!("/api/admin/jobs/{id}/retry/"), &Value::Null, Some(&admin.access)).await;
+        assert_eq!(res.status(), StatusCode::ACCEPTED);
+        app.wait_for_status(&user.access, &id, "succeeded").await;
+        assert_eq!(common::mail::wait_for(&app.mail_dir(), 2).await.len(), 2);
     }
 
     async fn send_verification_is_limited_to_one_a_minute_and_idempotent(backend: Backend) {

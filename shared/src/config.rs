@@ -28,11 +28,13 @@ impl SecretUrl {
     }
     /// The URL with any `user:password@` part replaced.
     pub fn redacted(&self) -> String {
-        let (base, query) = self.0.split_once('?').map_or((self.0.as_str(), None), |(b, q)| (b, Some(q)));
-        let mut out = match (base.find("://"), base.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &base[..scheme], &base[at + 1..]),
-            _ => base.to_owned(),
+        // The credentials end at the last `@` (a raw `?` or `/` may stand in a password).
+        let (mut out, rest) = match (self.0.find("://"), self.0.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => (format!("{}://***@", &self.0[..scheme]), &self.0[at + 1..]),
+            _ => (String::new(), self.0.as_str()),
         };
+        let (base, query) = rest.split_once('?').map_or((rest, None), |(b, q)| (b, Some(q)));
+        out.push_str(base);
         if let Some(query) = query {
             // A password can also come as a parameter (`?password=`, `sslpassword=`, ...).
             let params: Vec<String> = query
@@ -417,6 +419,7 @@ mod tests {
         let url = SecretUrl::new("postgres://db/parley?sslmode=require&password=hunter2&sslpassword=x");
         assert_eq!(url.redacted(), "postgres://db/parley?sslmode=require&password=***&sslpassword=***");
         assert_eq!(SecretUrl::new("redis://u:p@cache:6379/0").redacted(), "redis://***@cache:6379/0");
+        assert_eq!(SecretUrl::new("postgres://u:pa?ss@h/db").redacted(), "postgres://***@h/db");
     }
 
     #[test]

@@ -81,6 +81,24 @@ impl EventBus {
         self.local.subscribe(&job.to_string())
     }
 
+    /// Publishes already stored events, in order (one round trip to Redis).
+    pub async fn publish_many(&self, events: &[JobEvent]) {
+        match &self.redis {
+            None => events.iter().for_each(|e| self.local.deliver(e.clone())),
+            Some((conn, channel)) => {
+                let mut pipe = redis::pipe();
+                for event in events {
+                    pipe.cmd("PUBLISH").arg(channel).arg(serde_json::to_string(event).unwrap_or_default()).ignore();
+                }
+                let mut conn = conn.clone();
+                if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+                    // Watchers still get them: streams re-read the table periodically.
+                    tracing::warn!(error = %e, "publishing job events failed");
+                }
+            }
+        }
+    }
+
     /// Publishes an already stored event.
     pub async fn publish(&self, event: &JobEvent) {
         match &self.redis {
@@ -99,26 +117,43 @@ impl EventBus {
     }
 }
 
-/// Writes a burst of events (an LLM reply's deltas) for a job whose attempt owns its stream:
-/// `seq` is counted here instead of read back per event, so the stored write and the live
-/// publish run side by side. Watchers deliver a live event as soon as it follows the last
-/// one they sent, and re-read the table on any gap.
+/// Writes a burst of events (an LLM reply's deltas) for a job whose attempt owns its stream.
+/// `seq` is counted here, and [`StreamWriter::emit`] only hands the event to a writer task,
+/// so the caller (reading a provider's stream) never waits for the database. The task
+/// stores whatever has piled up in one statement, then publishes it: an event is stored
+/// before anyone sees it, and under load the batches grow instead of the delay.
+/// [`StreamWriter::close`] waits until everything is stored and published.
 #[derive(Debug)]
 pub struct StreamWriter {
-    db: Db,
-    bus: EventBus,
     job: JobId,
     next: i64,
+    queue: tokio::sync::mpsc::UnboundedSender<JobEvent>,
+    writer: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
+
+/// Most events stored by one statement.
+const WRITE_BATCH: usize = 100;
 
 impl StreamWriter {
     /// Starts after the job's newest stored event.
     pub async fn open(db: &Db, bus: &EventBus, job: JobId) -> anyhow::Result<Self> {
         let next = job_events::last_seq(&db.pool, job).await? + 1;
-        Ok(Self { db: db.clone(), bus: bus.clone(), job, next })
+        let (queue, mut pending) = tokio::sync::mpsc::unbounded_channel::<JobEvent>();
+        let (db, bus) = (db.clone(), bus.clone());
+        let writer = tokio::spawn(async move {
+            let mut batch = Vec::new();
+            while pending.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+                job_events::insert_many(&db.pool, &batch).await.context("storing job events")?;
+                bus.publish_many(&batch).await;
+                batch.clear();
+            }
+            Ok(())
+        });
+        Ok(Self { job, next, queue, writer })
     }
 
-    pub async fn emit(&mut self, event: &str, data: serde_json::Value) -> anyhow::Result<()> {
+    /// Queues the next event for storing and publishing.
+    pub fn emit(&mut self, event: &str, data: serde_json::Value) -> anyhow::Result<()> {
         let event = JobEvent {
             job_id: self.job.to_string(),
             seq: self.next,
@@ -126,10 +161,16 @@ impl StreamWriter {
             data: data.to_string(),
             created_at: crate::time::now_ms(),
         };
-        let (stored, ()) = tokio::join!(job_events::insert_at(&self.db.pool, &event), self.bus.publish(&event));
-        stored?;
+        // The writer only stops early on a failed write, which `close` reports.
+        self.queue.send(event).map_err(|_| anyhow::anyhow!("the job event writer stopped"))?;
         self.next += 1;
         Ok(())
+    }
+
+    /// Waits until every emitted event is stored and published.
+    pub async fn close(self) -> anyhow::Result<()> {
+        drop(self.queue);
+        self.writer.await.context("the job event writer panicked")?
     }
 }
 

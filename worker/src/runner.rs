@@ -50,7 +50,11 @@ enum Outcome {
 async fn run(ctx: &WorkerContext, id: JobId) -> anyhow::Result<()> {
     let lease_ms = i64::try_from(ctx.config.job_lease_secs * 1000).unwrap_or(i64::MAX);
     let Some(job) = store::start(&ctx.db.pool, id, lease_ms).await? else {
-        tracing::debug!("not runnable: finished, cancelled, or running elsewhere");
+        if store::return_undue(&ctx.db.pool, id).await? {
+            tracing::debug!("delivered before it was due; back to the outbox");
+        } else {
+            tracing::debug!("not runnable: finished, cancelled, or running elsewhere");
+        }
         return Ok(());
     };
     let span = tracing::Span::current();

@@ -67,6 +67,12 @@ pub async fn retry_job(
 ) -> ApiResult<(StatusCode, Json<JobView>)> {
     let id: JobId = id.parse().map_err(|_| ApiError::NotFound)?;
     let job = jobs::get(&state.db.pool, id).await?.ok_or(ApiError::NotFound)?;
+    if job.kind() == Some(JobKind::SendEmail) && matches!(job.status(), JobStatus::Failed | JobStatus::Cancelled) {
+        // An admin's retry is the decision to send an email whose earlier send was cut off
+        // (one that went out is still never sent twice). Before the requeue, so the new
+        // attempt finds the claim gone.
+        parley_shared::store::email_tokens::release_delivery(&state.db.pool, &id.to_string()).await?;
+    }
     if !jobs::requeue(&state.db.pool, id).await? {
         return Err(ApiError::BadRequest {
             code: "not_retryable",

@@ -158,15 +158,21 @@ pub(crate) fn error_message(body: &str) -> String {
     truncate(&collapsed, MAX_MESSAGE_CHARS)
 }
 
-/// A word that looks like an API key (or a masked one) becomes `[redacted]`.
+/// A word that holds something like an API key (or a masked one), also glued to other text
+/// as in `api_key=sk-...`, becomes `[redacted]`.
 fn redact_key(word: &str) -> &str {
-    let bare = word.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '*');
-    let prefixed = ["sk-", "sk_", "key-", "AIza", "xai-", "gsk_"].iter().any(|p| bare.starts_with(p));
-    let opaque = bare.len() >= 24
-        && bare.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
-        && bare.chars().any(|c| c.is_ascii_digit())
-        && bare.chars().any(|c| c.is_ascii_alphabetic());
-    if prefixed || opaque { "[redacted]" } else { word }
+    let looks_like_key = |piece: &str| {
+        let prefixed = ["sk-", "sk_", "key-", "AIza", "xai-", "gsk_"].iter().any(|p| piece.starts_with(p));
+        // Random-looking: long, and mixing upper case, lower case and digits (model names and
+        // request ids are lower case).
+        let opaque = piece.len() >= 24
+            && piece.chars().any(|c| c.is_ascii_uppercase())
+            && piece.chars().any(|c| c.is_ascii_lowercase())
+            && piece.chars().any(|c| c.is_ascii_digit());
+        prefixed || opaque
+    };
+    let key_chars = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '*');
+    if word.split(|c: char| !key_chars(c)).any(looks_like_key) { "[redacted]" } else { word }
 }
 
 fn truncate(s: &str, max_chars: usize) -> String {
@@ -264,6 +270,10 @@ mod tests {
         assert!(text.contains("Incorrect API key provided"), "{text}");
         let text = error_message("invalid x-api-key 0a1B2c3D4e5F6g7H8i9J0k1L2m3N");
         assert_eq!(text, "invalid x-api-key [redacted]");
+        assert_eq!(error_message("bad api_key=sk-abc123; try again"), "bad [redacted] try again");
+        // Model names and the like stay readable.
+        let text = error_message("model claude-3-5-sonnet-20241022 not found (request req_0123456789abcdef0123)");
+        assert_eq!(text, "model claude-3-5-sonnet-20241022 not found (request req_0123456789abcdef0123)");
     }
 
     #[test]

@@ -63,16 +63,23 @@ pub async fn append<'e, E: Exec<'e> + Copy>(
     }
 }
 
-/// Stores an event at a `seq` the caller owns (see [`crate::events::StreamWriter`]).
-pub async fn insert_at<'e, E: Exec<'e>>(ex: E, event: &JobEvent) -> Result<(), StoreError> {
-    sqlx::query("insert into job_events (job_id, seq, event, data, created_at) values ($1, $2, $3, $4, $5)")
-        .bind(&event.job_id)
-        .bind(event.seq)
-        .bind(&event.event)
-        .bind(&event.data)
-        .bind(event.created_at)
-        .execute(ex)
-        .await?;
+/// Stores events at `seq`s the caller owns, in one statement.
+pub async fn insert_many<'e, E: Exec<'e>>(ex: E, events: &[JobEvent]) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<String> = (0..events.len())
+        .map(|i| {
+            let n = i * 5;
+            format!("(${}, ${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4, n + 5)
+        })
+        .collect();
+    let sql = format!("insert into job_events (job_id, seq, event, data, created_at) values {}", rows.join(", "));
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for event in events {
+        query = query.bind(&event.job_id).bind(event.seq).bind(&event.event).bind(&event.data).bind(event.created_at);
+    }
+    query.execute(ex).await?;
     Ok(())
 }
 

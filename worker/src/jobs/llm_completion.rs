@@ -41,79 +41,88 @@ pub async fn run(ctx: &WorkerContext, job: &Job, mut cancel: CancelSignal) -> Re
 
     // This attempt owns the job's event stream until it returns.
     let mut events = StreamWriter::open(&ctx.db, &ctx.bus, job.id).await?;
-    if job.attempts > 1 || !message.content.is_empty() {
-        // Watchers drop what they have of the failed attempt's text.
-        chat::save_partial(pool, &message.id, "", "pending").await?;
-        events.emit("status", json!({"status": "restarted", "attempt": job.attempts})).await?;
-    }
-    let mut text = String::new();
-    let (mut usage, mut finish, mut model) = (None, None, Some(config.model.clone()));
-    // A cancel is honoured while the provider has not answered yet, too.
-    let connected = tokio::select! {
-        connected = ctx.llm.stream_chat(&settings, &prompt) => connected,
-        _ = cancel.changed() => return cancelled(ctx, &message.id, &text, model.as_deref()).await,
-    };
-    let mut stream = match connected {
-        Ok(stream) => stream,
-        Err(e) => return Err(fail(ctx, job, &message.id, "", e).await),
-    };
-    chat::save_partial(pool, &message.id, "", "streaming").await?;
-
-    // The partial text is saved at most SAVE_EVERY after it changed, also when the provider
-    // pauses after a burst of tokens.
-    let mut saved_at = Instant::now();
-    let mut unsaved = false;
-    loop {
-        let save_due = tokio::time::Instant::from_std(saved_at + SAVE_EVERY);
-        tokio::select! {
-            item = stream.next() => match item {
-                None => break,
-                Some(Ok(StreamItem::Delta(delta))) => {
-                    text.push_str(&delta);
-                    events.emit("delta", json!({"text": delta})).await?;
-                    unsaved = true;
-                    if saved_at.elapsed() >= SAVE_EVERY {
-                        chat::save_partial(pool, &message.id, &text, "streaming").await?;
-                        saved_at = Instant::now();
-                        unsaved = false;
-                    }
-                }
-                Some(Ok(StreamItem::Usage { prompt_tokens, completion_tokens })) => usage = Some((prompt_tokens, completion_tokens)),
-                Some(Ok(StreamItem::Finish { reason })) => finish = Some(reason),
-                Some(Ok(StreamItem::Model(m))) => model = Some(m),
-                Some(Err(e)) => return Err(fail(ctx, job, &message.id, &text, e).await),
-            },
-            _ = tokio::time::sleep_until(save_due), if unsaved => {
-                chat::save_partial(pool, &message.id, &text, "streaming").await?;
-                saved_at = Instant::now();
-                unsaved = false;
-            }
-            _ = cancel.changed() => return cancelled(ctx, &message.id, &text, model.as_deref()).await,
+    let replied: Result<serde_json::Value, JobError> = async {
+        if job.attempts > 1 || !message.content.is_empty() {
+            // Watchers drop what they have of the failed attempt's text.
+            chat::save_partial(pool, &message.id, "", "pending").await?;
+            events.emit("status", json!({"status": "restarted", "attempt": job.attempts}))?;
         }
+        let mut text = String::new();
+        let (mut usage, mut finish, mut model) = (None, None, Some(config.model.clone()));
+        // A cancel is honoured while the provider has not answered yet, too.
+        let connected = tokio::select! {
+            connected = ctx.llm.stream_chat(&settings, &prompt) => connected,
+            _ = cancel.changed() => return cancelled(ctx, &message.id, &text, model.as_deref()).await,
+        };
+        let mut stream = match connected {
+            Ok(stream) => stream,
+            Err(e) => return Err(fail(ctx, job, &message.id, "", e).await),
+        };
+        chat::save_partial(pool, &message.id, "", "streaming").await?;
+
+        // The partial text is saved at most SAVE_EVERY after it changed, also when the provider
+        // pauses after a burst of tokens.
+        let mut saved_at = Instant::now();
+        let mut unsaved = false;
+        loop {
+            let save_due = tokio::time::Instant::from_std(saved_at + SAVE_EVERY);
+            tokio::select! {
+                item = stream.next() => match item {
+                    None => break,
+                    Some(Ok(StreamItem::Delta(delta))) => {
+                        text.push_str(&delta);
+                        events.emit("delta", json!({"text": delta}))?;
+                        unsaved = true;
+                        if saved_at.elapsed() >= SAVE_EVERY {
+                            chat::save_partial(pool, &message.id, &text, "streaming").await?;
+                            saved_at = Instant::now();
+                            unsaved = false;
+                        }
+                    }
+                    Some(Ok(StreamItem::Usage { prompt_tokens, completion_tokens })) => usage = Some((prompt_tokens, completion_tokens)),
+                    Some(Ok(StreamItem::Finish { reason })) => finish = Some(reason),
+                    Some(Ok(StreamItem::Model(m))) => model = Some(m),
+                    Some(Err(e)) => return Err(fail(ctx, job, &message.id, &text, e).await),
+                },
+                _ = tokio::time::sleep_until(save_due), if unsaved => {
+                    chat::save_partial(pool, &message.id, &text, "streaming").await?;
+                    saved_at = Instant::now();
+                    unsaved = false;
+                }
+                _ = cancel.changed() => return cancelled(ctx, &message.id, &text, model.as_deref()).await,
+            }
+        }
+        let outcome = Outcome {
+            status: "complete",
+            content: &text,
+            model: model.as_deref(),
+            prompt_tokens: usage.map(|u| i64::from(u.0)),
+            completion_tokens: usage.map(|u| i64::from(u.1)),
+            finish_reason: finish.as_deref(),
+            error: None,
+        };
+        chat::finish_message(pool, &message.id, &outcome).await?;
+        chat::touch_session(pool, &session.id).await?;
+        if session.title_is_auto && history.iter().all(|m| m.role == "user") {
+            let payload = GenerateTitle { session_id: session.id.clone() };
+            job_store::enqueue(pool, JobKind::GenerateTitle, job.owner(), &payload).await?;
+            ctx.queue.notify_outbox();
+        }
+        Ok(json!({
+            "message_id": message.id,
+            "model": model,
+            "finish_reason": finish,
+            "prompt_tokens": usage.map(|u| u.0),
+            "completion_tokens": usage.map(|u| u.1),
+        }))
     }
-    let outcome = Outcome {
-        status: "complete",
-        content: &text,
-        model: model.as_deref(),
-        prompt_tokens: usage.map(|u| i64::from(u.0)),
-        completion_tokens: usage.map(|u| i64::from(u.1)),
-        finish_reason: finish.as_deref(),
-        error: None,
-    };
-    chat::finish_message(pool, &message.id, &outcome).await?;
-    chat::touch_session(pool, &session.id).await?;
-    if session.title_is_auto && history.iter().all(|m| m.role == "user") {
-        let payload = GenerateTitle { session_id: session.id.clone() };
-        job_store::enqueue(pool, JobKind::GenerateTitle, job.owner(), &payload).await?;
-        ctx.queue.notify_outbox();
-    }
-    Ok(json!({
-        "message_id": message.id,
-        "model": model,
-        "finish_reason": finish,
-        "prompt_tokens": usage.map(|u| u.0),
-        "completion_tokens": usage.map(|u| u.1),
-    }))
+    .await;
+    // Every event of this attempt is stored (and published) before the runner writes the
+    // final one.
+    let closed = events.close().await;
+    let value = replied?;
+    closed?;
+    Ok(value)
 }
 
 /// Ends the reply as cancelled, keeping the text it has.

@@ -7,6 +7,7 @@ use parley_shared::jobs::{EmailKind, SendEmail};
 use parley_shared::mail::{PermanentMailError, TemplateName};
 use parley_shared::store::email_tokens::Delivery;
 use parley_shared::store::jobs::Job;
+use parley_shared::store::users::User;
 use parley_shared::store::{email_tokens, users};
 use serde_json::json;
 
@@ -36,11 +37,29 @@ pub async fn run(ctx: &WorkerContext, job: &Job) -> Result<serde_json::Value, Jo
         }
         Delivery::Interrupted => {
             tracing::warn!("an earlier attempt was cut off while sending; not sending again");
-            return Ok(
-                json!({"skipped": "an earlier attempt was cut off while sending", "template": template.as_str()}),
-            );
+            return Err(JobError::fatal(
+                "an earlier attempt was cut off while sending, so the email may have gone out; \
+                 not sent again (an admin retry sends it)",
+            ));
         }
     }
+    match prepare_and_send(ctx, &user, template).await {
+        Ok(message_id) => {
+            email_tokens::record_delivery(pool, &job_key, &message_id).await?;
+            tracing::info!(user.id = %user.id, template = template.as_str(), "email sent");
+            Ok(json!({"message_id": message_id, "template": template.as_str()}))
+        }
+        Err(e) => {
+            // The transport did not take the email: a retry may send it.
+            email_tokens::release_delivery(pool, &job_key).await?;
+            Err(e)
+        }
+    }
+}
+
+/// Issues the link's token, renders the email and hands it to the transport: the message id.
+async fn prepare_and_send(ctx: &WorkerContext, user: &User, template: TemplateName) -> Result<String, JobError> {
+    let pool = &ctx.db.pool;
     let base = &ctx.config.public_url;
     let (link, expires_in) = match template {
         TemplateName::VerifyEmail => {
@@ -54,22 +73,9 @@ pub async fn run(ctx: &WorkerContext, job: &Job) -> Result<serde_json::Value, Jo
         TemplateName::PasswordChanged => (format!("{base}/reset-password"), ""),
     };
     let context = json!({"display_name": user.display_name, "link": link, "expires_in": expires_in});
-    let email = match ctx.templates.render(template, &context) {
-        Ok(email) => email,
-        Err(e) => {
-            email_tokens::release_delivery(pool, &job_key).await?;
-            return Err(JobError::Fatal(e));
-        }
-    };
-    let message_id = match ctx.mailer.send(&user.email, &email).await {
-        Ok(message_id) => message_id,
-        Err(e) => {
-            // The transport did not take the email: a retry may send it.
-            email_tokens::release_delivery(pool, &job_key).await?;
-            return Err(if e.is::<PermanentMailError>() { JobError::Fatal(e) } else { JobError::from(e) });
-        }
-    };
-    email_tokens::record_delivery(pool, &job_key, &message_id).await?;
-    tracing::info!(user.id = %user.id, template = template.as_str(), "email sent");
-    Ok(json!({"message_id": message_id, "template": template.as_str()}))
+    let email = ctx.templates.render(template, &context).map_err(JobError::Fatal)?;
+    ctx.mailer
+        .send(&user.email, &email)
+        .await
+        .map_err(|e| if e.is::<PermanentMailError>() { JobError::Fatal(e) } else { JobError::from(e) })
 }
