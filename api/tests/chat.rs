@@ -62,6 +62,22 @@ async fn models_id(app: &TestApp, token: &str) -> String {
     configs["items"][0]["id"].as_str().unwrap().to_owned()
 }
 
+/// Sends `message` to a fake that answers 429 with `Retry-After: 1` first: the reply
+/// succeeds on the second attempt, made at least that second later. The chat's answer.
+async fn succeeds_on_the_second_try_after_retry_after(
+    app: &TestApp,
+    user: &Account,
+    fake: &FakeLlm,
+    message: &str,
+) -> Value {
+    let accepted = send(app, &user.access, json!({"message": message})).await;
+    let job = app.wait_for_status(&user.access, accepted["job_id"].as_str().unwrap(), "succeeded").await;
+    assert_eq!(job["attempts"], 2);
+    let requests = fake.requests();
+    assert!(requests[1].at - requests[0].at >= Duration::from_millis(900), "{:?}", requests[1].at - requests[0].at);
+    accepted
+}
+
 fn deltas(events: &[common::sse::SseEvent]) -> String {
     events.iter().filter(|e| e.event == "delta").map(|e| e.data["text"].as_str().unwrap()).collect()
 }
@@ -105,11 +121,7 @@ both_backends! {
         let fake = FakeLlm::openai(vec![Step::error(429, "slow down", Some(1)), Step::reply(&["ok"])]).await;
         let (app, _) = app_with_model(backend, &fake, "openai_compatible", "sk-test", &[]).await;
         let user = app.signup("ratelimit@example.com").await;
-        let accepted = send(&app, &user.access, json!({"message": "hi"})).await;
-        let job = app.wait_for_status(&user.access, accepted["job_id"].as_str().unwrap(), "succeeded").await;
-        assert_eq!(job["attempts"], 2);
-        let requests = fake.requests();
-        assert!(requests[1].at - requests[0].at >= Duration::from_millis(900), "{:?}", requests[1].at - requests[0].at);
+        succeeds_on_the_second_try_after_retry_after(&app, &user, &fake, "hi").await;
     }
 
     async fn a_server_error_is_retried(backend: Backend) {
@@ -217,11 +229,7 @@ both_backends! {
         let fake = FakeLlm::anthropic(vec![Step::error(429, "rate limited", Some(1)), Step::reply(&["ok"])]).await.require_key("sk-ant");
         let (app, admin) = app_with_model(backend, &fake, "anthropic", "sk-ant", &[]).await;
         let user = app.signup("claude429@example.com").await;
-        let accepted = send(&app, &user.access, json!({"message": "salut"})).await;
-        let job = app.wait_for_status(&user.access, accepted["job_id"].as_str().unwrap(), "succeeded").await;
-        assert_eq!(job["attempts"], 2);
-        let requests = fake.requests();
-        assert!(requests[1].at - requests[0].at >= Duration::from_millis(900));
+        let accepted = succeeds_on_the_second_try_after_retry_after(&app, &user, &fake, "salut").await;
         // The key changes to a wrong one: one request, no retry, a clear error.
         let id = models_id(&app, &admin.access).await;
         let res = app.client.patch(app.url(&format!("/api/llm/configs/{id}/"))).bearer_auth(&admin.access)

@@ -46,7 +46,8 @@ impl SecretUrl {
                     _ => p.to_owned(),
                 })
                 .collect();
-            out = format!("{out}?{}", params.join("&"));
+            out.push('?');
+            out.push_str(&params.join("&"));
         }
         out
     }

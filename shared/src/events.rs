@@ -101,19 +101,7 @@ impl EventBus {
 
     /// Publishes an already stored event.
     pub async fn publish(&self, event: &JobEvent) {
-        match &self.redis {
-            None => self.local.deliver(event.clone()),
-            Some((conn, channel)) => {
-                let mut conn = conn.clone();
-                let payload = serde_json::to_string(event).unwrap_or_default();
-                let sent: redis::RedisResult<()> =
-                    redis::cmd("PUBLISH").arg(channel).arg(payload).query_async(&mut conn).await;
-                if let Err(e) = sent {
-                    // Watchers still get it: streams re-read the table periodically.
-                    tracing::warn!(error = %e, "publishing a job event failed");
-                }
-            }
-        }
+        self.publish_many(std::slice::from_ref(event)).await;
     }
 }
 

@@ -102,7 +102,7 @@ pub async fn update_user(
     Path(id): Path<String>,
     Json(req): Json<AdminUserUpdate>,
 ) -> ApiResult<Json<AdminUserView>> {
-    let user = find(&state, &id).await?;
+    let mut user = find(&state, &id).await?;
     if user.id == admin.0.user.id {
         if req.is_active == Some(false) {
             return Err(ApiError::field("is_active", "you cannot deactivate your own account"));
@@ -123,7 +123,8 @@ pub async fn update_user(
         users::set_admin(&mut *tx, user.id, is_admin).await?;
     }
     tx.commit().await?;
-    let user = users::by_id(&state.db.pool, user.id).await?.ok_or(ApiError::NotFound)?;
+    user.is_active = req.is_active.unwrap_or(user.is_active);
+    user.is_admin = req.is_admin.unwrap_or(user.is_admin);
     Ok(Json(AdminUserView::new(&user, &state)))
 }
 

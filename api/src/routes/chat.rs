@@ -91,16 +91,14 @@ pub async fn chat(
         None => None,
     };
     let config_id = req.config_id.clone();
-    let config = match &config_id {
+    // The picked model; else the session's while it is enabled; else the default one.
+    let config = match config_id.as_deref().or_else(|| existing.as_ref().and_then(|s| s.config_id.as_deref())) {
         Some(id) => llm_configs::get(pool, id).await?.filter(|c| c.enabled),
-        // The session's model while it is enabled, else the default one.
-        None => match existing.as_ref().and_then(|s| s.config_id.as_deref()) {
-            Some(id) => match llm_configs::get(pool, id).await?.filter(|c| c.enabled) {
-                Some(config) => Some(config),
-                None => llm_configs::default_enabled(pool).await?,
-            },
-            None => llm_configs::default_enabled(pool).await?,
-        },
+        None => None,
+    };
+    let config = match config {
+        None if config_id.is_none() => llm_configs::default_enabled(pool).await?,
+        config => config,
     };
     let Some(config) = config else {
         return Err(match config_id {

@@ -158,13 +158,14 @@ pub async fn start<'e, E: Exec<'e>>(ex: E, id: JobId, lease_ms: i64) -> Result<O
 /// process that scheduled it ahead of this one's) back to the outbox, for the dispatcher to
 /// hand over when it is due. Whether it was such a job.
 pub async fn return_undue<'e, E: Exec<'e>>(ex: E, id: JobId) -> Result<bool, StoreError> {
+    let now = now_ms();
     let done = sqlx::query(
         "update parley_jobs set dispatched_at = null, updated_at = $2
          where id = $1 and status in ('queued', 'retrying') and run_after > $3 and dispatched_at is not null",
     )
     .bind(id.to_string())
-    .bind(now_ms())
-    .bind(now_ms() + CLOCK_SKEW_MS)
+    .bind(now)
+    .bind(now + CLOCK_SKEW_MS)
     .execute(ex)
     .await?;
     Ok(done.rows_affected() == 1)

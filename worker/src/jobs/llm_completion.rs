@@ -60,8 +60,8 @@ pub async fn run(ctx: &WorkerContext, job: &Job, mut cancel: CancelSignal) -> Re
         };
         chat::save_partial(pool, &message.id, "", "streaming").await?;
 
-        // The partial text is saved at most SAVE_EVERY after it changed, also when the provider
-        // pauses after a burst of tokens.
+        // The partial text is saved at most SAVE_EVERY after the last save, once it changed
+        // (also when the provider pauses after a burst of tokens).
         let mut saved_at = Instant::now();
         let mut unsaved = false;
         loop {
@@ -73,11 +73,6 @@ pub async fn run(ctx: &WorkerContext, job: &Job, mut cancel: CancelSignal) -> Re
                         text.push_str(&delta);
                         events.emit("delta", json!({"text": delta}))?;
                         unsaved = true;
-                        if saved_at.elapsed() >= SAVE_EVERY {
-                            chat::save_partial(pool, &message.id, &text, "streaming").await?;
-                            saved_at = Instant::now();
-                            unsaved = false;
-                        }
                     }
                     Some(Ok(StreamItem::Usage { prompt_tokens, completion_tokens })) => usage = Some((prompt_tokens, completion_tokens)),
                     Some(Ok(StreamItem::Finish { reason })) => finish = Some(reason),
