@@ -13,12 +13,12 @@ use std::time::Duration;
 /// for that new attempt to end with `status`.
 async fn run_again(app: &common::TestApp, token: &str, id: &str, status: &str) -> Value {
     let before = app.job(token, id).await["attempts"].as_i64().unwrap();
-    sqlx::query("update parley_jobs set status = 'queued', dispatched_at = null, finished_at = null, run_after = 0 where id = $1")
+    sqlx::query("update parley_jobs set status = 'queued', finished_at = null, run_after = 0 where id = $1")
         .bind(id)
         .execute(&app.state.db.pool)
         .await
         .unwrap();
-    app.state.queue.notify_outbox();
+    app.state.queue.wake(parley_shared::jobs::QueueName::Default);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let job = app.job(token, id).await;

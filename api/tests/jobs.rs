@@ -5,7 +5,7 @@ mod common;
 
 use common::{Backend, TestApp, assert_error, spawn_app, spawn_app_with};
 use parley_shared::ids::{JobId, UserId};
-use parley_shared::jobs::{JobKind, Noop};
+use parley_shared::jobs::Noop;
 use parley_shared::store::jobs;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -13,15 +13,15 @@ use std::time::Duration;
 
 async fn enqueue_noop(app: &TestApp, owner: &str, noop: Noop) -> JobId {
     let owner: UserId = owner.parse().unwrap();
-    let id = jobs::enqueue(&app.state.db.pool, JobKind::Noop, Some(owner), &noop).await.unwrap();
-    app.state.queue.notify_outbox();
+    let id = jobs::enqueue(&app.state.db.pool, Some(owner), &noop).await.unwrap();
+    app.state.queue.wake(parley_shared::jobs::QueueName::Default);
     id
 }
 
 both_backends! {
     async fn idle_workers_wake_on_push_not_on_the_poll_interval(backend: Backend) {
-        // Polling and heartbeats far apart: only a pushed wake-up can start a job soon.
-        let app = spawn_app_with(backend, &[("PARLEY_QUEUE_POLL_MS", "60000"), ("PARLEY_QUEUE_HEARTBEAT_SECS", "60")]).await;
+        // Polling far apart: only a pushed wake-up can start a job soon.
+        let app = spawn_app_with(backend, &[("PARLEY_QUEUE_POLL_MS", "60000")]).await;
         let user = app.signup("push@example.com").await;
         // Let the workers go idle.
         tokio::time::sleep(Duration::from_millis(1500)).await;

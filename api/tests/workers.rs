@@ -5,15 +5,16 @@ mod common;
 
 use common::{Backend, TestApp, spawn_app, spawn_app_with, spawn_peer};
 use parley_shared::ids::{JobId, UserId};
-use parley_shared::jobs::{JobKind, Noop};
+use parley_shared::jobs::lifecycle;
+use parley_shared::jobs::{JobStatus, Noop, QueueName};
 use parley_shared::store::jobs;
 use std::process::Child;
 use std::time::Duration;
 
 async fn enqueue_noop(app: &TestApp, owner: &str, noop: Noop) -> JobId {
     let owner: UserId = owner.parse().unwrap();
-    let id = jobs::enqueue(&app.state.db.pool, JobKind::Noop, Some(owner), &noop).await.unwrap();
-    app.state.queue.notify_outbox();
+    let id = jobs::enqueue(&app.state.db.pool, Some(owner), &noop).await.unwrap();
+    app.state.queue.wake(parley_shared::jobs::QueueName::Default);
     id
 }
 
@@ -36,32 +37,133 @@ async fn wait_exit(child: &mut Child, within: Duration) -> bool {
 }
 
 both_backends! {
-    async fn a_job_whose_push_was_lost_after_commit_still_runs(backend: Backend) {
-        // The process that committed the job claimed it for dispatch and died before the
-        // push: the sweep hands it over again.
-        let app = spawn_app_with(backend, &[("PARLEY_JOB_LEASE_SECS", "1")]).await;
-        let user = app.signup("lostpush@example.com").await;
+    async fn a_job_whose_wake_up_was_lost_still_runs(backend: Backend) {
+        // The request committed its job and its wake-up never arrived (the process died, or
+        // Redis dropped the message): the job is in the queue all the same, and a worker's
+        // polling finds it.
+        let app = spawn_app(backend).await;
+        let user = app.signup("lostwake@example.com").await;
         let owner: UserId = user.id.parse().unwrap();
-        let mut tx = app.state.db.pool.begin().await.unwrap();
-        let id = jobs::enqueue(&mut *tx, JobKind::Noop, Some(owner), &Noop::default()).await.unwrap();
-        sqlx::query("update parley_jobs set dispatched_at = $2 where id = $1")
-            .bind(id.to_string())
-            .bind(parley_shared::time::now_ms())
-            .execute(&mut *tx)
-            .await
-            .unwrap();
+        let mut tx = app.state.db.writer.begin().await.unwrap();
+        let id = jobs::enqueue(&mut *tx, Some(owner), &Noop::default()).await.unwrap();
         tx.commit().await.unwrap();
         let job = app.wait_for_status(&user.access, id, "succeeded").await;
         assert_eq!(job["attempts"], 1);
+    }
+
+    async fn concurrent_claims_take_each_job_once(backend: Backend) {
+        // Eight claimers race for the same forty jobs (a duplicate delivery is two of them
+        // taking one job): every job is taken exactly once.
+        let app = spawn_app_with(backend, &[("PARLEY_WORKERS", "0")]).await;
+        let user = app.signup("claims@example.com").await;
+        let owner: UserId = user.id.parse().unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..40 {
+            ids.push(jobs::enqueue(&app.state.db.writer, Some(owner), &Noop::default()).await.unwrap());
+        }
+        let claimers = (0..8).map(|_| {
+            let (db, bus) = (app.state.db.clone(), app.state.bus.clone());
+            tokio::spawn(async move {
+                let mut taken = Vec::new();
+                loop {
+                    let batch = lifecycle::claim(&db, &bus, QueueName::Default, 3, 60_000).await.unwrap();
+                    if batch.is_empty() {
+                        return taken;
+                    }
+                    taken.extend(batch.into_iter().map(|j| j.id));
+                }
+            })
+        });
+        let mut taken: Vec<JobId> = futures::future::join_all(claimers).await.into_iter().flat_map(Result::unwrap).collect();
+        taken.sort();
+        let before = taken.len();
+        taken.dedup();
+        assert_eq!(before, taken.len(), "a job was claimed twice");
+        ids.sort();
+        // The sign-up's verification email is on the same queue.
+        let noops: Vec<JobId> = taken.iter().copied().filter(|id| ids.contains(id)).collect();
+        assert_eq!(noops, ids);
+        // A second delivery of a job that is running (its lease is live) starts nothing.
+        assert!(lifecycle::claim(&app.state.db, &app.state.bus, QueueName::Default, 10, 60_000).await.unwrap().is_empty());
+    }
+
+    async fn a_stale_worker_cannot_record_an_outcome_after_its_job_was_taken_over(backend: Backend) {
+        let app = spawn_app_with(backend, &[("PARLEY_WORKERS", "0")]).await;
+        let user = app.signup("stale@example.com").await;
+        let owner: UserId = user.id.parse().unwrap();
+        let id = jobs::enqueue(&app.state.db.writer, Some(owner), &Noop::default()).await.unwrap();
+        let (db, bus) = (&app.state.db, &app.state.bus);
+        let claim = |lease_ms| lifecycle::claim(db, bus, QueueName::Default, 10, lease_ms);
+        let first = claim(1).await.unwrap().into_iter().find(|j| j.id == id).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // The lease expired: another worker takes the job over (attempt 2).
+        let second = claim(60_000).await.unwrap().into_iter().find(|j| j.id == id).unwrap();
+        assert_eq!((first.attempts, second.attempts), (1, 2));
+        assert!(!lifecycle::succeed(db, bus, &first, &serde_json::json!({"by": "first"})).await.unwrap());
+        assert!(lifecycle::succeed(db, bus, &second, &serde_json::json!({"by": "second"})).await.unwrap());
+        let job = app.job(&user.access, id).await;
+        assert_eq!((job["status"].as_str(), job["result"]["by"].as_str()), (Some("succeeded"), Some("second")));
+    }
+
+    async fn a_cancel_racing_a_finish_leaves_one_outcome_and_one_final_event(backend: Backend) {
+        let app = spawn_app_with(backend, &[("PARLEY_WORKERS", "0")]).await;
+        let user = app.signup("race@example.com").await;
+        let owner: UserId = user.id.parse().unwrap();
+        let (db, bus) = (&app.state.db, &app.state.bus);
+        for cancel_first in [false, true] {
+            let id = jobs::enqueue(&db.writer, Some(owner), &Noop::default()).await.unwrap();
+            let job = lifecycle::claim(db, bus, QueueName::Default, 10, 60_000).await.unwrap().into_iter().find(|j| j.id == id).unwrap();
+            let result = serde_json::json!({"done": true});
+            let (cancel, finish) = if cancel_first {
+                let cancel = lifecycle::cancel(db, bus, id).await.unwrap();
+                (cancel, lifecycle::succeed(db, bus, &job, &result).await.unwrap())
+            } else {
+                let finish = lifecycle::succeed(db, bus, &job, &result).await.unwrap();
+                (lifecycle::cancel(db, bus, id).await.unwrap(), finish)
+            };
+            // A running job is only asked to stop: whichever comes first, the worker's
+            // finish is the outcome, recorded once.
+            let expected = if cancel_first { lifecycle::CancelOutcome::Requested } else { lifecycle::CancelOutcome::Finished };
+            assert_eq!((cancel, finish), (expected, true));
+            let events = parley_shared::store::job_events::after(&db.pool, id, 0, 100).await.unwrap();
+            let finals: Vec<&str> = events.iter().filter(|e| e.is_terminal()).map(|e| e.event.as_str()).collect();
+            assert_eq!(finals, ["done"], "{events:?}");
+            assert_eq!(app.job(&user.access, id).await["status"], "succeeded");
+            // A cancel that ends the attempt first wins the same way: the finish is refused.
+            let id = jobs::enqueue(&db.writer, Some(owner), &Noop::default()).await.unwrap();
+            let job = lifecycle::claim(db, bus, QueueName::Default, 10, 60_000).await.unwrap().into_iter().find(|j| j.id == id).unwrap();
+            assert!(lifecycle::end(db, bus, &job, JobStatus::Cancelled, None).await.unwrap());
+            assert!(!lifecycle::succeed(db, bus, &job, &result).await.unwrap());
+            let events = parley_shared::store::job_events::after(&db.pool, id, 0, 100).await.unwrap();
+            assert_eq!(events.iter().filter(|e| e.is_terminal()).count(), 1, "{events:?}");
+            assert_eq!(app.job(&user.access, id).await["status"], "cancelled");
+        }
+    }
+
+    async fn a_cancel_reaches_a_job_running_in_a_worker_process(backend: Backend) {
+        // The cancel goes from this API process to the worker process through the event bus
+        // (in-process bus on SQLite: there the worker process sees the request at its next
+        // lease renewal, within a third of the lease).
+        let app = spawn_app_with(backend, &[("PARLEY_WORKERS", "0"), ("PARLEY_JOB_LEASE_SECS", "3")]).await;
+        let user = app.signup("xcancel@example.com").await;
+        let mut worker = app.spawn_worker_process();
+        let id = enqueue_noop(&app, &user.id, Noop { sleep_ms: 60_000, ..Noop::default() }).await;
+        app.wait_for_status(&user.access, id, "running").await;
+        let res = app.post_json(&format!("/api/jobs/{id}/cancel/"), &serde_json::Value::Null, Some(&user.access)).await;
+        assert_eq!(res.status(), reqwest::StatusCode::ACCEPTED);
+        let job = app.wait_for_status(&user.access, id, "cancelled").await;
+        assert_eq!(job["attempts"], 1);
+        signal(&worker, "KILL");
+        let _ = worker.wait();
     }
 
     async fn a_job_written_in_a_rolled_back_transaction_never_runs(backend: Backend) {
         let app = spawn_app(backend).await;
         let user = app.signup("rollback@example.com").await;
         let owner: UserId = user.id.parse().unwrap();
-        let mut tx = app.state.db.pool.begin().await.unwrap();
-        let id = jobs::enqueue(&mut *tx, JobKind::Noop, Some(owner), &Noop::default()).await.unwrap();
-        app.state.queue.notify_outbox();
+        let mut tx = app.state.db.writer.begin().await.unwrap();
+        let id = jobs::enqueue(&mut *tx, Some(owner), &Noop::default()).await.unwrap();
+        app.state.queue.wake(parley_shared::jobs::QueueName::Default);
         tx.rollback().await.unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(jobs::get(&app.state.db.pool, id).await.unwrap().is_none());

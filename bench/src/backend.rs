@@ -130,6 +130,20 @@ impl Deployment {
         }
     }
 
+    /// Transactions that wrote, so far, on the PostgreSQL server of the distributed
+    /// deployment (the next transaction id: read-only transactions take none). `None` for
+    /// SQLite, which keeps no such count.
+    pub async fn write_transactions(&self) -> anyhow::Result<Option<i64>> {
+        let Some(d) = &self.distributed else { return Ok(None) };
+        let mut conn = PgConnection::connect(&d.app_database_url()?).await?;
+        let next: i64 = sqlx::query_scalar("select pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+            .fetch_one(&mut conn)
+            .await
+            .context("reading the next transaction id")?;
+        let _ = conn.close().await;
+        Ok(Some(next))
+    }
+
     /// Stops the processes, then drops the database and deletes the Redis keys.
     pub async fn stop(self) -> anyhow::Result<()> {
         let stopped = self.server.stop().await;

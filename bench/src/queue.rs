@@ -6,6 +6,9 @@
 //!    the first POST until all N jobs succeeded.
 //! 3. `--roundtrips` sequential jobs, each timed from sending its POST to receiving the
 //!    `done` event of `GET /api/jobs/{id}/events/`: p50 and p99.
+//!
+//! On the distributed deployment, the transactions that wrote to PostgreSQL during phase 1
+//! (the server's transaction ids taken), per job, are the app-database writes per job.
 
 use crate::backend::{self, Deployment};
 use crate::cli::{Common, Flags};
@@ -61,11 +64,12 @@ pub async fn run(common: &Common, options: &Options) -> anyhow::Result<()> {
         eprintln!("{dead:#}");
     }
     let stopped = deployment.stop().await;
-    let (enqueue, end_to_end, roundtrips) = result?;
+    let (enqueue, end_to_end, writes, roundtrips) = result?;
     stopped?;
+    let writes = writes.map_or_else(|| "n/a".to_owned(), |w| format!("{w:.2}"));
     println!(
         "queue backend={} jobs={} enqueue_per_s={enqueue:.1} end_to_end_per_s={end_to_end:.1} \
-         roundtrip_ms_p50={:.2} roundtrip_ms_p99={:.2}",
+         roundtrip_ms_p50={:.2} roundtrip_ms_p99={:.2} db_write_txns_per_job={writes}",
         backend.as_str(),
         options.jobs,
         percentile(&roundtrips, 50.0),
@@ -74,8 +78,9 @@ pub async fn run(common: &Common, options: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The enqueue rate, the end-to-end rate, and the sorted round trips in milliseconds.
-async fn measure(deployment: &Deployment, options: &Options) -> anyhow::Result<(f64, f64, Vec<f64>)> {
+/// The enqueue rate, the end-to-end rate, the write transactions per job (where they can be
+/// counted), and the sorted round trips in milliseconds.
+async fn measure(deployment: &Deployment, options: &Options) -> anyhow::Result<(f64, f64, Option<f64>, Vec<f64>)> {
     let client = Client::new(deployment.server.base_url())?;
     let admin: Arc<str> = client.login(ADMIN_EMAIL).await?.into();
     eprintln!("warm-up: one job through");
@@ -85,8 +90,11 @@ async fn measure(deployment: &Deployment, options: &Options) -> anyhow::Result<(
     client.wait_idle(&admin, Duration::from_secs(30)).await?;
 
     eprintln!("phase: {} jobs from {} clients, until all succeeded", options.jobs, options.clients);
+    let writes_before = deployment.write_transactions().await?;
     let (enqueue, end_to_end) = throughput(&client, &admin, options).await?;
     client.wait_idle(&admin, Duration::from_secs(60)).await?;
+    let writes_after = deployment.write_transactions().await?;
+    let writes = writes_before.zip(writes_after).map(|(a, b)| (b - a) as f64 / options.jobs as f64);
 
     eprintln!("phase: {} sequential round trips", options.roundtrips);
     let mut roundtrips = Vec::with_capacity(options.roundtrips);
@@ -94,7 +102,7 @@ async fn measure(deployment: &Deployment, options: &Options) -> anyhow::Result<(
         roundtrips.push(ms(roundtrip(&client, &admin).await?));
     }
     roundtrips.sort_by(f64::total_cmp);
-    Ok((enqueue, end_to_end, roundtrips))
+    Ok((enqueue, end_to_end, writes, roundtrips))
 }
 
 #[derive(Deserialize)]

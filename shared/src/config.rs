@@ -120,7 +120,8 @@ pub struct Config {
     pub media_dir: std::path::PathBuf,
     pub max_avatar_bytes: usize,
     pub max_avatar_pixels: u64,
-    /// The job queue: the app's SQLite file (embedded) or `redis://...` (distributed).
+    /// `redis://...` in the distributed profile: wake-ups, job events and cancel requests
+    /// across processes. Otherwise (the app's database URL) everything stays in-process.
     pub queue_url: SecretUrl,
     /// Prefix of every Redis key and channel, so several deployments (or tests) can share
     /// one server.
@@ -131,9 +132,7 @@ pub struct Config {
     pub worker_concurrency: usize,
     /// A running job whose worker stops renewing its lease for this long is run again.
     pub job_lease_secs: u64,
-    /// The queue's worker heartbeat; a worker silent for two beats is considered dead.
-    pub queue_heartbeat_secs: u64,
-    /// How often idle workers and the dispatcher look for work when no wake-up arrives.
+    /// How often idle workers look for due jobs when no wake-up arrives.
     pub queue_poll_ms: u64,
     /// On SIGTERM, running jobs get this long to finish.
     pub shutdown_grace_secs: u64,
@@ -290,7 +289,6 @@ impl Config {
             workers: v.parse("PARLEY_WORKERS", 1)?,
             worker_concurrency: v.positive("PARLEY_WORKER_CONCURRENCY", 16)?,
             job_lease_secs: v.positive("PARLEY_JOB_LEASE_SECS", 30)?,
-            queue_heartbeat_secs: v.positive("PARLEY_QUEUE_HEARTBEAT_SECS", 2)?,
             queue_poll_ms: v.positive("PARLEY_QUEUE_POLL_MS", 200)?,
             shutdown_grace_secs: v.parse("PARLEY_SHUTDOWN_GRACE_SECS", 20)?,
             job_events_retention_secs: match v.parse("PARLEY_JOB_EVENTS_RETENTION_SECS", 86_400)? {

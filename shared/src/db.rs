@@ -1,5 +1,10 @@
-//! The app database: one pool over sqlx's `Any` driver, so every store runs the same
-//! portable SQL on SQLite and PostgreSQL. Placeholders are `$1`-style, which both accept.
+//! The app database over sqlx's `Any` driver, so every store runs the same portable SQL on
+//! SQLite and PostgreSQL. Placeholders are `$1`-style, which both accept.
+//!
+//! On SQLite, writes go through [`Db::writer`], a pool of one connection: writers queue for
+//! it in the process instead of meeting at the file's write lock, where SQLite's busy
+//! handler sleeps a millisecond or more. Readers use [`Db::pool`] (WAL: they never wait for
+//! the writer). On PostgreSQL both are the same pool.
 
 use anyhow::Context;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
@@ -18,7 +23,10 @@ pub enum Backend {
 /// A handle on the app database (cheap to clone).
 #[derive(Clone, Debug)]
 pub struct Db {
+    /// Reads (and, on PostgreSQL, everything).
     pub pool: AnyPool,
+    /// Writes and transactions that write.
+    pub writer: AnyPool,
     pub backend: Backend,
 }
 
@@ -38,34 +46,35 @@ impl Db {
             Backend::Sqlite => prepare_sqlite(url)?,
             Backend::Postgres => url.to_owned(),
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        use sqlx::Executor;
-                        conn.execute("pragma journal_mode = wal; pragma foreign_keys = on; pragma busy_timeout = 10000; pragma synchronous = normal;")
-                            .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect(&url)
-            .await
-            .context("connecting to the app database")?;
-        Ok(Self { pool, backend })
+        let options = |max: u32| {
+            AnyPoolOptions::new().max_connections(max).acquire_timeout(Duration::from_secs(10)).after_connect(
+                move |conn, _| {
+                    Box::pin(async move {
+                        if backend == Backend::Sqlite {
+                            use sqlx::Executor;
+                            conn.execute("pragma journal_mode = wal; pragma foreign_keys = on; pragma busy_timeout = 10000; pragma synchronous = normal;")
+                                .await?;
+                        }
+                        Ok(())
+                    })
+                },
+            )
+        };
+        let pool = options(max_connections).connect(&url).await.context("connecting to the app database")?;
+        let writer = match backend {
+            Backend::Sqlite => options(1).connect(&url).await.context("connecting to the app database")?,
+            Backend::Postgres => pool.clone(),
+        };
+        Ok(Self { pool, writer, backend })
     }
 
     /// Applies pending migrations.
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        let mut migrator: Migrator = match self.backend {
+        let migrator: Migrator = match self.backend {
             Backend::Sqlite => sqlx::migrate!("../migrations/sqlite"),
             Backend::Postgres => sqlx::migrate!("../migrations/postgres"),
         };
-        // The embedded queue keeps its own migrations in the same file and table.
-        migrator.set_ignore_missing(true);
-        migrator.run(&self.pool).await.context("running database migrations")
+        migrator.run(&self.writer).await.context("running database migrations")
     }
 
     /// Whether the database answers a trivial query.

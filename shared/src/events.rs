@@ -1,6 +1,7 @@
 //! Job events: written to `job_events` (so streams can be resumed) and published for live
 //! watchers: in-process, or through Redis pub/sub so any API process can serve any job's
-//! stream.
+//! stream. Cancel requests travel the same way, from the API process that took the request
+//! to the worker running the job.
 
 use crate::Db;
 use crate::ids::JobId;
@@ -14,7 +15,24 @@ use tokio::sync::broadcast;
 #[derive(Clone, Debug)]
 pub struct EventBus {
     local: Watchers,
-    redis: Option<(redis::aio::ConnectionManager, String)>,
+    redis: Option<RedisChannels>,
+    /// Cancel requests for running jobs, delivered to every process's workers.
+    cancels: broadcast::Sender<JobId>,
+}
+
+/// The Redis connection and channels of a distributed bus.
+#[derive(Clone, Debug)]
+struct RedisChannels {
+    conn: redis::aio::ConnectionManager,
+    events: String,
+    cancels: String,
+}
+
+/// Cancel requests a worker may fall behind by (it also learns of them at lease renewal).
+const CANCEL_BUFFER: usize = 256;
+
+fn cancel_channel(prefix: &str) -> String {
+    format!("{prefix}:job-cancel")
 }
 
 /// One channel per watched job, so a watcher only ever handles its own job's events (with
@@ -57,7 +75,7 @@ impl EventBus {
 
     /// A bus for one process.
     pub fn local() -> Self {
-        Self { local: Watchers::default(), redis: None }
+        Self { local: Watchers::default(), redis: None, cancels: broadcast::channel(CANCEL_BUFFER).0 }
     }
 
     /// A bus shared by every process on the Redis server at `url`.
@@ -67,13 +85,48 @@ impl EventBus {
         let channel = format!("{prefix}:job-events");
         let local = Watchers::default();
         let tx = local.clone();
-        crate::redis_sub::subscribe(client, channel.clone(), "job events", move |payload| {
+        crate::redis_sub::subscribe(client.clone(), channel.clone(), "job events", move |payload| {
             if let Ok(event) = serde_json::from_str(&payload) {
                 tx.deliver(event);
             }
         })
         .await?;
-        Ok(Self { local, redis: Some((conn, channel)) })
+        let cancels = broadcast::channel(CANCEL_BUFFER).0;
+        let tx = cancels.clone();
+        crate::redis_sub::subscribe(client, cancel_channel(prefix), "cancel requests", move |payload| {
+            if let Ok(job) = payload.parse() {
+                let _ = tx.send(job);
+            }
+        })
+        .await?;
+        Ok(Self {
+            local,
+            redis: Some(RedisChannels { conn, events: channel, cancels: cancel_channel(prefix) }),
+            cancels,
+        })
+    }
+
+    /// Tells the workers of every process that `job` was cancelled (the record already says
+    /// so; a worker that misses this message sees it at its next lease renewal).
+    pub async fn request_cancel(&self, job: JobId) {
+        match &self.redis {
+            None => {
+                let _ = self.cancels.send(job);
+            }
+            Some(redis) => {
+                let mut conn = redis.conn.clone();
+                let sent: redis::RedisResult<()> =
+                    redis::cmd("PUBLISH").arg(&redis.cancels).arg(job.to_string()).query_async(&mut conn).await;
+                if let Err(e) = sent {
+                    tracing::warn!(job.id = %job, error = %e, "publishing a cancel request failed; the lease renewal carries it");
+                }
+            }
+        }
+    }
+
+    /// Cancel requests from now on.
+    pub fn cancel_requests(&self) -> broadcast::Receiver<JobId> {
+        self.cancels.subscribe()
     }
 
     /// Live events of `job` from now on.
@@ -85,12 +138,15 @@ impl EventBus {
     pub async fn publish_many(&self, events: &[JobEvent]) {
         match &self.redis {
             None => events.iter().for_each(|e| self.local.deliver(e.clone())),
-            Some((conn, channel)) => {
+            Some(redis) => {
                 let mut pipe = redis::pipe();
                 for event in events {
-                    pipe.cmd("PUBLISH").arg(channel).arg(serde_json::to_string(event).unwrap_or_default()).ignore();
+                    pipe.cmd("PUBLISH")
+                        .arg(&redis.events)
+                        .arg(serde_json::to_string(event).unwrap_or_default())
+                        .ignore();
                 }
-                let mut conn = conn.clone();
+                let mut conn = redis.conn.clone();
                 if let Err(e) = pipe.query_async::<()>(&mut conn).await {
                     // Watchers still get them: streams re-read the table periodically.
                     tracing::warn!(error = %e, "publishing job events failed");
@@ -131,7 +187,7 @@ impl StreamWriter {
         let writer = tokio::spawn(async move {
             let mut batch = Vec::new();
             while pending.recv_many(&mut batch, WRITE_BATCH).await > 0 {
-                job_events::insert_many(&db.pool, &batch).await.context("storing job events")?;
+                job_events::insert_many(&db.writer, &batch).await.context("storing job events")?;
                 bus.publish_many(&batch).await;
                 batch.clear();
             }
@@ -170,7 +226,7 @@ pub async fn emit(
     event: &str,
     data: serde_json::Value,
 ) -> anyhow::Result<JobEvent> {
-    let stored = job_events::append(&db.pool, job, event, &data).await?;
+    let stored = job_events::append(&db.writer, job, event, &data).await?;
     bus.publish(&stored).await;
     Ok(stored)
 }

@@ -1,5 +1,6 @@
 //! What every job handler can reach (cheap to clone).
 
+use crate::running::Running;
 use parley_shared::auth::Keys;
 use parley_shared::events::EventBus;
 use parley_shared::llm::LlmClient;
@@ -20,12 +21,9 @@ pub struct WorkerContext {
     pub media: Arc<dyn MediaStore>,
     pub keys: Arc<Keys>,
     pub llm: LlmClient,
-    /// Attempts running in this worker set, handed back if the shutdown grace runs out.
-    pub running: RunningJobs,
+    /// Attempts this worker set holds.
+    pub running: Arc<Running>,
 }
-
-/// Attempts in progress: `(job, attempt)`.
-pub type RunningJobs = Arc<std::sync::Mutex<std::collections::HashSet<(parley_shared::ids::JobId, i64)>>>;
 
 impl WorkerContext {
     /// Connects to the database (migrating it), the queue and the event bus named in `config`.
@@ -39,7 +37,7 @@ impl WorkerContext {
         let keys = Arc::new(Keys::load(&config, &db).await?);
         let llm = LlmClient::new(std::time::Duration::from_secs(config.llm_stall_secs));
         let templates = Arc::new(Templates::new()?);
-        let running = RunningJobs::default();
+        let running = Arc::default();
         Ok(Self { config: Arc::new(config), db, queue, bus, mailer, templates, media, keys, llm, running })
     }
 }

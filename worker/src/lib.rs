@@ -1,87 +1,187 @@
-//! Parley's workers: one handler file per job kind under [`jobs`], the generic attempt
-//! logic (leases, timeouts, retries with backoff, cancellation, events) in [`runner`], and
-//! [`run`] to start a worker set on the configured queue.
+//! Parley's workers: one handler file per job kind under [`jobs`], one attempt's life in
+//! [`runner`], and [`run`] to start a worker set.
+//!
+//! apalis is the runtime: one worker per queue, with its concurrency limit, shutdown grace
+//! and monitor. Its backend is the app database's jobs table (a
+//! [`CustomBackend`](apalis::prelude::CustomBackend) whose fetcher claims due rows), so the
+//! row is the one owner of a job's delivery, lease, retry schedule and record. A fetch that
+//! fails (the database is down for a moment) is retried with backoff inside the fetcher,
+//! so a worker outlives an outage of its backend.
 
 pub mod context;
 pub mod jobs;
 pub mod prompt;
 pub mod runner;
+pub mod running;
 
 pub use context::WorkerContext;
 
 use apalis::prelude::*;
-use apalis_redis::RedisStorage;
-use apalis_sqlite::SqliteStorage;
-use parley_shared::jobs::QueueName;
-use parley_shared::queue::{JobMessage, Transport, redis_config, sqlite_config};
+use futures::StreamExt;
+use parley_shared::jobs::{QueueName, lifecycle};
+use parley_shared::store::jobs as store;
+use runner::Claimed;
+use std::collections::VecDeque;
+use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
 
-/// Runs one worker per queue until `shutdown` resolves; then stops fetching, gives running
-/// jobs `shutdown_grace_secs` to finish, and returns. Jobs cut off at the deadline are run
-/// again by another worker once their lease expires.
+/// Runs one worker per queue until `shutdown` resolves; then stops claiming, gives running
+/// jobs `shutdown_grace_secs` to finish, and hands back (without counting the attempt) any
+/// job still held.
 pub async fn run(ctx: WorkerContext, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let config = ctx.config.clone();
-    let poll = Duration::from_millis(config.queue_poll_ms);
-    let heartbeat = config.queue_heartbeat_secs;
-    let concurrency = config.worker_concurrency;
     let instance = format!("{}-{}", std::process::id(), &parley_shared::auth::random_token()[..8]);
+    let renewer = tokio::spawn(renew_leases(ctx.clone()));
+    let canceller = tokio::spawn(relay_cancels(ctx.clone()));
     let mut monitor = Monitor::new();
     for queue in QueueName::ALL {
-        let name = format!("{}-{instance}", ctx.queue.apalis_name(queue));
-        let apalis_queue = ctx.queue.apalis_name(queue);
+        let name = format!("parley-{}-{instance}", queue.as_str());
         let ctx = ctx.clone();
-        match ctx.queue.transport.clone() {
-            Transport::Sqlite(pool) => {
-                monitor = monitor.register(move |_restarts| {
-                    let strategy = Strategy::new().stream(ctx.queue.wake_stream(queue)).interval(poll);
-                    let backend = SqliteStorage::<JobMessage>::new(&pool)
-                        .with_config(sqlite_config(&apalis_queue, heartbeat))
-                        .poll_with_strategy(strategy);
-                    WorkerBuilder::new(name.clone())
-                        .backend(backend)
-                        .data(ctx.clone())
-                        .concurrency(concurrency)
-                        .catch_panic()
-                        .build(runner::handle)
-                });
-            }
-            Transport::Redis { conn, .. } => {
-                monitor = monitor.register(move |_restarts| {
-                    let strategy = Strategy::new().stream(ctx.queue.wake_stream(queue)).interval(poll);
-                    let backend = RedisStorage::<JobMessage>::new(conn.clone())
-                        .with_config(redis_config(&apalis_queue, heartbeat))
-                        .poll_with_strategy(strategy);
-                    WorkerBuilder::new(name.clone())
-                        .backend(backend)
-                        .data(ctx.clone())
-                        .concurrency(concurrency)
-                        .catch_panic()
-                        .build(runner::handle)
-                });
-            }
-        }
+        let wake = ctx.queue.register(queue);
+        monitor = monitor.register(move |_restarts| {
+            let backend = BackendBuilder::new()
+                .database(ctx.clone())
+                .fetcher({
+                    let wake = wake.clone();
+                    move |ctx: &mut WorkerContext, _: &(), _: &apalis::prelude::WorkerContext| {
+                        fetch(ctx.clone(), queue, wake.clone())
+                    }
+                })
+                .sink(|_, _| futures::sink::drain::<Task<Claimed>>())
+                .build()
+                .expect("the backend has every part");
+            WorkerBuilder::new(name.clone())
+                .backend(backend)
+                .data(ctx.clone())
+                .concurrency(ctx.config.worker_concurrency)
+                .build(runner::handle)
+        });
     }
     let shutdown = async move {
         shutdown.await;
         Ok::<(), std::io::Error>(())
     };
-    let running = ctx.running.clone();
-    let db = ctx.db.clone();
     let result = monitor
         .shutdown_timeout(Duration::from_secs(config.shutdown_grace_secs))
         .run_with_signal(shutdown)
         .await
         .map_err(|e| anyhow::anyhow!("worker monitor: {e}"));
-    // Attempts the grace period cut off go back to the queue now rather than after their
-    // lease expires.
-    let cut_off: Vec<_> = running.lock().expect("running lock").drain().collect();
-    for (job, attempt) in cut_off {
-        match parley_shared::store::jobs::hand_back(&db.pool, job, attempt).await {
+    renewer.abort();
+    canceller.abort();
+    // Attempts the grace period cut off (and claimed jobs that never started) go back to
+    // the queue now rather than after their lease expires.
+    for (job, attempt) in ctx.running.drain() {
+        match store::hand_back(&ctx.db.writer, job, attempt).await {
             Ok(true) => tracing::warn!(job.id = %job, "job handed back at shutdown"),
             Ok(false) => {}
             Err(e) => tracing::warn!(job.id = %job, error = %e, "handing a job back failed; its lease will expire"),
         }
     }
     result
+}
+
+/// Most jobs one claim takes.
+const CLAIM_BATCH: usize = 64;
+
+type Fetched = Result<Option<Task<Claimed>>, Infallible>;
+
+/// The jobs of `queue` this worker claims, as apalis asks for them (it asks only while it
+/// has a free slot). Waits for a wake-up or the polling interval when nothing is due.
+fn fetch(ctx: WorkerContext, queue: QueueName, wake: Arc<Notify>) -> futures::stream::BoxStream<'static, Fetched> {
+    struct State {
+        ctx: WorkerContext,
+        wake: Arc<Notify>,
+        ready: VecDeque<Claimed>,
+        failures: u32,
+    }
+    let state = State { ctx, wake, ready: VecDeque::new(), failures: 0 };
+    futures::stream::unfold(state, move |mut st| async move {
+        let poll = Duration::from_millis(st.ctx.config.queue_poll_ms);
+        let lease_ms = i64::try_from(st.ctx.config.job_lease_secs * 1000).unwrap_or(i64::MAX);
+        loop {
+            if let Some(claimed) = st.ready.pop_front() {
+                return Some((Ok(Some(Task::new(claimed))), st));
+            }
+            let free = st.ctx.config.worker_concurrency.saturating_sub(st.ctx.running.count(queue));
+            if free > 0 {
+                match lifecycle::claim(&st.ctx.db, &st.ctx.bus, queue, free.min(CLAIM_BATCH), lease_ms).await {
+                    Ok(jobs) if !jobs.is_empty() => {
+                        st.failures = 0;
+                        for job in jobs {
+                            let signal = st.ctx.running.hold(queue, &job);
+                            st.ready.push_back(Claimed { job, signal });
+                        }
+                        continue;
+                    }
+                    Ok(_) => st.failures = 0,
+                    Err(e) => {
+                        st.failures += 1;
+                        let wait = Duration::from_millis(100 << st.failures.min(6)).min(Duration::from_secs(5));
+                        tracing::warn!(queue = queue.as_str(), error = %e, retry_in_ms = wait.as_millis() as u64, "claiming jobs failed; retrying");
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                }
+            }
+            tokio::select! {
+                () = st.wake.notified() => {}
+                () = tokio::time::sleep(poll) => {}
+            }
+        }
+    })
+    .boxed()
+}
+
+/// Renews the leases of every attempt this worker set holds, in one statement, about three
+/// times per lease. An attempt whose job was taken over is told it lost it; one with a
+/// cancel request is told to stop (in case the bus message was missed). When no renewal
+/// gets through for a whole lease, every attempt is given up.
+async fn renew_leases(ctx: WorkerContext) {
+    let lease = Duration::from_secs(ctx.config.job_lease_secs);
+    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    let mut last_ok = std::time::Instant::now();
+    let mut every = tokio::time::interval(lease / 3);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let held = ctx.running.snapshot();
+        if held.is_empty() {
+            last_ok = std::time::Instant::now();
+            continue;
+        }
+        match store::renew_leases(&ctx.db.writer, &held, lease_ms).await {
+            Ok(renewed) => {
+                last_ok = std::time::Instant::now();
+                for (job, attempt) in held {
+                    match renewed.iter().find(|(id, _)| *id == job.to_string()) {
+                        None => ctx.running.signal(job, Some(attempt), running::Signal::Lost),
+                        Some((_, true)) => ctx.running.signal(job, Some(attempt), running::Signal::Cancel),
+                        Some((_, false)) => {}
+                    }
+                }
+            }
+            Err(e) if last_ok.elapsed() >= lease => {
+                tracing::warn!(error = %e, "leases could not be renewed in time; giving the jobs up");
+                for (job, attempt) in held {
+                    ctx.running.signal(job, Some(attempt), running::Signal::Lost);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "renewing job leases failed"),
+        }
+    }
+}
+
+/// Passes cancel requests from the event bus to the attempts they concern.
+async fn relay_cancels(ctx: WorkerContext) {
+    let mut requests = ctx.bus.cancel_requests();
+    loop {
+        match requests.recv().await {
+            Ok(job) => ctx.running.signal(job, None, running::Signal::Cancel),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
 }

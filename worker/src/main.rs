@@ -9,7 +9,7 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     telemetry::init(config.log_format);
     let ctx = WorkerContext::connect(config).await?;
-    ctx.queue.spawn_dispatcher(ctx.db.clone(), ctx.bus.clone(), &ctx.config);
+    parley_shared::queue::spawn_event_pruning(ctx.db.clone(), &ctx.config);
     tracing::info!("worker started");
     parley_worker::run(ctx, shutdown_signal()).await?;
     tracing::info!("worker stopped");

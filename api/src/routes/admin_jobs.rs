@@ -12,7 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use parley_shared::ids::JobId;
-use parley_shared::jobs::{JobKind, JobStatus, Noop};
+use parley_shared::jobs::{JobKind, JobSpec, JobStatus, Noop};
 use parley_shared::store::jobs;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -67,20 +67,23 @@ pub async fn retry_job(
 ) -> ApiResult<(StatusCode, Json<JobView>)> {
     let id: JobId = id.parse().map_err(|_| ApiError::NotFound)?;
     let job = jobs::get(&state.db.pool, id).await?.ok_or(ApiError::NotFound)?;
-    if job.kind() == Some(JobKind::SendEmail) && matches!(job.status(), JobStatus::Failed | JobStatus::Cancelled) {
+    if job.kind == JobKind::SendEmail && matches!(job.status(), JobStatus::Failed | JobStatus::Cancelled) {
         // An admin's retry is the decision to send an email whose earlier send was cut off
         // (one that went out is still never sent twice). Before the requeue, so the new
         // attempt finds the claim gone.
-        parley_shared::store::email_tokens::release_delivery(&state.db.pool, &id.to_string()).await?;
+        parley_shared::store::email_tokens::release_delivery(&state.db.writer, &id.to_string()).await?;
     }
-    if !jobs::requeue(&state.db.pool, id).await? {
+    let mut tx = state.db.writer.begin().await?;
+    let requeued = jobs::requeue(&mut tx, id).await?;
+    tx.commit().await?;
+    if !requeued {
         return Err(ApiError::BadRequest {
             code: "not_retryable",
             message: format!("only failed or cancelled jobs can be retried; this one is {}", job.status().as_str()),
             status: StatusCode::CONFLICT,
         });
     }
-    state.queue.notify_outbox();
+    state.queue.wake(job.kind.policy().queue);
     let job = jobs::get(&state.db.pool, id).await?.ok_or(ApiError::NotFound)?;
     Ok((StatusCode::ACCEPTED, Json(job.into())))
 }
@@ -96,7 +99,7 @@ pub async fn create_noop(
     if noop.sleep_ms > 600_000 {
         return Err(ApiError::field("sleep_ms", "must be at most 600000"));
     }
-    let job_id = jobs::enqueue(&state.db.pool, JobKind::Noop, Some(admin.0.user.id), &noop).await?;
-    state.queue.notify_outbox();
+    let job_id = jobs::enqueue(&state.db.writer, Some(admin.0.user.id), &noop).await?;
+    state.queue.wake(Noop::QUEUE);
     Ok((StatusCode::ACCEPTED, Json(JobAccepted { job_id })))
 }

@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::post;
 use parley_shared::domain::{DisplayName, Email, Password, Username};
+use parley_shared::jobs::JobSpec;
 use parley_shared::store::{sessions, users};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -71,7 +72,7 @@ pub async fn register(
     let hash = state.hasher.hash(password.expose()).await?;
     // The account and its verification email commit together: no account without its
     // email job, no email for an account that was rolled back.
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.writer.begin().await?;
     let user = users::create(
         &mut *tx,
         users::NewUser {
@@ -85,7 +86,7 @@ pub async fn register(
     .await?;
     crate::routes::email_flows::enqueue_email(&mut *tx, user.id, parley_shared::jobs::EmailKind::VerifyEmail).await?;
     tx.commit().await?;
-    state.queue.notify_outbox();
+    state.queue.wake(parley_shared::jobs::SendEmail::QUEUE);
     tracing::info!(user.id = %user.id, email = %email.masked(), "account registered");
     let (_, tokens) = tokens::start_session(&state, user.id, user_agent(&headers), &ip.to_string()).await?;
     let user = UserProfile::new(&user, &state.config);
@@ -223,13 +224,13 @@ pub async fn change_password(
     }
     errors.finish()?;
     let hash = state.hasher.hash(new.expect("checked").expose()).await?;
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.writer.begin().await?;
     users::set_password_hash(&mut *tx, auth.user.id, &hash).await?;
     sessions::revoke_all(&mut *tx, auth.user.id, Some(auth.session), "password_change").await?;
     crate::routes::email_flows::enqueue_email(&mut *tx, auth.user.id, parley_shared::jobs::EmailKind::PasswordChanged)
         .await?;
     tx.commit().await?;
-    state.queue.notify_outbox();
+    state.queue.wake(parley_shared::jobs::SendEmail::QUEUE);
     tracing::info!(user.id = %auth.user.id, "password changed");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -11,7 +11,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use parley_shared::avatar::{self, AvatarError};
-use parley_shared::jobs::{JobKind, ProcessAvatar};
+use parley_shared::jobs::JobSpec;
+use parley_shared::jobs::ProcessAvatar;
 use parley_shared::media::{new_key, validate_key};
 use parley_shared::store::{jobs, users};
 
@@ -82,7 +83,7 @@ pub async fn upload_avatar(
     let payload = ProcessAvatar { user_id: auth.user.id, upload_key: upload_key.clone() };
     match enqueue_processing(&state, key.as_ref(), &payload).await {
         Ok(Ok(accepted)) => {
-            state.queue.notify_outbox();
+            state.queue.wake(ProcessAvatar::QUEUE);
             Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
         }
         // Nothing will process this upload: drop it (and answer a concurrent retry's answer).
@@ -103,8 +104,8 @@ async fn enqueue_processing(
     key: Option<&IdempotencyKey>,
     payload: &ProcessAvatar,
 ) -> ApiResult<Result<JobAccepted, Response>> {
-    let mut tx = state.db.pool.begin().await?;
-    let job_id = jobs::enqueue(&mut *tx, JobKind::ProcessAvatar, Some(payload.user_id), payload).await?;
+    let mut tx = state.db.writer.begin().await?;
+    let job_id = jobs::enqueue(&mut *tx, Some(payload.user_id), payload).await?;
     let accepted = JobAccepted { job_id };
     match idempotency::commit(key, tx, &state.db.pool, StatusCode::ACCEPTED, &accepted).await? {
         Some(first) => Ok(Err(first)),

@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
+use parley_shared::jobs::JobSpec;
 use parley_shared::jobs::{JobKind, LlmCompletion};
 use parley_shared::store::chat::{self, Message, NewMessage, Session};
 use parley_shared::store::{jobs, llm_configs, users};
@@ -111,7 +112,7 @@ pub async fn chat(
         });
     };
 
-    let mut tx = pool.begin().await?;
+    let mut tx = state.db.writer.begin().await?;
     // Counted under the user's row lock, so concurrent requests cannot both pass the limit.
     users::lock(&mut *tx, user).await?;
     let active = jobs::count_active(&mut *tx, user, JobKind::LlmCompletion).await?;
@@ -147,9 +148,7 @@ pub async fn chat(
         },
     )
     .await?;
-    let job =
-        jobs::enqueue(&mut *tx, JobKind::LlmCompletion, Some(user), &LlmCompletion { message_id: reply.id.clone() })
-            .await?;
+    let job = jobs::enqueue(&mut *tx, Some(user), &LlmCompletion { message_id: reply.id.clone() }).await?;
     chat::set_message_job(&mut *tx, &reply.id, &job.to_string()).await?;
     chat::touch_session(&mut *tx, &session.id).await?;
     let body = ChatAccepted {
@@ -163,7 +162,7 @@ pub async fn chat(
     if let Some(first) = idempotency::commit(key.as_ref(), tx, &state.db.pool, StatusCode::ACCEPTED, &body).await? {
         return Ok(first);
     }
-    state.queue.notify_outbox();
+    state.queue.wake(LlmCompletion::QUEUE);
     if wants_stream {
         return Ok(event_stream(state, job, 0).into_response());
     }

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use parley_shared::domain::{Email, Password};
 use parley_shared::ids::JobId;
+use parley_shared::jobs::JobSpec;
 use parley_shared::jobs::{EmailKind, JobKind, SendEmail};
 use parley_shared::store::{email_tokens, jobs, sessions, users};
 use parley_shared::time::now_ms;
@@ -43,7 +44,7 @@ pub async fn enqueue_email<'e>(
     user: parley_shared::ids::UserId,
     email: EmailKind,
 ) -> ApiResult<JobId> {
-    Ok(jobs::enqueue(ex, JobKind::SendEmail, Some(user), &SendEmail { user_id: user, email }).await?)
+    Ok(jobs::enqueue(ex, Some(user), &SendEmail { user_id: user, email }).await?)
 }
 
 /// Sends (again) the verification email. `Idempotency-Key` makes a retried request return
@@ -74,13 +75,13 @@ pub async fn send_verification(
     if let Some(wait) = email_wait(&state, auth.user.id, "verify_email").await? {
         return Err(ApiError::RateLimited { retry_after_secs: wait });
     }
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.writer.begin().await?;
     let job_id = enqueue_email(&mut *tx, auth.user.id, EmailKind::VerifyEmail).await?;
     let body = JobAccepted { job_id };
     if let Some(first) = idempotency::commit(key.as_ref(), tx, &state.db.pool, StatusCode::ACCEPTED, &body).await? {
         return Ok(first);
     }
-    state.queue.notify_outbox();
+    state.queue.wake(parley_shared::jobs::SendEmail::QUEUE);
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
@@ -153,8 +154,8 @@ async fn reset_request(state: &AppState, email: &str) -> ApiResult<()> {
         tracing::info!(user.id = %user.id, "password reset throttled");
         return Ok(());
     }
-    enqueue_email(&state.db.pool, user.id, EmailKind::PasswordReset).await?;
-    state.queue.notify_outbox();
+    enqueue_email(&state.db.writer, user.id, EmailKind::PasswordReset).await?;
+    state.queue.wake(parley_shared::jobs::SendEmail::QUEUE);
     Ok(())
 }
 
@@ -183,7 +184,7 @@ pub async fn confirm_password_reset(
         return Err(invalid_token());
     }
     let hash = state.hasher.hash(password.expect("checked").expose()).await?;
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.writer.begin().await?;
     let user = email_tokens::consume(&mut *tx, req.token.trim(), email_tokens::PASSWORD_RESET)
         .await?
         .ok_or_else(invalid_token)?;
@@ -191,7 +192,7 @@ pub async fn confirm_password_reset(
     sessions::revoke_all(&mut *tx, user, None, "password_reset").await?;
     enqueue_email(&mut *tx, user, EmailKind::PasswordChanged).await?;
     tx.commit().await?;
-    state.queue.notify_outbox();
+    state.queue.wake(parley_shared::jobs::SendEmail::QUEUE);
     tracing::info!(user.id = %user, "password reset");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -12,10 +12,10 @@ use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use parley_shared::ids::JobId;
-use parley_shared::jobs::JobStatus;
-use parley_shared::jobs::lifecycle::announce_end;
+use parley_shared::jobs::lifecycle;
+use parley_shared::jobs::{JobKind, JobStatus};
 use parley_shared::store::job_events::{self, JobEvent};
-use parley_shared::store::jobs::{self, CancelOutcome, Job};
+use parley_shared::store::jobs::{self, Job};
 use parley_shared::time::{from_ms, now_ms};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -44,7 +44,7 @@ pub struct JobAccepted {
 pub struct JobView {
     #[schema(value_type = String, format = Uuid)]
     pub id: JobId,
-    pub kind: String,
+    pub kind: JobKind,
     pub status: JobStatus,
     pub attempts: i64,
     pub max_attempts: i64,
@@ -151,9 +151,7 @@ pub async fn cancel_job(
 
 /// Cancels `job`; a job that was still waiting ends here, so its end is announced here.
 pub async fn cancel(state: &AppState, job: &Job) -> ApiResult<()> {
-    if jobs::cancel(&state.db.pool, job.id).await? == CancelOutcome::Cancelled {
-        announce_end(&state.db, &state.bus, job, JobStatus::Cancelled, None).await?;
-    }
+    lifecycle::cancel(&state.db, &state.bus, job.id).await?;
     Ok(())
 }
 

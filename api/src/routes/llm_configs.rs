@@ -297,7 +297,7 @@ pub async fn update_config(
 
 /// Writes a config; a new default unsets the old one in the same transaction.
 pub async fn save(state: &AppState, id: Option<&str>, fields: &ConfigFields) -> ApiResult<LlmConfig> {
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.writer.begin().await?;
     let config = match id {
         Some(id) => llm_configs::update(&mut *tx, id, fields).await?,
         None => llm_configs::insert(&mut *tx, fields).await?,

@@ -117,7 +117,6 @@ pub fn base_vars(dir: &std::path::Path) -> HashMap<String, String> {
         ("PARLEY_LOGIN_ACCOUNT_PER_MINUTE", "1000"),
         ("PARLEY_QUEUE_POLL_MS", "100"),
         ("PARLEY_JOB_LEASE_SECS", "3"),
-        ("PARLEY_QUEUE_HEARTBEAT_SECS", "1"),
         ("PARLEY_SHUTDOWN_GRACE_SECS", "5"),
     ]
     .into_iter()

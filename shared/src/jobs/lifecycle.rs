@@ -1,38 +1,174 @@
-//! The end of a job, wherever it is decided (the runner, the lease sweep, a cancel of a
-//! waiting job): the final event for watchers, and the job kind's domain rows closed.
+//! A job's transitions, each one transaction on the app database's writer together with the
+//! event it emits (published once the transaction commits): a worker's claim (attempts
+//! start, `status` events), an attempt's end (the record, then `done`, `error`, `retrying`
+//! or `cancelled`), and a cancel or admin retry from the API. When a job ends without
+//! succeeding, its kind's [`JobSpec::on_end`] closes what it left open, in the same
+//! transaction.
 
-use super::{JobKind, JobStatus, LlmCompletion};
+use super::{JobSpec, JobStatus, QueueName};
 use crate::Db;
-use crate::events::{EventBus, emit};
-use crate::store::chat;
-use crate::store::jobs::Job;
-use serde_json::json;
+use crate::error::StoreError;
+use crate::events::EventBus;
+use crate::ids::JobId;
+use crate::store::job_events;
+use crate::store::jobs::{self as store, Job};
+use serde_json::{Value, json};
+use sqlx::AnyConnection;
+use std::time::Duration;
 
-/// Emits the final event of `job`, which ended with `status` (not `succeeded`: that one
-/// carries a result and is emitted by the runner), and closes what the job left open.
-pub async fn announce_end(
+/// Takes up to `limit` jobs of `queue` for a worker: due waiting jobs, and jobs whose worker
+/// died (lease expired). Each taken job's attempt starts with a lease of `lease_ms`; a job
+/// whose worker died and which must not run again (out of attempts, or cancelled) ends
+/// instead. An idle queue costs one read and no write.
+pub async fn claim(
+    db: &Db,
+    bus: &EventBus,
+    queue: QueueName,
+    limit: usize,
+    lease_ms: i64,
+) -> Result<Vec<Job>, StoreError> {
+    let candidates = store::claimable(&db.pool, queue, i64::try_from(limit).unwrap_or(i64::MAX)).await?;
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let expired: Vec<String> =
+        candidates.iter().filter(|(_, status)| status == "running").map(|(id, _)| id.clone()).collect();
+    let mut tx = db.writer.begin().await?;
+    let mut events = Vec::new();
+    let ended = store::end_abandoned(&mut tx, &expired).await?;
+    for job in &ended {
+        tracing::warn!(job.id = %job.id, status = job.status.as_str(), "job ended after its worker stopped responding");
+        close_domain_rows(&mut tx, job, job.status, job.error.as_deref()).await?;
+        events.push(final_event(job.id, job.status, job.error.as_deref()));
+    }
+    let ids: Vec<String> =
+        candidates.into_iter().map(|(id, _)| id).filter(|id| !ended.iter().any(|j| j.id.to_string() == *id)).collect();
+    let started = store::start_attempts(&mut tx, db.backend, &ids, lease_ms).await?;
+    events.extend(started.iter().map(|job| (job.id, "status", json!({"status": "running", "attempt": job.attempts}))));
+    let stored = job_events::append_in(&mut tx, &events).await?;
+    tx.commit().await?;
+    bus.publish_many(&stored).await;
+    Ok(started)
+}
+
+/// Ends attempt `job.attempts` succeeded with `result`; false if it no longer owns the job.
+pub async fn succeed(db: &Db, bus: &EventBus, job: &Job, result: &Value) -> Result<bool, StoreError> {
+    let mut tx = db.writer.begin().await?;
+    if !store::finish(&mut tx, job.id, job.attempts, JobStatus::Succeeded, Some(result), None).await? {
+        return Ok(false);
+    }
+    let data = json!({"status": "succeeded", "result": result});
+    let stored = job_events::append_in(&mut tx, &[(job.id, "done", data)]).await?;
+    tx.commit().await?;
+    bus.publish_many(&stored).await;
+    Ok(true)
+}
+
+/// Ends attempt `job.attempts` failed or cancelled; false if it no longer owns the job.
+pub async fn end(
     db: &Db,
     bus: &EventBus,
     job: &Job,
     status: JobStatus,
     error: Option<&str>,
-) -> anyhow::Result<()> {
-    close_domain_rows(db, job, status, error).await?;
-    match status {
-        JobStatus::Cancelled => emit(db, bus, job.id, "status", json!({"status": "cancelled"})).await?,
-        _ => emit(db, bus, job.id, "error", json!({"status": status.as_str(), "error": error})).await?,
-    };
-    Ok(())
+) -> Result<bool, StoreError> {
+    debug_assert!(matches!(status, JobStatus::Failed | JobStatus::Cancelled));
+    let mut tx = db.writer.begin().await?;
+    let error = error.or((status == JobStatus::Cancelled).then_some("cancelled"));
+    if !store::finish(&mut tx, job.id, job.attempts, status, None, error).await? {
+        return Ok(false);
+    }
+    close_domain_rows(&mut tx, job, status, error).await?;
+    let stored = job_events::append_in(&mut tx, &[final_event(job.id, status, error)]).await?;
+    tx.commit().await?;
+    bus.publish_many(&stored).await;
+    Ok(true)
 }
 
-/// A reply whose generation ended without finishing is marked failed or cancelled, keeping
-/// whatever text it had.
-async fn close_domain_rows(db: &Db, job: &Job, status: JobStatus, error: Option<&str>) -> anyhow::Result<()> {
-    if job.kind() == Some(JobKind::LlmCompletion)
-        && let Ok(p) = serde_json::from_str::<LlmCompletion>(&job.payload)
-    {
-        let message_status = if status == JobStatus::Cancelled { "cancelled" } else { "failed" };
-        chat::close_open_reply(&db.pool, &p.message_id, message_status, error).await?;
+/// Schedules the next attempt of `job` after `delay` (the job goes back to the queue with
+/// `run_after` set: the row is the one retry schedule). A cancel requested meanwhile ends
+/// the job instead. Returns the new status (`None`: the attempt no longer owns the job).
+pub async fn retry(
+    db: &Db,
+    bus: &EventBus,
+    job: &Job,
+    error: &str,
+    delay: Duration,
+) -> Result<Option<JobStatus>, StoreError> {
+    let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+    let run_after = crate::time::now_ms().saturating_add(delay_ms);
+    let mut tx = db.writer.begin().await?;
+    let status = store::retry_later(&mut tx, job.id, job.attempts, error, run_after).await?;
+    let event = match status {
+        Some(JobStatus::Retrying) => (
+            job.id,
+            "status",
+            json!({"status": "retrying", "attempt": job.attempts, "error": error, "retry_in_ms": delay_ms}),
+        ),
+        Some(JobStatus::Cancelled) => {
+            close_domain_rows(&mut tx, job, JobStatus::Cancelled, None).await?;
+            final_event(job.id, JobStatus::Cancelled, None)
+        }
+        _ => return Ok(status),
+    };
+    let stored = job_events::append_in(&mut tx, &[event]).await?;
+    tx.commit().await?;
+    bus.publish_many(&stored).await;
+    Ok(status)
+}
+
+/// What a cancel request did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The job was waiting and is now cancelled.
+    Cancelled,
+    /// The job is running; its worker was told through the event bus and stops shortly.
+    Requested,
+    /// The job had already finished (or is gone).
+    Finished,
+}
+
+/// Cancels a job: a waiting job ends at once; a running one is marked (so a retry or a
+/// worker taking it over never runs it again) and its worker is told through the event bus.
+pub async fn cancel(db: &Db, bus: &EventBus, id: JobId) -> Result<CancelOutcome, StoreError> {
+    let mut tx = db.writer.begin().await?;
+    if let Some(job) = store::cancel_waiting(&mut tx, id).await? {
+        close_domain_rows(&mut tx, &job, JobStatus::Cancelled, None).await?;
+        let stored = job_events::append_in(&mut tx, &[final_event(id, JobStatus::Cancelled, None)]).await?;
+        tx.commit().await?;
+        bus.publish_many(&stored).await;
+        return Ok(CancelOutcome::Cancelled);
     }
-    Ok(())
+    let running = store::request_cancel(&mut *tx, id).await?;
+    tx.commit().await?;
+    if !running {
+        return Ok(CancelOutcome::Finished);
+    }
+    bus.request_cancel(id).await;
+    Ok(CancelOutcome::Requested)
+}
+
+/// The final event of a job that ended `status` (not `succeeded`, whose `done` carries the
+/// result).
+fn final_event(id: JobId, status: JobStatus, error: Option<&str>) -> (JobId, &'static str, Value) {
+    match status {
+        JobStatus::Cancelled => (id, "status", json!({"status": "cancelled"})),
+        _ => (id, "error", json!({"status": status.as_str(), "error": error})),
+    }
+}
+
+/// Runs the kind's [`JobSpec::on_end`] for a job that ended without succeeding.
+async fn close_domain_rows(
+    conn: &mut AnyConnection,
+    job: &Job,
+    status: JobStatus,
+    error: Option<&str>,
+) -> Result<(), StoreError> {
+    crate::with_job_type!(job.kind, T => match job.payload::<T>() {
+        Ok(payload) => payload.on_end(conn, status, error).await,
+        Err(e) => {
+            tracing::warn!(job.id = %job.id, error = %e, "a job's payload does not parse; nothing to close");
+            Ok(())
+        }
+    })
 }

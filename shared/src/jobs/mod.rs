@@ -1,16 +1,63 @@
-//! Job kinds: payloads (ids only) and, next to each kind, its retry policy, timeout and
-//! queue. The `jobs` table row is what clients see; the queue only carries job ids.
+//! Job kinds as types, in the manner of the Rust registry's `BackgroundJob`: each kind is a
+//! payload struct (ids only) implementing [`JobSpec`], which declares its name, queue,
+//! attempts, backoff and timeout, and what must be closed when the job ends without
+//! succeeding. [`crate::store::jobs::enqueue`] takes the typed payload, so a kind cannot be
+//! paired with the wrong payload. The worker crate adds each kind's `run`.
 
 mod backoff;
+mod kinds;
 pub mod lifecycle;
 
 pub use backoff::backoff_delay;
+pub use kinds::*;
 
+use crate::error::StoreError;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use sqlx::AnyConnection;
+use std::future::Future;
 use std::time::Duration;
 
+/// A kind of job: its payload type and how it is run.
+pub trait JobSpec: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The kind's name, stored in the job row.
+    const KIND: JobKind;
+    /// Interactive work never waits behind bulk work: each queue has its own workers.
+    const QUEUE: QueueName;
+    /// Attempts before the job fails for good.
+    const MAX_ATTEMPTS: u32;
+    /// Longest run of one attempt.
+    const TIMEOUT: Duration;
+    /// First retry delay; doubles each attempt, with jitter, up to `MAX_BACKOFF`.
+    const BASE_BACKOFF: Duration;
+    const MAX_BACKOFF: Duration;
+
+    fn policy() -> JobPolicy {
+        JobPolicy {
+            queue: Self::QUEUE,
+            max_attempts: Self::MAX_ATTEMPTS,
+            timeout: Self::TIMEOUT,
+            base_backoff: Self::BASE_BACKOFF,
+            max_backoff: Self::MAX_BACKOFF,
+        }
+    }
+
+    /// Closes the domain rows the job left open when it ends `failed` or `cancelled`,
+    /// wherever that is decided (the worker, a cancel of a waiting job, the claim of a job
+    /// whose worker died). Runs in the transaction that ends the job.
+    fn on_end(
+        &self,
+        conn: &mut AnyConnection,
+        status: JobStatus,
+        error: Option<&str>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = (conn, status, error);
+        async { Ok(()) }
+    }
+}
+
 /// Every kind of job Parley runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobKind {
     SendEmail,
@@ -21,6 +68,75 @@ pub enum JobKind {
     GenerateTitle,
     /// Does nothing (or sleeps/fails as its payload says): for benchmarks and operations checks.
     Noop,
+}
+
+/// Calls `$body` with `$t` bound to the payload type of `$kind`.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! with_job_type {
+    ($kind:expr, $t:ident => $body:expr) => {
+        match $kind {
+            $crate::jobs::JobKind::SendEmail => {
+                type $t = $crate::jobs::SendEmail;
+                $body
+            }
+            $crate::jobs::JobKind::ProcessAvatar => {
+                type $t = $crate::jobs::ProcessAvatar;
+                $body
+            }
+            $crate::jobs::JobKind::LlmCompletion => {
+                type $t = $crate::jobs::LlmCompletion;
+                $body
+            }
+            $crate::jobs::JobKind::GenerateTitle => {
+                type $t = $crate::jobs::GenerateTitle;
+                $body
+            }
+            $crate::jobs::JobKind::Noop => {
+                type $t = $crate::jobs::Noop;
+                $body
+            }
+        }
+    };
+}
+
+impl JobKind {
+    pub const ALL: [JobKind; 5] =
+        [JobKind::SendEmail, JobKind::ProcessAvatar, JobKind::LlmCompletion, JobKind::GenerateTitle, JobKind::Noop];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::SendEmail => "send_email",
+            JobKind::ProcessAvatar => "process_avatar",
+            JobKind::LlmCompletion => "llm_completion",
+            JobKind::GenerateTitle => "generate_title",
+            JobKind::Noop => "noop",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The policy the kind's [`JobSpec`] declares.
+    pub fn policy(self) -> JobPolicy {
+        with_job_type!(self, T => T::policy())
+    }
+}
+
+/// A stored value the code does not know: an error, never mapped to another value.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown {what} {value:?}")]
+pub struct UnknownValue {
+    pub what: &'static str,
+    pub value: String,
+}
+
+impl TryFrom<String> for JobKind {
+    type Error = UnknownValue;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value).ok_or(UnknownValue { what: "job kind", value })
+    }
 }
 
 /// Queues, so interactive work is never stuck behind bulk work: each has its own workers.
@@ -45,75 +161,21 @@ impl QueueName {
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|q| q.as_str() == s)
     }
+
+    /// Position in [`QueueName::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
 }
 
-/// How a kind is run.
+/// How a kind is run (what its [`JobSpec`] declares).
 #[derive(Debug, Clone, Copy)]
 pub struct JobPolicy {
     pub queue: QueueName,
     pub max_attempts: u32,
     pub timeout: Duration,
-    /// First retry delay; doubles each attempt, with jitter, up to `max_backoff`.
     pub base_backoff: Duration,
     pub max_backoff: Duration,
-}
-
-impl JobKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobKind::SendEmail => "send_email",
-            JobKind::ProcessAvatar => "process_avatar",
-            JobKind::LlmCompletion => "llm_completion",
-            JobKind::GenerateTitle => "generate_title",
-            JobKind::Noop => "noop",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [JobKind::SendEmail, JobKind::ProcessAvatar, JobKind::LlmCompletion, JobKind::GenerateTitle, JobKind::Noop]
-            .into_iter()
-            .find(|k| k.as_str() == s)
-    }
-
-    pub fn policy(self) -> JobPolicy {
-        match self {
-            JobKind::SendEmail => JobPolicy {
-                queue: QueueName::Default,
-                max_attempts: 8,
-                timeout: Duration::from_secs(60),
-                base_backoff: Duration::from_secs(2),
-                max_backoff: Duration::from_secs(600),
-            },
-            JobKind::ProcessAvatar => JobPolicy {
-                queue: QueueName::Default,
-                max_attempts: 3,
-                timeout: Duration::from_secs(60),
-                base_backoff: Duration::from_secs(1),
-                max_backoff: Duration::from_secs(30),
-            },
-            JobKind::LlmCompletion => JobPolicy {
-                queue: QueueName::Interactive,
-                max_attempts: 4,
-                timeout: Duration::from_secs(600),
-                base_backoff: Duration::from_secs(1),
-                max_backoff: Duration::from_secs(60),
-            },
-            JobKind::GenerateTitle => JobPolicy {
-                queue: QueueName::Interactive,
-                max_attempts: 3,
-                timeout: Duration::from_secs(60),
-                base_backoff: Duration::from_secs(2),
-                max_backoff: Duration::from_secs(30),
-            },
-            JobKind::Noop => JobPolicy {
-                queue: QueueName::Default,
-                max_attempts: 5,
-                timeout: Duration::from_secs(120),
-                base_backoff: Duration::from_millis(200),
-                max_backoff: Duration::from_secs(10),
-            },
-        }
-    }
 }
 
 /// Client-visible job status.
@@ -158,50 +220,37 @@ impl JobStatus {
     }
 }
 
-/// Which email a `send_email` job sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EmailKind {
-    VerifyEmail,
-    PasswordReset,
-    PasswordChanged,
+impl TryFrom<String> for JobStatus {
+    type Error = UnknownValue;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value).ok_or(UnknownValue { what: "job status", value })
+    }
 }
 
-/// `send_email`: the job makes any token itself, so no secret sits in the queue.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SendEmail {
-    pub user_id: crate::ids::UserId,
-    pub email: EmailKind,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// `process_avatar`: an uploaded file waiting under `upload_key` in the media store.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ProcessAvatar {
-    pub user_id: crate::ids::UserId,
-    pub upload_key: String,
-}
+    #[test]
+    fn every_kind_and_status_round_trips_through_its_stored_name() {
+        for kind in JobKind::ALL {
+            assert_eq!(JobKind::try_from(kind.as_str().to_owned()).unwrap(), kind);
+        }
+        for status in JobStatus::ALL {
+            assert_eq!(JobStatus::try_from(status.as_str().to_owned()).unwrap(), status);
+        }
+    }
 
-/// `llm_completion`: fills in a pending assistant message.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LlmCompletion {
-    pub message_id: String,
-}
+    #[test]
+    fn an_unknown_stored_kind_or_status_is_an_error() {
+        assert!(JobKind::try_from("send_mail".to_owned()).is_err());
+        assert!(JobStatus::try_from("done".to_owned()).is_err());
+    }
 
-/// `generate_title`: titles a session from its first exchange.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct GenerateTitle {
-    pub session_id: String,
-}
-
-/// `noop`: optionally sleeps, and fails its first `fail_times` attempts.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Noop {
-    #[serde(default)]
-    pub sleep_ms: u64,
-    #[serde(default)]
-    pub fail_times: u32,
-    /// Fail with an error that retrying cannot fix.
-    #[serde(default)]
-    pub fatal: bool,
+    #[test]
+    fn interactive_kinds_never_share_a_queue_with_bulk_work() {
+        assert_eq!(JobKind::LlmCompletion.policy().queue, QueueName::Interactive);
+        assert_eq!(JobKind::GenerateTitle.policy().queue, QueueName::Interactive);
+        assert_eq!(JobKind::SendEmail.policy().queue, QueueName::Default);
+    }
 }

@@ -63,6 +63,52 @@ pub async fn append<'e, E: Exec<'e> + Copy>(
     }
 }
 
+/// Appends one event to each of several jobs, in one statement of the caller's transaction,
+/// which must own those jobs' streams (it holds their rows).
+pub async fn append_in(
+    conn: &mut sqlx::AnyConnection,
+    events: &[(JobId, &str, serde_json::Value)],
+) -> Result<Vec<JobEvent>, StoreError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = now_ms();
+    let rows: Vec<String> = (0..events.len())
+        .map(|i| {
+            let n = 2 + i * 3;
+            format!(
+                "(${a}, (select coalesce(max(seq), 0) + 1 from job_events where job_id = ${a}), ${b}, ${c}, $1)",
+                a = n,
+                b = n + 1,
+                c = n + 2
+            )
+        })
+        .collect();
+    let sql = format!(
+        "insert into job_events (job_id, seq, event, data, created_at) values {} returning job_id, seq",
+        rows.join(", ")
+    );
+    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now);
+    for (job, event, data) in events {
+        query = query.bind(job.to_string()).bind(*event).bind(data.to_string());
+    }
+    let seqs: Vec<(String, i64)> = query.fetch_all(&mut *conn).await?;
+    Ok(events
+        .iter()
+        .map(|(job, event, data)| {
+            let job_id = job.to_string();
+            let seq = seqs.iter().find(|(id, _)| *id == job_id).map_or(0, |(_, seq)| *seq);
+            JobEvent { job_id, seq, event: (*event).to_owned(), data: data.to_string(), created_at: now }
+        })
+        .collect())
+}
+
+/// Deletes a job's whole event stream (an admin retry starts a fresh one).
+pub async fn delete_all<'e, E: Exec<'e>>(ex: E, job: JobId) -> Result<(), StoreError> {
+    sqlx::query("delete from job_events where job_id = $1").bind(job.to_string()).execute(ex).await?;
+    Ok(())
+}
+
 /// Stores events at `seq`s the caller owns, in one statement.
 pub async fn insert_many<'e, E: Exec<'e>>(ex: E, events: &[JobEvent]) -> Result<(), StoreError> {
     if events.is_empty() {

@@ -1,35 +1,42 @@
-//! The `jobs` table: the client-visible record of every job, and the outbox the dispatcher
-//! drains (`dispatched_at is null`). Status changes are conditional updates, so two
-//! deliveries of one job never both run it.
+//! The `jobs` table: the client-visible record of every job and, at the same time, the queue.
+//! One row owns every piece of a job's state: delivery (`status` and `run_after`), liveness
+//! (`lease_until`, renewed by the worker that holds the job), the retry schedule
+//! (`attempts`, `run_after`) and what clients see. Every change is a conditional update
+//! fenced by status and attempt number, so two workers never both run one attempt, and a
+//! worker whose lease was taken over cannot record an outcome.
 
 use super::Exec;
+use crate::db::{Backend, DbBool};
 use crate::error::StoreError;
 use crate::ids::{JobId, UserId};
-use crate::jobs::{JobKind, JobStatus};
+use crate::jobs::{JobKind, JobSpec, JobStatus, QueueName};
+use crate::store::job_events;
 use crate::time::now_ms;
+use sqlx::AnyConnection;
 
-const COLUMNS: &str = "id, kind, queue, owner_id, payload, status, attempts, max_attempts, progress, result, \
-    error, run_after, dispatched_at, lease_until, cancel_requested, created_at, started_at, finished_at, updated_at";
+pub(crate) const COLUMNS: &str = "id, kind, queue, owner_id, payload, status, attempts, max_attempts, progress, result, \
+    error, run_after, lease_until, cancel_requested, created_at, started_at, finished_at, updated_at";
 
-/// A job row.
+/// A job row. A kind or status the code does not know fails to decode.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Job {
     #[sqlx(try_from = "String")]
     pub id: JobId,
-    pub kind: String,
+    #[sqlx(try_from = "String")]
+    pub kind: JobKind,
     pub queue: String,
     pub owner_id: Option<String>,
     pub payload: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: JobStatus,
     pub attempts: i64,
     pub max_attempts: i64,
     pub progress: Option<String>,
     pub result: Option<String>,
     pub error: Option<String>,
     pub run_after: i64,
-    pub dispatched_at: Option<i64>,
     pub lease_until: Option<i64>,
-    #[sqlx(try_from = "crate::db::DbBool")]
+    #[sqlx(try_from = "DbBool")]
     pub cancel_requested: bool,
     pub created_at: i64,
     pub started_at: Option<i64>,
@@ -39,28 +46,33 @@ pub struct Job {
 
 impl Job {
     pub fn status(&self) -> JobStatus {
-        JobStatus::parse(&self.status).unwrap_or(JobStatus::Failed)
+        self.status
     }
 
-    pub fn kind(&self) -> Option<JobKind> {
-        JobKind::parse(&self.kind)
+    pub fn kind(&self) -> JobKind {
+        self.kind
     }
 
     pub fn owner(&self) -> Option<UserId> {
         self.owner_id.as_deref().and_then(|s| s.parse().ok())
     }
+
+    /// The typed payload; a payload that does not parse as its kind's is an error.
+    pub fn payload<J: JobSpec>(&self) -> Result<J, StoreError> {
+        debug_assert_eq!(J::KIND, self.kind);
+        serde_json::from_str(&self.payload).map_err(|e| StoreError::Other(anyhow::anyhow!("malformed payload: {e}")))
+    }
 }
 
-/// Writes a queued job (the outbox row). Call it in the same transaction as the domain write
-/// it belongs to; the dispatcher hands it to the queue after commit.
-pub async fn enqueue<'e, E: Exec<'e>>(
+/// Writes a queued job. Call it in the same transaction as the domain write it belongs to:
+/// once that commits, the job is in the queue (a worker's claim finds it), and if it rolls
+/// back, there is no job. Wake the queue's workers after commit ([`crate::queue::Queue::wake`]).
+pub async fn enqueue<'e, E: Exec<'e>, J: JobSpec>(
     ex: E,
-    kind: JobKind,
     owner: Option<UserId>,
-    payload: &impl serde::Serialize,
+    payload: &J,
 ) -> Result<JobId, StoreError> {
     let id = JobId::new();
-    let policy = kind.policy();
     let now = now_ms();
     let payload = serde_json::to_string(payload).map_err(anyhow::Error::from)?;
     sqlx::query(
@@ -68,11 +80,11 @@ pub async fn enqueue<'e, E: Exec<'e>>(
          values ($1, $2, $3, $4, $5, 'queued', $6, $7, $7, $7)",
     )
     .bind(id.to_string())
-    .bind(kind.as_str())
-    .bind(policy.queue.as_str())
+    .bind(J::KIND.as_str())
+    .bind(J::QUEUE.as_str())
     .bind(owner.map(|o| o.to_string()))
     .bind(payload)
-    .bind(i64::from(policy.max_attempts))
+    .bind(i64::from(J::MAX_ATTEMPTS))
     .bind(now)
     .execute(ex)
     .await?;
@@ -106,97 +118,128 @@ pub async fn list<'e, E: Exec<'e>>(
         .await?)
 }
 
-/// Takes up to `limit` due outbox rows for dispatch in one statement: `(id, queue)`. A row
-/// another dispatcher took first is skipped (the `dispatched_at is null` check is made again
-/// on the row itself).
-pub async fn claim_due<'e, E: Exec<'e>>(ex: E, limit: i64) -> Result<Vec<(String, String)>, StoreError> {
-    Ok(sqlx::query_as(
-        "update parley_jobs set dispatched_at = $1
-         where dispatched_at is null and id in (
-             select id from parley_jobs where dispatched_at is null and run_after <= $1
-               and status in ('queued', 'retrying') order by run_after limit $2)
-         returning id, queue",
+/// Jobs of `queue` a worker may take now: due waiting ones, and running ones whose lease
+/// expired (their worker died). A read: an idle worker's look costs no write.
+pub async fn claimable<'e, E: Exec<'e> + Copy>(
+    ex: E,
+    queue: QueueName,
+    limit: i64,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let now = now_ms();
+    let mut rows: Vec<(String, String)> = sqlx::query_as(
+        "select id, status from parley_jobs where queue = $1 and status in ('queued', 'retrying') and run_after <= $2
+         order by run_after limit $3",
     )
-    .bind(now_ms())
+    .bind(queue.as_str())
+    .bind(now)
     .bind(limit)
     .fetch_all(ex)
-    .await?)
+    .await?;
+    let room = limit - rows.len() as i64;
+    if room > 0 {
+        let expired: Vec<(String, String)> = sqlx::query_as(
+            "select id, status from parley_jobs where queue = $1 and status = 'running' and lease_until < $2 limit $3",
+        )
+        .bind(queue.as_str())
+        .bind(now)
+        .bind(room)
+        .fetch_all(ex)
+        .await?;
+        rows.extend(expired);
+    }
+    Ok(rows)
 }
 
-/// Gives an outbox row back after a failed push.
-pub async fn unclaim_dispatch<'e, E: Exec<'e>>(ex: E, id: &str) -> Result<(), StoreError> {
-    sqlx::query("update parley_jobs set dispatched_at = null where id = $1").bind(id).execute(ex).await?;
-    Ok(())
-}
-
-/// How far apart the clocks of two processes may be.
-const CLOCK_SKEW_MS: i64 = 500;
-
-/// Starts an attempt: the job must be waiting and due (or running under an expired lease,
-/// its worker gone) and not cancelled. `None` means someone else has it, it is finished, or
-/// its retry is not due yet (a duplicate delivery must not skip the backoff).
-pub async fn start<'e, E: Exec<'e>>(ex: E, id: JobId, lease_ms: i64) -> Result<Option<Job>, StoreError> {
+/// Starts attempts of the jobs `ids` (from [`claimable`]) that are still free to take:
+/// status `running`, `attempts` + 1, a lease of `lease_ms`. Jobs another worker took first
+/// are skipped, and so are expired jobs out of attempts or with a cancel request (see
+/// [`end_abandoned`]). Runs in the caller's transaction.
+pub async fn start_attempts(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    ids: &[String],
+    lease_ms: i64,
+) -> Result<Vec<Job>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
     let now = now_ms();
+    let list = placeholders(3, ids.len());
+    // On PostgreSQL, a row another claimer holds is skipped rather than waited for.
+    let target = match backend {
+        Backend::Postgres => format!("select id from parley_jobs where id in ({list}) for update skip locked"),
+        Backend::Sqlite => format!("select id from parley_jobs where id in ({list})"),
+    };
     let sql = format!(
-        "update parley_jobs set status = 'running', attempts = attempts + 1, started_at = coalesce(started_at, $2),
-             lease_until = $3, updated_at = $2
-         where id = $1 and cancel_requested = false
-           and ((status in ('queued', 'retrying') and run_after <= $4) or (status = 'running' and lease_until < $2))
+        "update parley_jobs set status = 'running', attempts = attempts + 1, started_at = coalesce(started_at, $1),
+             lease_until = $2, updated_at = $1
+         where id in ({target}) and cancel_requested = false
+           and ((status in ('queued', 'retrying') and run_after <= $1)
+                or (status = 'running' and lease_until < $1 and attempts < max_attempts))
          returning {COLUMNS}"
     );
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(id.to_string())
-        .bind(now)
-        .bind(now + lease_ms)
-        // Room for the clocks of the process that wrote `run_after` and this one to differ.
-        .bind(now + CLOCK_SKEW_MS)
-        .fetch_optional(ex)
-        .await?)
+    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now).bind(now + lease_ms);
+    for id in ids {
+        query = query.bind(id);
+    }
+    Ok(query.fetch_all(&mut *conn).await?)
 }
 
-/// Gives a job that was delivered before it was due (a duplicate delivery, or a clock of the
-/// process that scheduled it ahead of this one's) back to the outbox, for the dispatcher to
-/// hand over when it is due. Whether it was such a job.
-pub async fn return_undue<'e, E: Exec<'e>>(ex: E, id: JobId) -> Result<bool, StoreError> {
+/// Ends the jobs among `ids` whose worker died (lease expired) and which must not run again:
+/// out of attempts (failed) or with a cancel request (cancelled). Runs in the caller's
+/// transaction; returns the ended jobs.
+pub async fn end_abandoned(conn: &mut AnyConnection, ids: &[String]) -> Result<Vec<Job>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
     let now = now_ms();
-    let done = sqlx::query(
-        "update parley_jobs set dispatched_at = null, updated_at = $2
-         where id = $1 and status in ('queued', 'retrying') and run_after > $3 and dispatched_at is not null",
-    )
-    .bind(id.to_string())
-    .bind(now)
-    .bind(now + CLOCK_SKEW_MS)
-    .execute(ex)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    let sql = format!(
+        "update parley_jobs set
+             status = case when cancel_requested then 'cancelled' else 'failed' end,
+             error = case when cancel_requested then 'cancelled' else 'the worker running this job stopped responding' end,
+             finished_at = $1, lease_until = null, updated_at = $1
+         where id in ({}) and status = 'running' and lease_until < $1
+           and (attempts >= max_attempts or cancel_requested = true)
+         returning {COLUMNS}",
+        placeholders(2, ids.len())
+    );
+    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now);
+    for id in ids {
+        query = query.bind(id);
+    }
+    Ok(query.fetch_all(&mut *conn).await?)
 }
 
-/// Extends the lease of attempt `attempt` of a running job; returns whether a cancel was
-/// requested (`None` if that attempt no longer owns the job). The attempt number fences off
-/// a worker whose lease expired and whose job another worker took over.
-pub async fn renew_lease<'e, E: Exec<'e>>(
+/// Extends the leases of the attempts a worker holds, in one statement. Returns those it
+/// still holds, with whether a cancel was requested; an attempt missing from the answer
+/// lost its job (the lease expired and another worker took it over).
+pub async fn renew_leases<'e, E: Exec<'e>>(
     ex: E,
-    id: JobId,
-    attempt: i64,
+    held: &[(JobId, i64)],
     lease_ms: i64,
-) -> Result<Option<bool>, StoreError> {
+) -> Result<Vec<(String, bool)>, StoreError> {
+    if held.is_empty() {
+        return Ok(Vec::new());
+    }
     let now = now_ms();
-    let row: Option<(crate::db::DbBool,)> = sqlx::query_as(
-        "update parley_jobs set lease_until = $3, updated_at = $4 where id = $1 and attempts = $2 and status = 'running'
-         returning cancel_requested",
-    )
-    .bind(id.to_string())
-    .bind(attempt)
-    .bind(now + lease_ms)
-    .bind(now)
-    .fetch_optional(ex)
-    .await?;
-    Ok(row.map(|(b,)| b.0))
+    let pairs: Vec<String> =
+        (0..held.len()).map(|i| format!("(id = ${} and attempts = ${})", 3 + 2 * i, 4 + 2 * i)).collect();
+    let sql = format!(
+        "update parley_jobs set lease_until = $1, updated_at = $2 where status = 'running' and ({})
+         returning id, cancel_requested",
+        pairs.join(" or ")
+    );
+    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now + lease_ms).bind(now);
+    for (id, attempt) in held {
+        query = query.bind(id.to_string()).bind(*attempt);
+    }
+    let rows: Vec<(String, DbBool)> = query.fetch_all(ex).await?;
+    Ok(rows.into_iter().map(|(id, c)| (id, c.0)).collect())
 }
 
 /// Ends attempt `attempt` with `status`; false if that attempt no longer owns the job.
-pub async fn finish<'e, E: Exec<'e>>(
-    ex: E,
+pub async fn finish(
+    conn: &mut AnyConnection,
     id: JobId,
     attempt: i64,
     status: JobStatus,
@@ -214,16 +257,15 @@ pub async fn finish<'e, E: Exec<'e>>(
     .bind(result.map(|r| r.to_string()))
     .bind(error)
     .bind(now)
-    .execute(ex)
+    .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)
 }
 
-/// Schedules another attempt at `run_after` (back into the outbox), or, when a cancel came
-/// in meanwhile, ends the job cancelled. Returns the new status (`None`: the attempt no
-/// longer owns the job).
-pub async fn retry_later<'e, E: Exec<'e>>(
-    ex: E,
+/// Schedules another attempt at `run_after`, or, when a cancel came in meanwhile, ends the
+/// job cancelled. Returns the new status (`None`: the attempt no longer owns the job).
+pub async fn retry_later(
+    conn: &mut AnyConnection,
     id: JobId,
     attempt: i64,
     error: &str,
@@ -234,7 +276,7 @@ pub async fn retry_later<'e, E: Exec<'e>>(
         "update parley_jobs set
              status = case when cancel_requested then 'cancelled' else 'retrying' end,
              finished_at = case when cancel_requested then $5 else null end,
-             error = $3, run_after = $4, dispatched_at = null, lease_until = null, updated_at = $5
+             error = $3, run_after = $4, lease_until = null, updated_at = $5
          where id = $1 and attempts = $2 and status = 'running' returning status",
     )
     .bind(id.to_string())
@@ -242,19 +284,19 @@ pub async fn retry_later<'e, E: Exec<'e>>(
     .bind(error)
     .bind(run_after)
     .bind(now)
-    .fetch_optional(ex)
+    .fetch_optional(&mut *conn)
     .await?;
-    Ok(row.and_then(|(s,)| JobStatus::parse(&s)))
+    row.map(|(s,)| JobStatus::try_from(s).map_err(|e| StoreError::Other(e.into()))).transpose()
 }
 
-/// Gives an interrupted attempt back to the outbox (a worker shutting down): it does not
-/// count against the job's attempts.
+/// Gives an interrupted attempt back to the queue (a worker shutting down): it does not
+/// count against the job's attempts. A job with a cancel request ends cancelled instead.
 pub async fn hand_back<'e, E: Exec<'e>>(ex: E, id: JobId, attempt: i64) -> Result<bool, StoreError> {
     let now = now_ms();
     let done = sqlx::query(
         "update parley_jobs set status = case when cancel_requested then 'cancelled' else 'retrying' end,
              finished_at = case when cancel_requested then $3 else null end,
-             attempts = attempts - 1, run_after = $3, dispatched_at = null, lease_until = null, updated_at = $3
+             attempts = attempts - 1, run_after = $3, lease_until = null, updated_at = $3
          where id = $1 and attempts = $2 and status = 'running'",
     )
     .bind(id.to_string())
@@ -267,97 +309,43 @@ pub async fn hand_back<'e, E: Exec<'e>>(ex: E, id: JobId, attempt: i64) -> Resul
 
 /// Puts a failed or cancelled job back in the queue with a fresh attempt budget and a fresh
 /// event stream (admin retry).
-pub async fn requeue<'e, E: Exec<'e> + Copy>(ex: E, id: JobId) -> Result<bool, StoreError> {
+pub async fn requeue(conn: &mut AnyConnection, id: JobId) -> Result<bool, StoreError> {
     let now = now_ms();
     let done = sqlx::query(
         "update parley_jobs set status = 'queued', attempts = 0, error = null, result = null, finished_at = null,
-             run_after = $2, dispatched_at = null, cancel_requested = false, updated_at = $2
+             run_after = $2, cancel_requested = false, updated_at = $2
          where id = $1 and status in ('failed', 'cancelled')",
     )
     .bind(id.to_string())
     .bind(now)
-    .execute(ex)
+    .execute(&mut *conn)
     .await?;
     if done.rows_affected() == 1 {
-        sqlx::query("delete from job_events where job_id = $1").bind(id.to_string()).execute(ex).await?;
+        job_events::delete_all(&mut *conn, id).await?;
     }
     Ok(done.rows_affected() == 1)
 }
 
-/// What a cancel request did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CancelOutcome {
-    /// The job was waiting and is now cancelled.
-    Cancelled,
-    /// The job is running; its worker stops it shortly.
-    Requested,
-    /// The job had already finished (or is gone).
-    Finished,
+/// Ends a waiting job cancelled; `None` if it was not waiting.
+pub async fn cancel_waiting(conn: &mut AnyConnection, id: JobId) -> Result<Option<Job>, StoreError> {
+    let now = now_ms();
+    let sql = format!(
+        "update parley_jobs set status = 'cancelled', cancel_requested = true, finished_at = $2, updated_at = $2
+         where id = $1 and status in ('queued', 'retrying') returning {COLUMNS}"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id.to_string()).bind(now).fetch_optional(&mut *conn).await?)
 }
 
-/// Cancels a job: a waiting job ends at once; a running one is asked to stop.
-pub async fn cancel<'e, E: Exec<'e> + Copy>(ex: E, id: JobId) -> Result<CancelOutcome, StoreError> {
-    let now = now_ms();
-    let waiting = sqlx::query(
-        "update parley_jobs set status = 'cancelled', cancel_requested = true, finished_at = $2, updated_at = $2
-         where id = $1 and status in ('queued', 'retrying')",
-    )
-    .bind(id.to_string())
-    .bind(now)
-    .execute(ex)
-    .await?;
-    if waiting.rows_affected() == 1 {
-        return Ok(CancelOutcome::Cancelled);
-    }
+/// Records a cancel request on a running job; whether it was running.
+pub async fn request_cancel<'e, E: Exec<'e>>(ex: E, id: JobId) -> Result<bool, StoreError> {
     let running = sqlx::query(
         "update parley_jobs set cancel_requested = true, updated_at = $2 where id = $1 and status = 'running'",
     )
     .bind(id.to_string())
-    .bind(now)
+    .bind(now_ms())
     .execute(ex)
     .await?;
-    Ok(if running.rows_affected() == 1 { CancelOutcome::Requested } else { CancelOutcome::Finished })
-}
-
-/// Running jobs whose worker stopped renewing the lease: back to the outbox, or finished
-/// (failed when their attempts are used up, cancelled when a cancel was requested).
-/// Returns the jobs that were finished, with their new status.
-pub async fn recover_expired<'e, E: Exec<'e> + Copy>(ex: E) -> Result<Vec<(Job, JobStatus)>, StoreError> {
-    let now = now_ms();
-    let sql = format!(
-        "update parley_jobs set
-             status = case when cancel_requested then 'cancelled' else 'failed' end,
-             error = case when cancel_requested then 'cancelled' else 'the worker running this job stopped responding' end,
-             finished_at = $1, lease_until = null, updated_at = $1
-         where status = 'running' and lease_until < $1 and (attempts >= max_attempts or cancel_requested)
-         returning {COLUMNS}"
-    );
-    let finished: Vec<Job> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now).fetch_all(ex).await?;
-    sqlx::query(
-        "update parley_jobs set status = 'retrying', error = 'the worker running this job stopped responding',
-             dispatched_at = null, run_after = $1, lease_until = null, updated_at = $1
-         where status = 'running' and lease_until < $1",
-    )
-    .bind(now)
-    .execute(ex)
-    .await?;
-    Ok(finished.into_iter().map(|j| (j.status(), j)).map(|(s, j)| (j, s)).collect())
-}
-
-/// Outbox rows handed to the queue more than `older_than_ms` ago that never started (the
-/// push was lost, or the queue gave up on them): back into the outbox. Safe because a
-/// start is conditional, so a duplicate delivery runs nothing twice.
-pub async fn redispatch_stale<'e, E: Exec<'e>>(ex: E, older_than_ms: i64) -> Result<u64, StoreError> {
-    let now = now_ms();
-    let done = sqlx::query(
-        "update parley_jobs set dispatched_at = null, updated_at = $1
-         where status in ('queued', 'retrying') and dispatched_at < $2",
-    )
-    .bind(now)
-    .bind(now - older_than_ms)
-    .execute(ex)
-    .await?;
-    Ok(done.rows_affected())
+    Ok(running.rows_affected() == 1)
 }
 
 /// Job counts per status (for readiness and admin views).
@@ -391,4 +379,9 @@ pub async fn count_active<'e, E: Exec<'e>>(ex: E, owner: UserId, kind: JobKind) 
     .bind(kind.as_str())
     .fetch_one(ex)
     .await?)
+}
+
+/// `$first, $first+1, ...` for `n` values.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }

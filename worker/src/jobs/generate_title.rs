@@ -2,7 +2,7 @@
 //! the title made from its first message when it was created.
 
 use super::llm_completion::{provider_settings, resolve_config, to_job_error};
-use super::{JobError, payload};
+use super::{CancelSignal, JobError, Outcome, RunJob};
 use crate::WorkerContext;
 use futures::StreamExt;
 use parley_shared::domain::truncate_words;
@@ -18,9 +18,14 @@ pub const MAX_TITLE_CHARS: usize = 60;
 const INSTRUCTION: &str = "Write a title of at most six words for this conversation. \
     Answer with the title only: no quotes, no punctuation at the end, no explanation.";
 
-pub async fn run(ctx: &WorkerContext, job: &Job) -> Result<serde_json::Value, JobError> {
-    let p: GenerateTitle = payload(job)?;
-    let pool = &ctx.db.pool;
+impl RunJob for GenerateTitle {
+    async fn run(self, ctx: &WorkerContext, _job: &Job, _cancel: CancelSignal) -> Outcome {
+        generate(self, ctx).await.into()
+    }
+}
+
+async fn generate(p: GenerateTitle, ctx: &WorkerContext) -> Result<serde_json::Value, JobError> {
+    let pool = &ctx.db.writer;
     let Some(session) = chat::session_by_id(pool, &p.session_id).await? else {
         return Ok(json!({"skipped": "the session was deleted"}));
     };

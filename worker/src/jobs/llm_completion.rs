@@ -2,12 +2,12 @@
 //! `delta` events as they arrive and the partial text is saved at least every 500 ms; a retry
 //! starts the message over and says so; a cancel keeps the partial text.
 
-use super::{CancelSignal, JobError, payload};
+use super::{CancelSignal, JobError, Outcome as JobOutcome, RunJob};
 use crate::WorkerContext;
 use futures::StreamExt;
 use parley_shared::crypto;
 use parley_shared::events::StreamWriter;
-use parley_shared::jobs::{GenerateTitle, JobKind, LlmCompletion};
+use parley_shared::jobs::{GenerateTitle, JobSpec, LlmCompletion};
 use parley_shared::llm::{LlmError, Provider, ProviderSettings, StreamItem};
 use parley_shared::store::chat::{self, Outcome};
 use parley_shared::store::jobs::{self as job_store, Job};
@@ -20,13 +20,23 @@ const SAVE_EVERY: Duration = Duration::from_millis(500);
 /// Replies kept when building a prompt (before trimming to the context window).
 const HISTORY_LIMIT: i64 = 500;
 
-pub async fn run(ctx: &WorkerContext, job: &Job, mut cancel: CancelSignal) -> Result<serde_json::Value, JobError> {
-    let p: LlmCompletion = payload(job)?;
-    let pool = &ctx.db.pool;
+impl RunJob for LlmCompletion {
+    async fn run(self, ctx: &WorkerContext, job: &Job, cancel: CancelSignal) -> JobOutcome {
+        complete(self, ctx, job, cancel).await.into()
+    }
+}
+
+async fn complete(
+    p: LlmCompletion,
+    ctx: &WorkerContext,
+    job: &Job,
+    mut cancel: CancelSignal,
+) -> Result<JobOutcome, JobError> {
+    let (pool, writer) = (&ctx.db.pool, &ctx.db.writer);
     let message =
         chat::get_message(pool, &p.message_id).await?.ok_or_else(|| JobError::fatal("the message was deleted"))?;
     if message.status == "complete" {
-        return Ok(json!({"message_id": message.id}));
+        return Ok(JobOutcome::Succeeded(json!({"message_id": message.id})));
     }
     let session = chat::session_by_id(pool, &message.session_id)
         .await?
@@ -41,10 +51,10 @@ pub async fn run(ctx: &WorkerContext, job: &Job, mut cancel: CancelSignal) -> Re
 
     // This attempt owns the job's event stream until it returns.
     let mut events = StreamWriter::open(&ctx.db, &ctx.bus, job.id).await?;
-    let replied: Result<serde_json::Value, JobError> = async {
+    let replied: Result<JobOutcome, JobError> = async {
         if job.attempts > 1 || !message.content.is_empty() {
             // Watchers drop what they have of the failed attempt's text.
-            chat::save_partial(pool, &message.id, "", "pending").await?;
+            chat::save_partial(writer, &message.id, "", "pending").await?;
             events.emit("status", json!({"status": "restarted", "attempt": job.attempts}))?;
         }
         let mut text = String::new();
@@ -58,7 +68,7 @@ pub async fn run(ctx: &WorkerContext, job: &Job, mut cancel: CancelSignal) -> Re
             Ok(stream) => stream,
             Err(e) => return Err(fail(ctx, job, &message.id, "", e).await),
         };
-        chat::save_partial(pool, &message.id, "", "streaming").await?;
+        chat::save_partial(writer, &message.id, "", "streaming").await?;
 
         // The partial text is saved at most SAVE_EVERY after the last save, once it changed
         // (also when the provider pauses after a burst of tokens).
@@ -80,7 +90,7 @@ pub async fn run(ctx: &WorkerContext, job: &Job, mut cancel: CancelSignal) -> Re
                     Some(Err(e)) => return Err(fail(ctx, job, &message.id, &text, e).await),
                 },
                 _ = tokio::time::sleep_until(save_due), if unsaved => {
-                    chat::save_partial(pool, &message.id, &text, "streaming").await?;
+                    chat::save_partial(writer, &message.id, &text, "streaming").await?;
                     saved_at = Instant::now();
                     unsaved = false;
                 }
@@ -96,20 +106,20 @@ pub async fn run(ctx: &WorkerContext, job: &Job, mut cancel: CancelSignal) -> Re
             finish_reason: finish.as_deref(),
             error: None,
         };
-        chat::finish_message(pool, &message.id, &outcome).await?;
-        chat::touch_session(pool, &session.id).await?;
+        chat::finish_message(writer, &message.id, &outcome).await?;
+        chat::touch_session(writer, &session.id).await?;
         if session.title_is_auto && history.iter().all(|m| m.role == "user") {
             let payload = GenerateTitle { session_id: session.id.clone() };
-            job_store::enqueue(pool, JobKind::GenerateTitle, job.owner(), &payload).await?;
-            ctx.queue.notify_outbox();
+            job_store::enqueue(&ctx.db.writer, job.owner(), &payload).await?;
+            ctx.queue.wake(GenerateTitle::QUEUE);
         }
-        Ok(json!({
+        Ok(JobOutcome::Succeeded(json!({
             "message_id": message.id,
             "model": model,
             "finish_reason": finish,
             "prompt_tokens": usage.map(|u| u.0),
             "completion_tokens": usage.map(|u| u.1),
-        }))
+        })))
     }
     .await;
     // Every event of this attempt is stored (and published) before the runner writes the
@@ -126,11 +136,11 @@ async fn cancelled(
     message_id: &str,
     text: &str,
     model: Option<&str>,
-) -> Result<serde_json::Value, JobError> {
+) -> Result<JobOutcome, JobError> {
     let outcome = Outcome { status: "cancelled", content: text, model, ..Outcome::default() };
-    chat::finish_message(&ctx.db.pool, message_id, &outcome).await?;
+    chat::finish_message(&ctx.db.writer, message_id, &outcome).await?;
     tracing::info!(chars = text.len(), "generation cancelled; partial text kept");
-    Ok(json!({"message_id": message_id, "cancelled": true}))
+    Ok(JobOutcome::Cancelled)
 }
 
 /// The session's config, or the default one; it must be enabled.
@@ -169,7 +179,7 @@ async fn fail(ctx: &WorkerContext, job: &Job, message_id: &str, text: &str, erro
     } else {
         Outcome { status: "pending", content: text, error: Some(&msg), ..Outcome::default() }
     };
-    if let Err(e) = chat::finish_message(&ctx.db.pool, message_id, &outcome).await {
+    if let Err(e) = chat::finish_message(&ctx.db.writer, message_id, &outcome).await {
         tracing::warn!(error = %e, "recording a failed reply");
     }
     to_job_error(error)

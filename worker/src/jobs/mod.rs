@@ -1,4 +1,6 @@
-//! Job handlers, one file per kind, all registered in [`execute`].
+//! Job handlers, one file per kind. Each kind's payload type (declared with its policy in
+//! `parley_shared::jobs`) implements [`RunJob`] here; [`execute`] is the one place where
+//! kinds are registered.
 
 pub mod generate_title;
 pub mod llm_completion;
@@ -7,17 +9,36 @@ pub mod process_avatar;
 pub mod send_email;
 
 use crate::WorkerContext;
-use parley_shared::jobs::JobKind;
+use parley_shared::jobs::{JobKind, JobSpec};
 use parley_shared::store::jobs::Job;
+use std::future::Future;
 use std::time::Duration;
 
-/// Why an attempt failed, and whether another attempt can help.
+/// How an attempt ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Done; the value is the job's result.
+    Succeeded(serde_json::Value),
+    /// Stopped for a cancel request (what was done so far is kept by the handler).
+    Cancelled,
+    /// A transient problem (network, a 5xx, a timeout): another attempt after the kind's
+    /// backoff, and at least `after` when the other side said so (`Retry-After`).
+    Retry { error: anyhow::Error, after: Option<Duration> },
+    /// Retrying cannot help (bad input, a deleted row, a refused key).
+    Failed(anyhow::Error),
+}
+
+/// A kind's work: `run` gets the parsed payload and answers an [`Outcome`].
+pub trait RunJob: JobSpec {
+    fn run(self, ctx: &WorkerContext, job: &Job, cancel: CancelSignal) -> impl Future<Output = Outcome> + Send;
+}
+
+/// The error type handlers use with `?`; it converts into an [`Outcome`].
 #[derive(Debug)]
 pub enum JobError {
-    /// A transient problem (network, a 5xx, a timeout): retried with backoff, waiting at
-    /// least `retry_after` when the other side said so.
+    /// See [`Outcome::Retry`].
     Retryable { error: anyhow::Error, retry_after: Option<Duration> },
-    /// Retrying cannot help (bad input, a deleted row, a refused key).
+    /// See [`Outcome::Failed`].
     Fatal(anyhow::Error),
 }
 
@@ -39,32 +60,46 @@ impl From<anyhow::Error> for JobError {
     }
 }
 
-/// Parses a job's payload; a payload that does not parse cannot succeed on retry.
-pub fn payload<T: serde::de::DeserializeOwned>(job: &Job) -> Result<T, JobError> {
-    serde_json::from_str(&job.payload).map_err(|e| JobError::fatal(format!("malformed payload: {e}")))
+impl From<JobError> for Outcome {
+    fn from(error: JobError) -> Self {
+        match error {
+            JobError::Retryable { error, retry_after } => Outcome::Retry { error, after: retry_after },
+            JobError::Fatal(error) => Outcome::Failed(error),
+        }
+    }
 }
 
-/// Turns `true` when the job is cancelled; handlers that can stop cleanly watch it, and
-/// answer `{"cancelled": true}` when they stopped for it.
+impl From<Result<serde_json::Value, JobError>> for Outcome {
+    fn from(result: Result<serde_json::Value, JobError>) -> Self {
+        result.map_or_else(Outcome::from, Outcome::Succeeded)
+    }
+}
+
+impl From<Result<Outcome, JobError>> for Outcome {
+    fn from(result: Result<Outcome, JobError>) -> Self {
+        result.unwrap_or_else(Outcome::from)
+    }
+}
+
+/// Turns `true` when the job is cancelled; handlers that can stop cleanly watch it and
+/// answer [`Outcome::Cancelled`] when they stopped for it.
 pub type CancelSignal = tokio::sync::watch::Receiver<bool>;
 
-/// Whether a handler's result says it stopped for a cancel.
-pub fn stopped_for_cancel(result: &serde_json::Value) -> bool {
-    result.get("cancelled") == Some(&serde_json::Value::Bool(true))
+/// Runs one attempt of `job`: parses its payload as its kind's type and runs it.
+pub async fn execute(ctx: &WorkerContext, job: &Job, cancel: CancelSignal) -> Outcome {
+    match job.kind {
+        JobKind::LlmCompletion => run_as::<parley_shared::jobs::LlmCompletion>(ctx, job, cancel).await,
+        JobKind::GenerateTitle => run_as::<parley_shared::jobs::GenerateTitle>(ctx, job, cancel).await,
+        JobKind::Noop => run_as::<parley_shared::jobs::Noop>(ctx, job, cancel).await,
+        JobKind::SendEmail => run_as::<parley_shared::jobs::SendEmail>(ctx, job, cancel).await,
+        JobKind::ProcessAvatar => run_as::<parley_shared::jobs::ProcessAvatar>(ctx, job, cancel).await,
+    }
 }
 
-/// Runs one attempt of `job`, by kind.
-pub async fn execute(
-    ctx: &WorkerContext,
-    kind: JobKind,
-    job: &Job,
-    cancel: CancelSignal,
-) -> Result<serde_json::Value, JobError> {
-    match kind {
-        JobKind::LlmCompletion => llm_completion::run(ctx, job, cancel).await,
-        JobKind::GenerateTitle => generate_title::run(ctx, job).await,
-        JobKind::Noop => noop::run(ctx, job, cancel).await,
-        JobKind::SendEmail => send_email::run(ctx, job).await,
-        JobKind::ProcessAvatar => process_avatar::run(ctx, job).await,
+async fn run_as<J: RunJob>(ctx: &WorkerContext, job: &Job, cancel: CancelSignal) -> Outcome {
+    match job.payload::<J>() {
+        // A payload that does not parse cannot succeed on retry.
+        Err(e) => Outcome::Failed(e.into()),
+        Ok(payload) => payload.run(ctx, job, cancel).await,
     }
 }

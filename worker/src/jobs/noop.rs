@@ -1,24 +1,29 @@
 //! `noop`: sleeps if asked (a cancel cuts the sleep short), fails its first `fail_times`
 //! attempts (fatally if `fatal`).
 
-use super::{CancelSignal, JobError, payload};
+use super::{CancelSignal, JobError, Outcome, RunJob};
 use crate::WorkerContext;
 use parley_shared::jobs::Noop;
 use parley_shared::store::jobs::Job;
 use serde_json::json;
 use std::time::Duration;
 
-pub async fn run(_ctx: &WorkerContext, job: &Job, mut cancel: CancelSignal) -> Result<serde_json::Value, JobError> {
-    let p: Noop = payload(job)?;
+impl RunJob for Noop {
+    async fn run(self, _ctx: &WorkerContext, job: &Job, cancel: CancelSignal) -> Outcome {
+        noop(self, job, cancel).await.into()
+    }
+}
+
+async fn noop(p: Noop, job: &Job, mut cancel: CancelSignal) -> Result<Outcome, JobError> {
     if p.sleep_ms > 0 {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(p.sleep_ms)) => {}
-            _ = cancel.changed() => return Ok(json!({"cancelled": true})),
+            _ = cancel.changed() => return Ok(Outcome::Cancelled),
         }
     }
     if job.attempts <= i64::from(p.fail_times) {
         let error = anyhow::anyhow!("planned failure on attempt {}", job.attempts);
         return Err(if p.fatal { JobError::Fatal(error) } else { error.into() });
     }
-    Ok(json!({"attempt": job.attempts}))
+    Ok(Outcome::Succeeded(json!({"attempt": job.attempts})))
 }

@@ -2,7 +2,7 @@
 //! PNGs (re-encoded, so no metadata survives), stores them under server-made names, and
 //! points the profile at them.
 
-use super::{JobError, payload};
+use super::{CancelSignal, JobError, Outcome, RunJob};
 use crate::WorkerContext;
 use parley_shared::avatar::{self, avatar_files};
 use parley_shared::jobs::ProcessAvatar;
@@ -10,8 +10,13 @@ use parley_shared::store::jobs::Job;
 use parley_shared::store::users;
 use serde_json::json;
 
-pub async fn run(ctx: &WorkerContext, job: &Job) -> Result<serde_json::Value, JobError> {
-    let p: ProcessAvatar = payload(job)?;
+impl RunJob for ProcessAvatar {
+    async fn run(self, ctx: &WorkerContext, _job: &Job, _cancel: CancelSignal) -> Outcome {
+        process(self, ctx).await.into()
+    }
+}
+
+async fn process(p: ProcessAvatar, ctx: &WorkerContext) -> Result<serde_json::Value, JobError> {
     let Some(upload) = ctx.media.get(&p.upload_key).await? else {
         return Err(JobError::fatal("the uploaded file is gone"));
     };
@@ -31,7 +36,7 @@ pub async fn run(ctx: &WorkerContext, job: &Job) -> Result<serde_json::Value, Jo
     let [large, small] = avatar_files(&key);
     ctx.media.put(&large, processed.large).await?;
     ctx.media.put(&small, processed.small).await?;
-    let previous = match users::set_avatar(&ctx.db.pool, p.user_id, Some(&key)).await {
+    let previous = match users::set_avatar(&ctx.db.writer, p.user_id, Some(&key)).await {
         Ok(previous) => previous,
         Err(parley_shared::StoreError::NotFound) => {
             // The account is gone: keep nothing of it.

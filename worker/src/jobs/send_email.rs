@@ -1,7 +1,7 @@
 //! `send_email`: renders and sends one account email. The job makes any token itself (so no
 //! secret sits in the queue) and records what it sent, so a re-run sends nothing twice.
 
-use super::{JobError, payload};
+use super::{CancelSignal, JobError, Outcome, RunJob};
 use crate::WorkerContext;
 use parley_shared::jobs::{EmailKind, SendEmail};
 use parley_shared::mail::{PermanentMailError, TemplateName};
@@ -14,10 +14,15 @@ use serde_json::json;
 pub const VERIFY_TTL_SECS: i64 = 24 * 3600;
 pub const RESET_TTL_SECS: i64 = 30 * 60;
 
-pub async fn run(ctx: &WorkerContext, job: &Job) -> Result<serde_json::Value, JobError> {
-    let p: SendEmail = payload(job)?;
+impl RunJob for SendEmail {
+    async fn run(self, ctx: &WorkerContext, job: &Job, _cancel: CancelSignal) -> Outcome {
+        send(self, ctx, job).await.into()
+    }
+}
+
+async fn send(p: SendEmail, ctx: &WorkerContext, job: &Job) -> Result<serde_json::Value, JobError> {
     let job_key = job.id.to_string();
-    let pool = &ctx.db.pool;
+    let pool = &ctx.db.writer;
     let user = users::by_id(pool, p.user_id).await?.ok_or_else(|| JobError::fatal("the user no longer exists"))?;
     let template = match p.email {
         EmailKind::VerifyEmail => TemplateName::VerifyEmail,
@@ -59,7 +64,7 @@ pub async fn run(ctx: &WorkerContext, job: &Job) -> Result<serde_json::Value, Jo
 
 /// Issues the link's token, renders the email and hands it to the transport: the message id.
 async fn prepare_and_send(ctx: &WorkerContext, user: &User, template: TemplateName) -> Result<String, JobError> {
-    let pool = &ctx.db.pool;
+    let pool = &ctx.db.writer;
     let base = &ctx.config.public_url;
     let (link, expires_in) = match template {
         TemplateName::VerifyEmail => {
