@@ -31,8 +31,24 @@ pub struct ErrorBody {
 pub enum ApiError {
     #[error("{message}")]
     Validation { message: String, fields: BTreeMap<String, Vec<String>> },
+    /// 400: a request the server cannot read (a malformed body, query, header or token).
     #[error("{message}")]
-    BadRequest { code: &'static str, message: String, status: StatusCode },
+    BadRequest { code: &'static str, message: String },
+    /// 422: a well-formed request whose content is refused (an image that does not decode).
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String },
+    /// 409: the resource's state does not allow this (a finished job, a verified address).
+    #[error("{message}")]
+    StateConflict { code: &'static str, message: String },
+    #[error("the request body is too large")]
+    PayloadTooLarge,
+    #[error("{message}")]
+    UnsupportedMediaType { message: String },
+    #[error("this method is not allowed on this path")]
+    MethodNotAllowed,
+    /// 503: the server cannot do this until an operator acts (no model configured).
+    #[error("{message}")]
+    Unavailable { code: &'static str, message: String },
     #[error("authentication required")]
     Unauthorized,
     #[error("invalid email or password")]
@@ -60,7 +76,13 @@ impl ApiError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::Validation { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "validation_error"),
-            ApiError::BadRequest { status, code, .. } => (*status, code),
+            ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            ApiError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
+            ApiError::StateConflict { code, .. } => (StatusCode::CONFLICT, code),
+            ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::UnsupportedMediaType { .. } => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
@@ -77,11 +99,9 @@ impl From<StoreError> for ApiError {
         match err {
             StoreError::NotFound => ApiError::NotFound,
             StoreError::Conflict { field } => ApiError::Conflict { field },
-            StoreError::InvalidText => ApiError::BadRequest {
-                code: "invalid_text",
-                message: "text must not contain NUL characters".into(),
-                status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-            },
+            StoreError::InvalidText => {
+                ApiError::Unprocessable { code: "invalid_text", message: "text must not contain NUL characters".into() }
+            }
             StoreError::Other(e) => ApiError::Internal(e),
         }
     }

@@ -27,21 +27,18 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     }
 }
 
-fn json_rejection(rejection: JsonRejection) -> ApiError {
-    let (code, message) = match &rejection {
+fn json_rejection(r: JsonRejection) -> ApiError {
+    match &r {
         JsonRejection::MissingJsonContentType(_) => {
-            ("unsupported_media_type", "expected a body with Content-Type: application/json".to_owned())
+            ApiError::UnsupportedMediaType { message: "expected a body with Content-Type: application/json".to_owned() }
         }
-        JsonRejection::JsonSyntaxError(_) => {
-            ("invalid_json", format!("the body is not valid JSON: {}", rejection.body_text()))
-        }
-        JsonRejection::JsonDataError(_) => ("invalid_body", rejection.body_text()),
-        _ if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ("payload_too_large", "the request body is too large".to_owned())
-        }
-        _ => ("invalid_body", rejection.body_text()),
-    };
-    ApiError::BadRequest { code, message, status: rejection.status() }
+        JsonRejection::JsonSyntaxError(_) => ApiError::BadRequest {
+            code: "invalid_json",
+            message: format!("the body is not valid JSON: {}", r.body_text()),
+        },
+        JsonRejection::JsonDataError(_) => ApiError::Unprocessable { code: "invalid_body", message: r.body_text() },
+        _ => rejection("invalid_body", r.status(), r.body_text()),
+    }
 }
 
 /// `axum::extract::Query`, with a bad query string answered in the error envelope.
@@ -54,25 +51,20 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(value)) => Ok(Query(value)),
-            Err(rejection) => Err(ApiError::BadRequest {
-                code: "invalid_query",
-                message: rejection.body_text(),
-                status: StatusCode::BAD_REQUEST,
-            }),
+            Err(rejection) => Err(ApiError::BadRequest { code: "invalid_query", message: rejection.body_text() }),
         }
     }
 }
 
-/// Any other extractor rejection (its status and text), in the envelope.
-pub fn rejection(code: &'static str, status: StatusCode, text: String) -> ApiError {
-    if status == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::BadRequest {
-            code: "payload_too_large",
-            message: "the request body is too large".into(),
-            status,
-        };
+/// The error for an extractor's rejection (a body, multipart or query the handler could
+/// not take), answered with the status the rejection carries.
+pub fn rejection(code: &'static str, status: StatusCode, message: String) -> ApiError {
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType { message },
+        StatusCode::UNPROCESSABLE_ENTITY => ApiError::Unprocessable { code, message },
+        _ => ApiError::BadRequest { code, message },
     }
-    ApiError::BadRequest { code, message: text, status }
 }
 
 impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {

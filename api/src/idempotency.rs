@@ -27,7 +27,6 @@ impl IdempotencyKey {
         let key = key.ok_or_else(|| ApiError::BadRequest {
             code: "invalid_idempotency_key",
             message: format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"),
-            status: StatusCode::BAD_REQUEST,
         })?;
         Ok(Some(Self { scope, key: key.to_owned() }))
     }

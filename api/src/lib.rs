@@ -7,8 +7,10 @@ pub mod openapi;
 pub mod pagination;
 pub mod ratelimit;
 pub mod routes;
+pub mod sse;
 pub mod startup;
 pub mod state;
 pub mod tokens;
+pub mod views;
 
 pub use startup::Application;

@@ -19,6 +19,7 @@ pub mod redis_sub;
 pub mod store;
 pub mod telemetry;
 pub mod time;
+pub mod usecases;
 
 pub use config::Config;
 pub use db::Db;

@@ -4,9 +4,8 @@
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::extract::{AdminUser, Json, Query};
 use crate::pagination::{Page, PageQuery};
-use crate::routes::jobs::JobAccepted;
-use crate::routes::jobs::{JobFilter, JobView};
 use crate::state::AppState;
+use crate::views::{JobAccepted, JobFilter, JobView};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -77,10 +76,9 @@ pub async fn retry_job(
     let requeued = jobs::requeue(&mut tx, id).await?;
     tx.commit().await?;
     if !requeued {
-        return Err(ApiError::BadRequest {
+        return Err(ApiError::StateConflict {
             code: "not_retryable",
             message: format!("only failed or cancelled jobs can be retried; this one is {}", job.status().as_str()),
-            status: StatusCode::CONFLICT,
         });
     }
     state.queue.wake(job.kind.policy().queue);

@@ -4,8 +4,8 @@
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::extract::{AdminUser, Json, Query};
 use crate::pagination::{Page, PageQuery};
-use crate::routes::users::UserProfile;
 use crate::state::AppState;
+use crate::views::UserProfile;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -141,8 +141,7 @@ pub async fn delete_user(
     if user.id == admin.0.user.id {
         return Err(ApiError::field("id", "delete your own account with DELETE /api/users/me/"));
     }
-    users::delete(&state.db.pool, user.id).await?;
-    crate::routes::users::remove_avatar_files(&state, &user).await;
+    parley_shared::usecases::accounts::delete(&state.db, state.media.as_ref(), &user).await?;
     tracing::info!(user.id = %user.id, "account deleted by an admin");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -2,17 +2,18 @@
 
 use crate::error::{ApiError, ApiResult, ErrorEnvelope, FieldErrors};
 use crate::extract::{AuthUser, ClientIp, Json};
-use crate::routes::users::UserProfile;
 use crate::state::AppState;
 use crate::tokens::{self, TokenPair};
+use crate::views::UserProfile;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::post;
 use parley_shared::domain::{DisplayName, Email, Password, Username};
-use parley_shared::jobs::JobSpec;
+use parley_shared::jobs::{EmailKind, JobSpec};
 use parley_shared::store::{sessions, users};
+use parley_shared::usecases;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -63,8 +64,8 @@ pub async fn register(
     let username =
         req.username.as_deref().filter(|u| !u.trim().is_empty()).map(|u| errors.check("username", Username::parse(u)));
     let display_name = req.display_name.as_deref().map(|d| errors.check("display_name", DisplayName::parse(d)));
+    let (Some(email), Some(password)) = (email, password) else { return Err(errors.into_error()) };
     errors.finish()?;
-    let (email, password) = (email.expect("checked"), password.expect("checked"));
     let (username, display_name) = (username.flatten(), display_name.flatten());
 
     // Hashing is costly: sign-ups share the address's sign-in quota.
@@ -84,7 +85,7 @@ pub async fn register(
         },
     )
     .await?;
-    crate::routes::email_flows::enqueue_email(&mut *tx, user.id, parley_shared::jobs::EmailKind::VerifyEmail).await?;
+    usecases::email::enqueue(&mut *tx, user.id, EmailKind::VerifyEmail).await?;
     tx.commit().await?;
     state.queue.wake(parley_shared::jobs::SendEmail::QUEUE);
     tracing::info!(user.id = %user.id, email = %email.masked(), "account registered");
@@ -185,7 +186,6 @@ pub async fn logout(
         serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest {
             code: "invalid_body",
             message: format!("the body is not a valid logout request: {e}"),
-            status: StatusCode::BAD_REQUEST,
         })?
     };
     let pool = &state.db.pool;
@@ -222,13 +222,13 @@ pub async fn change_password(
     if !state.hasher.verify(&req.current_password, &auth.user.password_hash).await?.valid {
         errors.add("current_password", "is not correct");
     }
+    let Some(new) = new else { return Err(errors.into_error()) };
     errors.finish()?;
-    let hash = state.hasher.hash(new.expect("checked").expose()).await?;
+    let hash = state.hasher.hash(new.expose()).await?;
     let mut tx = state.db.writer.begin().await?;
     users::set_password_hash(&mut *tx, auth.user.id, &hash).await?;
     sessions::revoke_all(&mut *tx, auth.user.id, Some(auth.session), "password_change").await?;
-    crate::routes::email_flows::enqueue_email(&mut *tx, auth.user.id, parley_shared::jobs::EmailKind::PasswordChanged)
-        .await?;
+    usecases::email::enqueue(&mut *tx, auth.user.id, EmailKind::PasswordChanged).await?;
     tx.commit().await?;
     state.queue.wake(parley_shared::jobs::SendEmail::QUEUE);
     tracing::info!(user.id = %auth.user.id, "password changed");

@@ -3,8 +3,8 @@
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::extract::{AuthUser, Json};
 use crate::idempotency::{self, IdempotencyKey};
-use crate::routes::jobs::JobAccepted;
 use crate::state::AppState;
+use crate::views::JobAccepted;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -26,11 +26,10 @@ pub fn routes(max_avatar_bytes: usize) -> Router<AppState> {
 }
 
 fn image_error(e: AvatarError) -> ApiError {
-    let status = match e {
-        AvatarError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        _ => StatusCode::UNPROCESSABLE_ENTITY,
-    };
-    ApiError::BadRequest { code: "invalid_image", message: e.to_string(), status }
+    match e {
+        AvatarError::TooLarge { .. } => ApiError::PayloadTooLarge,
+        _ => ApiError::Unprocessable { code: "invalid_image", message: e.to_string() },
+    }
 }
 
 /// Uploads an avatar (multipart field `file`, PNG, JPEG, WebP or GIF, at most 5 MB). The
@@ -56,7 +55,7 @@ pub async fn upload_avatar(
         let text = format!("expected a multipart/form-data body with a `file` field: {}", r.body_text());
         crate::extract::rejection("invalid_body", r.status(), text)
     })?;
-    let bad = |message: String| ApiError::BadRequest { code: "invalid_body", message, status: StatusCode::BAD_REQUEST };
+    let bad = |message: String| ApiError::BadRequest { code: "invalid_body", message };
     let max = state.config.max_avatar_bytes;
     let mut bytes = None;
     while let Some(field) = form.next_field().await.map_err(|e| bad(format!("malformed multipart body: {e}")))? {

@@ -4,7 +4,7 @@ use crate::error::{ApiError, ApiResult, ErrorEnvelope, FieldErrors};
 use crate::extract::{AuthUser, Json, Query};
 use crate::idempotency::{self, IdempotencyKey};
 use crate::pagination::{Page, PageQuery};
-use crate::routes::jobs::event_stream;
+use crate::sse::event_stream;
 use crate::state::AppState;
 use axum::Router;
 use axum::extract::{Path, State};
@@ -13,15 +13,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use parley_shared::jobs::JobSpec;
-use parley_shared::jobs::{JobKind, LlmCompletion};
-use parley_shared::store::chat::{self, Message, NewMessage, Session};
-use parley_shared::store::{jobs, llm_configs, users};
+use parley_shared::jobs::LlmCompletion;
+use parley_shared::store::chat::{self, Message, Session};
 use parley_shared::time::from_ms;
+use parley_shared::usecases::{self, chat::PostError, chat::PostMessage};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-/// Fallback titles (before or instead of a generated one) take this much of the first message.
-const FALLBACK_TITLE_CHARS: usize = 60;
 const MAX_TAGS: usize = 20;
 const MAX_SEARCH_CHARS: usize = 200;
 
@@ -86,78 +84,31 @@ pub async fn chat(
     if text.chars().count() > max {
         return Err(ApiError::field("message", format!("must be at most {max} characters")));
     }
-    let pool = &state.db.pool;
-    let existing = match &req.session_id {
-        Some(id) => Some(chat::get_session(pool, id, user).await?.ok_or(ApiError::NotFound)?),
-        None => None,
-    };
-    let config_id = req.config_id.clone();
-    // The picked model; else the session's while it is enabled; else the default one.
-    let config = match config_id.as_deref().or_else(|| existing.as_ref().and_then(|s| s.config_id.as_deref())) {
-        Some(id) => llm_configs::get(pool, id).await?.filter(|c| c.enabled),
-        None => None,
-    };
-    let config = match config {
-        None if config_id.is_none() => llm_configs::default_enabled(pool).await?,
-        config => config,
-    };
-    let Some(config) = config else {
-        return Err(match config_id {
-            Some(_) => ApiError::field("config_id", "is not an enabled model"),
-            None => ApiError::BadRequest {
-                code: "no_model",
-                message: "no model is configured; an admin must add one".into(),
-                status: StatusCode::SERVICE_UNAVAILABLE,
-            },
-        });
-    };
-
     let mut tx = state.db.writer.begin().await?;
-    // Counted under the user's row lock, so concurrent requests cannot both pass the limit.
-    users::lock(&mut *tx, user).await?;
-    let active = jobs::count_active(&mut *tx, user, JobKind::LlmCompletion).await?;
-    if active >= state.config.llm_max_concurrent_per_user {
-        return Err(ApiError::RateLimited { retry_after_secs: 1 });
-    }
-    let session = match existing {
-        Some(s) if s.config_id.as_deref() != Some(config.id.as_str()) => {
-            // The model picked for this message becomes the session's model.
-            chat::set_session_config(&mut *tx, &s.id, &config.id).await?;
-            s
-        }
-        Some(s) => s,
-        None => {
-            let title = crate::routes::chat::fallback_title(text);
-            chat::create_session(&mut *tx, user, Some(&config.id), &title).await?
-        }
+    let message = PostMessage {
+        user,
+        text,
+        session_id: req.session_id.as_deref(),
+        config_id: req.config_id.as_deref(),
+        max_active_replies: state.config.llm_max_concurrent_per_user,
     };
-    let user_message = chat::insert_message(
-        &mut *tx,
-        NewMessage { session_id: &session.id, user, role: "user", content: text, status: "complete", model: None },
-    )
-    .await?;
-    let reply = chat::insert_message(
-        &mut *tx,
-        NewMessage {
-            session_id: &session.id,
-            user,
-            role: "assistant",
-            content: "",
-            status: "pending",
-            model: Some(&config.model),
-        },
-    )
-    .await?;
-    let job = jobs::enqueue(&mut *tx, Some(user), &LlmCompletion { message_id: reply.id.clone() }).await?;
-    chat::set_message_job(&mut *tx, &reply.id, &job.to_string()).await?;
-    chat::touch_session(&mut *tx, &session.id).await?;
+    let posted = usecases::chat::post_message(&state.db, &mut tx, message).await.map_err(|e| match e {
+        PostError::SessionNotFound => ApiError::NotFound,
+        PostError::UnknownModel => ApiError::field("config_id", "is not an enabled model"),
+        PostError::NoModel => {
+            ApiError::Unavailable { code: "no_model", message: "no model is configured; an admin must add one".into() }
+        }
+        PostError::TooManyActive => ApiError::RateLimited { retry_after_secs: 1 },
+        PostError::Store(e) => e.into(),
+    })?;
+    let job = posted.job;
     let body = ChatAccepted {
         status_url: format!("/api/jobs/{job}/"),
         stream_url: format!("/api/jobs/{job}/events/"),
         job_id: job.to_string(),
-        session_id: session.id,
-        user_message_id: user_message.id,
-        assistant_message_id: reply.id,
+        session_id: posted.session_id,
+        user_message_id: posted.user_message_id,
+        assistant_message_id: posted.assistant_message_id,
     };
     if let Some(first) = idempotency::commit(key.as_ref(), tx, &state.db.pool, StatusCode::ACCEPTED, &body).await? {
         return Ok(first);
@@ -167,12 +118,6 @@ pub async fn chat(
         return Ok(event_stream(state, job, 0).into_response());
     }
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
-}
-
-/// A title from the first message, until (or instead of) a generated one.
-pub fn fallback_title(message: &str) -> String {
-    let line = message.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("New chat");
-    parley_shared::domain::truncate_words(line, FALLBACK_TITLE_CHARS)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -338,13 +283,6 @@ pub async fn delete_session(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let session = chat::get_session(&state.db.pool, &id, auth.user.id).await?.ok_or(ApiError::NotFound)?;
-    // Replies still being generated stop: nobody will read them.
-    for job_id in chat::open_reply_jobs(&state.db.pool, &session.id).await? {
-        let Ok(job_id) = job_id.parse() else { continue };
-        if let Some(job) = jobs::get(&state.db.pool, job_id).await? {
-            crate::routes::jobs::cancel(&state, &job).await?;
-        }
-    }
-    chat::delete_session(&state.db.pool, &session.id, auth.user.id).await?;
+    usecases::chat::delete_session(&state.db, &state.bus, &session, auth.user.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

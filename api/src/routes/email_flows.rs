@@ -4,19 +4,19 @@
 use crate::error::{ApiError, ApiResult, ErrorEnvelope, FieldErrors};
 use crate::extract::{AuthUser, ClientIp, Json};
 use crate::idempotency::{self, IdempotencyKey};
-use crate::routes::jobs::JobAccepted;
 use crate::state::AppState;
+use crate::views::JobAccepted;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use parley_shared::domain::{Email, Password};
-use parley_shared::ids::JobId;
 use parley_shared::jobs::JobSpec;
-use parley_shared::jobs::{EmailKind, JobKind, SendEmail};
+use parley_shared::jobs::{EmailKind, JobKind};
 use parley_shared::store::{email_tokens, jobs, sessions, users};
 use parley_shared::time::now_ms;
+use parley_shared::usecases;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -38,15 +38,6 @@ async fn email_wait(state: &AppState, user: parley_shared::ids::UserId, kind: &s
     Ok(elapsed.filter(|e| *e < EMAIL_INTERVAL_SECS).map(|e| (EMAIL_INTERVAL_SECS - e) as u64))
 }
 
-/// Enqueues an email job and nudges the dispatcher.
-pub async fn enqueue_email<'e>(
-    ex: impl parley_shared::store::Exec<'e>,
-    user: parley_shared::ids::UserId,
-    email: EmailKind,
-) -> ApiResult<JobId> {
-    Ok(jobs::enqueue(ex, Some(user), &SendEmail { user_id: user, email }).await?)
-}
-
 /// Sends (again) the verification email. `Idempotency-Key` makes a retried request return
 /// the first answer.
 #[utoipa::path(post, path = "/api/auth/send-verification/", tag = "accounts", security(("bearer" = [])),
@@ -66,17 +57,16 @@ pub async fn send_verification(
         return Ok(first);
     }
     if auth.user.email_verified {
-        return Err(ApiError::BadRequest {
+        return Err(ApiError::StateConflict {
             code: "already_verified",
             message: "the email address is already verified".into(),
-            status: StatusCode::CONFLICT,
         });
     }
     if let Some(wait) = email_wait(&state, auth.user.id, "verify_email").await? {
         return Err(ApiError::RateLimited { retry_after_secs: wait });
     }
     let mut tx = state.db.writer.begin().await?;
-    let job_id = enqueue_email(&mut *tx, auth.user.id, EmailKind::VerifyEmail).await?;
+    let job_id = usecases::email::enqueue(&mut *tx, auth.user.id, EmailKind::VerifyEmail).await?;
     let body = JobAccepted { job_id };
     if let Some(first) = idempotency::commit(key.as_ref(), tx, &state.db.pool, StatusCode::ACCEPTED, &body).await? {
         return Ok(first);
@@ -106,11 +96,7 @@ pub async fn verify_email(
 }
 
 fn invalid_token() -> ApiError {
-    ApiError::BadRequest {
-        code: "invalid_token",
-        message: "the token is invalid, already used or expired".into(),
-        status: StatusCode::BAD_REQUEST,
-    }
+    ApiError::BadRequest { code: "invalid_token", message: "the token is invalid, already used or expired".into() }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -154,7 +140,7 @@ async fn reset_request(state: &AppState, email: &str) -> ApiResult<()> {
         tracing::info!(user.id = %user.id, "password reset throttled");
         return Ok(());
     }
-    enqueue_email(&state.db.writer, user.id, EmailKind::PasswordReset).await?;
+    usecases::email::enqueue(&state.db.writer, user.id, EmailKind::PasswordReset).await?;
     state.queue.wake(parley_shared::jobs::SendEmail::QUEUE);
     Ok(())
 }
@@ -176,21 +162,22 @@ pub async fn confirm_password_reset(
     Json(req): Json<ResetConfirm>,
 ) -> ApiResult<StatusCode> {
     let mut errors = FieldErrors::default();
-    let password = errors.check("new_password", Password::parse(&req.new_password));
-    errors.finish()?;
+    let Some(password) = errors.check("new_password", Password::parse(&req.new_password)) else {
+        return Err(errors.into_error());
+    };
     // Hashing is costly: only for a client within its quota and a token that is valid now.
     state.login_limiter.check_ip(ip)?;
     if email_tokens::peek(&state.db.pool, req.token.trim(), email_tokens::PASSWORD_RESET).await?.is_none() {
         return Err(invalid_token());
     }
-    let hash = state.hasher.hash(password.expect("checked").expose()).await?;
+    let hash = state.hasher.hash(password.expose()).await?;
     let mut tx = state.db.writer.begin().await?;
     let user = email_tokens::consume(&mut *tx, req.token.trim(), email_tokens::PASSWORD_RESET)
         .await?
         .ok_or_else(invalid_token)?;
     users::set_password_hash(&mut *tx, user, &hash).await?;
     sessions::revoke_all(&mut *tx, user, None, "password_reset").await?;
-    enqueue_email(&mut *tx, user, EmailKind::PasswordChanged).await?;
+    usecases::email::enqueue(&mut *tx, user, EmailKind::PasswordChanged).await?;
     tx.commit().await?;
     state.queue.wake(parley_shared::jobs::SendEmail::QUEUE);
     tracing::info!(user.id = %user, "password reset");

@@ -32,13 +32,7 @@ pub fn router(state: AppState) -> Router {
         .merge(llm_configs::routes())
         .merge(docs::routes())
         .fallback(|| async { ApiError::NotFound })
-        .method_not_allowed_fallback(|| async {
-            ApiError::BadRequest {
-                code: "method_not_allowed",
-                message: "this method is not allowed on this path".into(),
-                status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
-            }
-        })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
         .merge(docs::assets())

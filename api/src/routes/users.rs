@@ -3,54 +3,18 @@
 use crate::error::{ApiResult, ErrorEnvelope, FieldErrors};
 use crate::extract::{AuthUser, Json};
 use crate::state::AppState;
+use crate::views::UserProfile;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use chrono::{DateTime, Utc};
-use parley_shared::Config;
 use parley_shared::domain::{Bio, DisplayName, Username};
-use parley_shared::ids::UserId;
-use parley_shared::store::users::{self, ProfileChanges, User};
-use parley_shared::time::from_ms;
-use serde::{Deserialize, Deserializer, Serialize};
+use parley_shared::store::users::{self, ProfileChanges};
+use serde::{Deserialize, Deserializer};
 use utoipa::ToSchema;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/api/users/me", get(me).patch(update_me).delete(delete_me))
-}
-
-/// A user's profile as clients see it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct UserProfile {
-    #[schema(value_type = String, format = Uuid)]
-    pub id: UserId,
-    pub email: String,
-    pub username: Option<String>,
-    pub display_name: String,
-    pub bio: String,
-    pub avatar_url: Option<String>,
-    pub email_verified: bool,
-    pub is_admin: bool,
-    pub date_joined: DateTime<Utc>,
-    pub last_login: Option<DateTime<Utc>>,
-}
-
-impl UserProfile {
-    pub fn new(user: &User, config: &Config) -> Self {
-        Self {
-            id: user.id,
-            email: user.email.clone(),
-            username: user.username.clone(),
-            display_name: user.display_name.clone(),
-            bio: user.bio.clone(),
-            avatar_url: user.avatar_key.as_ref().map(|k| format!("{}/media/avatars/{k}-256.png", config.public_url)),
-            email_verified: user.email_verified,
-            is_admin: user.is_admin,
-            date_joined: from_ms(user.date_joined),
-            last_login: user.last_login.map(from_ms),
-        }
-    }
 }
 
 /// The signed-in user's profile.
@@ -118,19 +82,7 @@ pub async fn delete_me(
         errors.add("password", "is not correct");
         return Err(errors.into_error());
     }
-    users::delete(&state.db.pool, auth.user.id).await?;
-    remove_avatar_files(&state, &auth.user).await;
+    parley_shared::usecases::accounts::delete(&state.db, state.media.as_ref(), &auth.user).await?;
     tracing::info!(user.id = %auth.user.id, "account deleted");
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Removes a deleted account's avatar files (a failure only leaves orphaned files).
-pub async fn remove_avatar_files(state: &AppState, user: &User) {
-    if let Some(key) = &user.avatar_key {
-        for file in parley_shared::avatar::avatar_files(key) {
-            if let Err(e) = state.media.delete(&file).await {
-                tracing::warn!(error = %e, "removing a deleted account's avatar failed");
-            }
-        }
-    }
 }

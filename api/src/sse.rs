@@ -1,0 +1,96 @@
+//! A job's event stream as Server-Sent Events, resumable, for any route that answers one.
+
+use crate::state::AppState;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use parley_shared::ids::JobId;
+use parley_shared::store::job_events::{self, JobEvent};
+use parley_shared::store::jobs;
+use parley_shared::time::now_ms;
+use std::convert::Infallible;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+
+/// How often a stream re-reads the table even without a live notification (covers a lost
+/// pub/sub message).
+const RESYNC: Duration = Duration::from_secs(1);
+
+/// The SSE stream of `job` after `after`: stored events first, then live ones, in `seq`
+/// order without gaps or repeats.
+pub fn event_stream(state: AppState, job: JobId, after: i64) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(256);
+    tokio::spawn(async move {
+        let mut live = state.bus.subscribe(job);
+        let mut last = after;
+        let job_key = job.to_string();
+        loop {
+            let backlog = match job_events::after(&state.db.pool, job, last, 500).await {
+                Ok(events) => events,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading job events failed");
+                    return;
+                }
+            };
+            let full = backlog.len() == 500;
+            if backlog.is_empty() && stream_over(&state, job, last).await {
+                return;
+            }
+            for event in backlog {
+                last = event.seq;
+                let terminal = event.is_terminal();
+                if tx.send(sse_event(&event)).await.is_err() || terminal {
+                    return;
+                }
+            }
+            if full {
+                continue;
+            }
+            // Wait for the next event of this job, or resync from the table.
+            let deadline = tokio::time::Instant::now() + RESYNC;
+            loop {
+                match tokio::time::timeout_at(deadline, live.recv()).await {
+                    Ok(Ok(event)) if event.job_id == job_key && event.seq == last + 1 => {
+                        last = event.seq;
+                        let terminal = event.is_terminal();
+                        if tx.send(sse_event(&event)).await.is_err() || terminal {
+                            return;
+                        }
+                    }
+                    Ok(Ok(event)) if event.job_id == job_key && event.seq > last + 1 => break,
+                    Ok(Ok(_)) => {}
+                    Ok(Err(RecvError::Lagged(_))) => break,
+                    Ok(Err(RecvError::Closed)) => {
+                        tokio::time::sleep(RESYNC).await;
+                        break;
+                    }
+                    Err(_) => {
+                        if tx.is_closed() {
+                            return;
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    Sse::new(futures::StreamExt::map(stream, Ok)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+/// Whether nothing can follow event `last`: it was the final event (a resume after the
+/// end), or the job is gone or ended a while ago without one.
+async fn stream_over(state: &AppState, job: JobId, last: i64) -> bool {
+    if last > 0 && matches!(job_events::at(&state.db.pool, job, last).await, Ok(Some(e)) if e.is_terminal()) {
+        return true;
+    }
+    // The final event is written just after the status changes: allow for that gap.
+    match jobs::get(&state.db.pool, job).await {
+        Ok(Some(j)) => j.status().is_terminal() && j.finished_at.is_some_and(|t| now_ms() - t > 5_000),
+        Ok(None) => true,
+        Err(_) => false,
+    }
+}
+
+fn sse_event(event: &JobEvent) -> Event {
+    Event::default().id(event.seq.to_string()).event(event.event.clone()).data(event.data.clone())
+}

@@ -1,0 +1,106 @@
+//! The shapes of answers that several route modules share.
+
+use crate::error::{ApiError, ApiResult};
+use chrono::{DateTime, Utc};
+use parley_shared::Config;
+use parley_shared::ids::{JobId, UserId};
+use parley_shared::jobs::{JobKind, JobStatus};
+use parley_shared::store::jobs::Job;
+use parley_shared::store::users::User;
+use parley_shared::time::from_ms;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+/// A user's profile as clients see it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserProfile {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: UserId,
+    pub email: String,
+    pub username: Option<String>,
+    pub display_name: String,
+    pub bio: String,
+    pub avatar_url: Option<String>,
+    pub email_verified: bool,
+    pub is_admin: bool,
+    pub date_joined: DateTime<Utc>,
+    pub last_login: Option<DateTime<Utc>>,
+}
+
+impl UserProfile {
+    pub fn new(user: &User, config: &Config) -> Self {
+        Self {
+            id: user.id,
+            email: user.email.clone(),
+            username: user.username.clone(),
+            display_name: user.display_name.clone(),
+            bio: user.bio.clone(),
+            avatar_url: user.avatar_key.as_ref().map(|k| format!("{}/media/avatars/{k}-256.png", config.public_url)),
+            email_verified: user.email_verified,
+            is_admin: user.is_admin,
+            date_joined: from_ms(user.date_joined),
+            last_login: user.last_login.map(from_ms),
+        }
+    }
+}
+
+/// A job was accepted.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobAccepted {
+    #[schema(value_type = String, format = Uuid)]
+    pub job_id: JobId,
+}
+
+/// A job as clients see it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobView {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: JobId,
+    pub kind: JobKind,
+    pub status: JobStatus,
+    pub attempts: i64,
+    pub max_attempts: i64,
+    pub progress: Option<Value>,
+    pub result: Option<Value>,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<Job> for JobView {
+    fn from(job: Job) -> Self {
+        let json = |s: &Option<String>| s.as_deref().and_then(|s| serde_json::from_str(s).ok());
+        Self {
+            id: job.id,
+            status: job.status(),
+            progress: json(&job.progress),
+            result: json(&job.result),
+            kind: job.kind,
+            attempts: job.attempts,
+            max_attempts: job.max_attempts,
+            error: job.error,
+            created_at: from_ms(job.created_at),
+            started_at: job.started_at.map(from_ms),
+            finished_at: job.finished_at.map(from_ms),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct JobFilter {
+    /// Only jobs in this status.
+    pub status: Option<String>,
+}
+
+impl JobFilter {
+    pub fn parse(&self) -> ApiResult<Option<JobStatus>> {
+        match self.status.as_deref() {
+            None | Some("") => Ok(None),
+            Some(s) => JobStatus::parse(s).map(Some).ok_or_else(|| {
+                ApiError::field("status", "must be one of queued, running, retrying, succeeded, failed, cancelled")
+            }),
+        }
+    }
+}

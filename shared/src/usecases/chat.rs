@@ -1,0 +1,122 @@
+//! Chat use cases: posting a message (which starts its reply as a job) and deleting a
+//! session (which stops its replies).
+
+use crate::Db;
+use crate::domain::truncate_words;
+use crate::error::StoreError;
+use crate::events::EventBus;
+use crate::ids::{JobId, UserId};
+use crate::jobs::{JobKind, LlmCompletion, lifecycle};
+use crate::store::chat::{self, NewMessage, Session};
+use crate::store::{jobs, llm_configs, users};
+use sqlx::AnyConnection;
+
+/// Fallback titles (before or instead of a generated one) take this much of the first message.
+const FALLBACK_TITLE_CHARS: usize = 60;
+
+/// A message to post; `text` is already trimmed and within the length limit.
+#[derive(Debug, Clone, Copy)]
+pub struct PostMessage<'a> {
+    pub user: UserId,
+    pub text: &'a str,
+    /// Continue this session; a new one when `None`.
+    pub session_id: Option<&'a str>,
+    /// The model picked for this message; else the session's while enabled; else the default.
+    pub config_id: Option<&'a str>,
+    /// Replies a user may have in progress at once.
+    pub max_active_replies: i64,
+}
+
+/// What posting wrote.
+#[derive(Debug, Clone)]
+pub struct Posted {
+    pub job: JobId,
+    pub session_id: String,
+    pub user_message_id: String,
+    pub assistant_message_id: String,
+}
+
+/// Why a message was not posted.
+#[derive(Debug, thiserror::Error)]
+pub enum PostError {
+    #[error("no such session")]
+    SessionNotFound,
+    #[error("the model is not an enabled one")]
+    UnknownModel,
+    #[error("no model is configured")]
+    NoModel,
+    #[error("too many replies in progress")]
+    TooManyActive,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for PostError {
+    fn from(e: sqlx::Error) -> Self {
+        PostError::Store(e.into())
+    }
+}
+
+/// Writes the user's message, a pending reply and its `llm_completion` job in `tx` (the
+/// caller commits, then wakes the interactive queue).
+pub async fn post_message(db: &Db, tx: &mut AnyConnection, msg: PostMessage<'_>) -> Result<Posted, PostError> {
+    let pool = &db.pool;
+    let existing = match msg.session_id {
+        Some(id) => Some(chat::get_session(pool, id, msg.user).await?.ok_or(PostError::SessionNotFound)?),
+        None => None,
+    };
+    let config = match msg.config_id.or_else(|| existing.as_ref().and_then(|s| s.config_id.as_deref())) {
+        Some(id) => llm_configs::get(pool, id).await?.filter(|c| c.enabled),
+        None => None,
+    };
+    let config = match config {
+        Some(config) => config,
+        None if msg.config_id.is_none() => llm_configs::default_enabled(pool).await?.ok_or(PostError::NoModel)?,
+        None => return Err(PostError::UnknownModel),
+    };
+    // Counted under the user's row lock, so concurrent requests cannot both pass the limit.
+    users::lock(&mut *tx, msg.user).await?;
+    if jobs::count_active(&mut *tx, msg.user, JobKind::LlmCompletion).await? >= msg.max_active_replies {
+        return Err(PostError::TooManyActive);
+    }
+    let session: Session = match existing {
+        Some(s) if s.config_id.as_deref() != Some(config.id.as_str()) => {
+            // The model picked for this message becomes the session's model.
+            chat::set_session_config(&mut *tx, &s.id, &config.id).await?;
+            s
+        }
+        Some(s) => s,
+        None => chat::create_session(&mut *tx, msg.user, Some(&config.id), &fallback_title(msg.text)).await?,
+    };
+    let new = |role, content, status, model| NewMessage {
+        session_id: &session.id,
+        user: msg.user,
+        role,
+        content,
+        status,
+        model,
+    };
+    let user_message = chat::insert_message(&mut *tx, new("user", msg.text, "complete", None)).await?;
+    let reply = chat::insert_message(&mut *tx, new("assistant", "", "pending", Some(&config.model))).await?;
+    let job = jobs::enqueue(&mut *tx, Some(msg.user), &LlmCompletion { message_id: reply.id.clone() }).await?;
+    chat::set_message_job(&mut *tx, &reply.id, &job.to_string()).await?;
+    chat::touch_session(&mut *tx, &session.id).await?;
+    Ok(Posted { job, session_id: session.id, user_message_id: user_message.id, assistant_message_id: reply.id })
+}
+
+/// A title from the first message, until (or instead of) a generated one.
+pub fn fallback_title(message: &str) -> String {
+    let line = message.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("New chat");
+    truncate_words(line, FALLBACK_TITLE_CHARS)
+}
+
+/// Deletes a session and its messages; replies still being generated stop (nobody will
+/// read them).
+pub async fn delete_session(db: &Db, bus: &EventBus, session: &Session, user: UserId) -> Result<(), StoreError> {
+    for job_id in chat::open_reply_jobs(&db.pool, &session.id).await? {
+        if let Ok(job_id) = job_id.parse() {
+            lifecycle::cancel(db, bus, job_id).await?;
+        }
+    }
+    chat::delete_session(&db.writer, &session.id, user).await
+}

@@ -1,0 +1,6 @@
+//! Use cases, each one function, so that the HTTP handlers (and start-up, and jobs) that
+//! run them stay thin: a handler parses, calls one of these, and shapes the answer.
+
+pub mod accounts;
+pub mod chat;
+pub mod email;
