@@ -83,6 +83,23 @@ fn deltas(events: &[common::sse::SseEvent]) -> String {
 }
 
 both_backends! {
+    async fn more_concurrent_chats_than_database_connections_are_all_accepted(backend: Backend) {
+        // A chat request holds one connection for its transaction; it must never wait for a
+        // second one, or requests beyond the pool size wait on each other until they fail.
+        let fake = FakeLlm::openai(vec![Step::reply(&["ok"])]).await;
+        let (app, _) = app_with_model(backend, &fake, "openai_compatible", "sk", &[("PARLEY_DATABASE_MAX_CONNECTIONS", "2")]).await;
+        let mut users = Vec::new();
+        for i in 0..8 {
+            users.push(app.signup(&format!("pool{i}@example.com")).await);
+        }
+        let app_ref = &app;
+        let posts = users.iter().map(|user| async move {
+            app_ref.post_json("/api/llm/chat/", &json!({"message": "hello"}), Some(&user.access)).await.status()
+        });
+        let statuses: Vec<StatusCode> = futures::future::join_all(posts).await;
+        assert!(statuses.iter().all(|s| *s == StatusCode::ACCEPTED), "{statuses:?}");
+    }
+
     async fn a_reply_streams_as_deltas_and_is_saved_with_usage(backend: Backend) {
         let fake = FakeLlm::openai(vec![Step::reply(&["Hello", ", ", "world"])]).await;
         let (app, admin) = app_with_model(backend, &fake, "openai_compatible", "sk-test", &[]).await;

@@ -182,10 +182,19 @@ async fn throughput(client: &Client, admin: &Arc<str>, options: &Options) -> any
 async fn roundtrip(client: &Client, admin: &str) -> anyhow::Result<Duration> {
     let sent = Instant::now();
     let accepted: Accepted = client.post("/api/admin/jobs/noop/", admin, &json!({})).await?;
+    let posted = sent.elapsed();
     let mut events = client.job_events(&accepted.job_id, admin).await?;
+    let opened = sent.elapsed();
+    let mut first = None;
     while let Some(event) = events.next().await? {
+        first.get_or_insert(event.at - sent);
         match event.event.as_str() {
-            "done" => return Ok(event.at - sent),
+            "done" => {
+                if std::env::var_os("PARLEY_BENCH_TRACE").is_some() {
+                    eprintln!("post {:.2} open {:.2} first {:.2} done {:.2}", ms(posted), ms(opened), ms(first.unwrap_or_default()), ms(event.at - sent));
+                }
+                return Ok(event.at - sent);
+            }
             "error" => bail!("job {} failed: {}", accepted.job_id, event.data),
             _ => {}
         }

@@ -47,7 +47,23 @@ impl Db {
             Backend::Postgres => url.to_owned(),
         };
         let options = |max: u32| {
-            AnyPoolOptions::new().max_connections(max).acquire_timeout(Duration::from_secs(10)).after_connect(
+            AnyPoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(Duration::from_secs(10))
+                // sqlx pings every connection it hands out, a round trip per query; a
+                // connection in steady use is known good, so only one idle for a while (the
+                // server may have restarted meanwhile) is checked.
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| {
+                    Box::pin(async move {
+                        if meta.idle_for >= Duration::from_secs(1) {
+                            use sqlx::Connection;
+                            conn.ping().await?;
+                        }
+                        Ok(true)
+                    })
+                })
+                .after_connect(
                 move |conn, _| {
                     Box::pin(async move {
                         if backend == Backend::Sqlite {

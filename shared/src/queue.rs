@@ -8,6 +8,7 @@
 use crate::config::Config;
 use crate::jobs::QueueName;
 use anyhow::Context;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -18,12 +19,14 @@ pub struct Queue {
     /// Per queue, the fetchers of this process's workers.
     local: Arc<[Mutex<Vec<Arc<Notify>>>; 3]>,
     redis: Option<(redis::aio::ConnectionManager, String)>,
+    /// Per queue, whether a Redis wake-up is about to be published (later wakes join it).
+    publishing: Arc<[AtomicBool; 3]>,
 }
 
 impl Queue {
     /// In-process wake-ups only (the embedded profile).
     pub fn local() -> Self {
-        Self { local: Arc::default(), redis: None }
+        Self { local: Arc::default(), redis: None, publishing: Arc::default() }
     }
 
     /// Wake-ups for the configured profile: through Redis when `PARLEY_QUEUE_URL` is a
@@ -59,8 +62,14 @@ impl Queue {
     pub fn wake(&self, queue: QueueName) {
         self.wake_local(queue);
         if let Some((conn, channel)) = &self.redis {
-            let (mut conn, channel) = (conn.clone(), channel.clone());
+            // A publish not sent yet wakes the workers after this commit too: one is enough.
+            if self.publishing[queue.index()].swap(true, Ordering::AcqRel) {
+                return;
+            }
+            let (mut conn, channel, publishing) = (conn.clone(), channel.clone(), self.publishing.clone());
             tokio::spawn(async move {
+                // Cleared before sending, so a commit after this point publishes again.
+                publishing[queue.index()].store(false, Ordering::Release);
                 let sent: redis::RedisResult<()> =
                     redis::cmd("PUBLISH").arg(channel).arg(queue.as_str()).query_async(&mut conn).await;
                 if let Err(e) = sent {

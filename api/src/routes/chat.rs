@@ -92,7 +92,7 @@ pub async fn chat(
         config_id: req.config_id.as_deref(),
         max_active_replies: state.config.llm_max_concurrent_per_user,
     };
-    let posted = usecases::chat::post_message(&state.db, &mut tx, message).await.map_err(|e| match e {
+    let posted = usecases::chat::post_message(&mut tx, message).await.map_err(|e| match e {
         PostError::SessionNotFound => ApiError::NotFound,
         PostError::UnknownModel => ApiError::field("config_id", "is not an enabled model"),
         PostError::NoModel => {

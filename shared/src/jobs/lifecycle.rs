@@ -10,7 +10,8 @@ use crate::Db;
 use crate::error::StoreError;
 use crate::events::EventBus;
 use crate::ids::JobId;
-use crate::store::job_events;
+use crate::db::Backend;
+use crate::store::job_events::{self, JobEvent};
 use crate::store::jobs::{self as store, Job};
 use serde_json::{Value, json};
 use sqlx::AnyConnection;
@@ -33,31 +34,74 @@ pub async fn claim(
     }
     let expired: Vec<String> =
         candidates.iter().filter(|(_, status)| status == "running").map(|(id, _)| id.clone()).collect();
-    let mut tx = db.writer.begin().await?;
-    let mut events = Vec::new();
-    let ended = store::end_abandoned(&mut tx, &expired).await?;
-    for job in &ended {
-        tracing::warn!(job.id = %job.id, status = job.status.as_str(), "job ended after its worker stopped responding");
-        close_domain_rows(&mut tx, job, job.status, job.error.as_deref()).await?;
-        events.push(final_event(job.id, job.status, job.error.as_deref()));
+    let mut stored = Vec::new();
+    let mut ended = Vec::new();
+    if !expired.is_empty() {
+        let mut tx = db.writer.begin().await?;
+        ended = store::end_abandoned(&mut tx, &expired).await?;
+        let mut events = Vec::new();
+        for job in &ended {
+            tracing::warn!(job.id = %job.id, status = job.status.as_str(), "job ended after its worker stopped responding");
+            close_domain_rows(&mut tx, job, job.status, job.error.as_deref()).await?;
+            events.push(final_event(job.id, job.status, job.error.as_deref()));
+        }
+        stored = job_events::append_in(&mut tx, &events).await?;
+        tx.commit().await?;
     }
     let ids: Vec<String> =
         candidates.into_iter().map(|(id, _)| id).filter(|id| !ended.iter().any(|j| j.id.to_string() == *id)).collect();
-    let started = store::start_attempts(&mut tx, db.backend, &ids, lease_ms).await?;
-    events.extend(started.iter().map(|job| (job.id, "status", json!({"status": "running", "attempt": job.attempts}))));
-    let stored = job_events::append_in(&mut tx, &events).await?;
-    tx.commit().await?;
+    let started = match db.backend {
+        // One statement starts the attempts with their events (no transaction round trips).
+        Backend::Postgres => {
+            let started = store::start_attempts_with_events(&db.writer, &ids, lease_ms).await?;
+            stored.extend(started.iter().map(|s| running_event(&s.job, s.seq)));
+            started.into_iter().map(|s| s.job).collect()
+        }
+        Backend::Sqlite => {
+            let mut tx = db.writer.begin().await?;
+            let started = store::start_attempts(&mut tx, db.backend, &ids, lease_ms).await?;
+            let events: Vec<_> = started.iter().map(|job| (job.id, "status", running_data(job))).collect();
+            stored.extend(job_events::append_in(&mut tx, &events).await?);
+            tx.commit().await?;
+            started
+        }
+    };
     bus.publish_many(&stored).await;
     Ok(started)
 }
 
+fn running_data(job: &Job) -> Value {
+    json!({"status": "running", "attempt": job.attempts})
+}
+
+/// The `status` event [`store::start_attempts_with_events`] stored for `job`.
+fn running_event(job: &Job, seq: i64) -> JobEvent {
+    JobEvent {
+        job_id: job.id.to_string(),
+        seq,
+        event: "status".to_owned(),
+        data: running_data(job).to_string(),
+        created_at: job.updated_at,
+    }
+}
+
 /// Ends attempt `job.attempts` succeeded with `result`; false if it no longer owns the job.
 pub async fn succeed(db: &Db, bus: &EventBus, job: &Job, result: &Value) -> Result<bool, StoreError> {
+    let data = json!({"status": "succeeded", "result": result});
+    if db.backend == Backend::Postgres {
+        // One statement: the record and its event, without transaction round trips.
+        let Some((seq, created_at)) = store::succeed_with_event(&db.writer, job.id, job.attempts, result, &data).await?
+        else {
+            return Ok(false);
+        };
+        let event = JobEvent { job_id: job.id.to_string(), seq, event: "done".into(), data: data.to_string(), created_at };
+        bus.publish(&event).await;
+        return Ok(true);
+    }
     let mut tx = db.writer.begin().await?;
     if !store::finish(&mut tx, job.id, job.attempts, JobStatus::Succeeded, Some(result), None).await? {
         return Ok(false);
     }
-    let data = json!({"status": "succeeded", "result": result});
     let stored = job_events::append_in(&mut tx, &[(job.id, "done", data)]).await?;
     tx.commit().await?;
     bus.publish_many(&stored).await;

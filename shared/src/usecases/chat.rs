@@ -59,19 +59,23 @@ impl From<sqlx::Error> for PostError {
 
 /// Writes the user's message, a pending reply and its `llm_completion` job in `tx` (the
 /// caller commits, then wakes the interactive queue).
-pub async fn post_message(db: &Db, tx: &mut AnyConnection, msg: PostMessage<'_>) -> Result<Posted, PostError> {
-    let pool = &db.pool;
+///
+/// Everything is read through `tx` too: on PostgreSQL the writer is the shared pool, and a
+/// request holding one of its connections must not wait for a second.
+pub async fn post_message(tx: &mut AnyConnection, msg: PostMessage<'_>) -> Result<Posted, PostError> {
     let existing = match msg.session_id {
-        Some(id) => Some(chat::get_session(pool, id, msg.user).await?.ok_or(PostError::SessionNotFound)?),
+        Some(id) => Some(chat::get_session(&mut *tx, id, msg.user).await?.ok_or(PostError::SessionNotFound)?),
         None => None,
     };
     let config = match msg.config_id.or_else(|| existing.as_ref().and_then(|s| s.config_id.as_deref())) {
-        Some(id) => llm_configs::get(pool, id).await?.filter(|c| c.enabled),
+        Some(id) => llm_configs::get(&mut *tx, id).await?.filter(|c| c.enabled),
         None => None,
     };
     let config = match config {
         Some(config) => config,
-        None if msg.config_id.is_none() => llm_configs::default_enabled(pool).await?.ok_or(PostError::NoModel)?,
+        None if msg.config_id.is_none() => {
+            llm_configs::default_enabled(&mut *tx).await?.ok_or(PostError::NoModel)?
+        }
         None => return Err(PostError::UnknownModel),
     };
     // Counted under the user's row lock, so concurrent requests cannot both pass the limit.
