@@ -92,5 +92,5 @@ async fn stream_over(state: &AppState, job: JobId, last: i64) -> bool {
 }
 
 fn sse_event(event: &JobEvent) -> Event {
-    Event::default().id(event.seq.to_string()).event(event.event.clone()).data(event.data.clone())
+    Event::default().id(event.seq.to_string()).event(event.event.as_str()).data(event.data.clone())
 }

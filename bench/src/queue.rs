@@ -191,7 +191,13 @@ async fn roundtrip(client: &Client, admin: &str) -> anyhow::Result<Duration> {
         match event.event.as_str() {
             "done" => {
                 if std::env::var_os("PARLEY_BENCH_TRACE").is_some() {
-                    eprintln!("post {:.2} open {:.2} first {:.2} done {:.2}", ms(posted), ms(opened), ms(first.unwrap_or_default()), ms(event.at - sent));
+                    eprintln!(
+                        "post {:.2} open {:.2} first {:.2} done {:.2}",
+                        ms(posted),
+                        ms(opened),
+                        ms(first.unwrap_or_default()),
+                        ms(event.at - sent)
+                    );
                 }
                 return Ok(event.at - sent);
             }

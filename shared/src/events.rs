@@ -5,7 +5,7 @@
 
 use crate::Db;
 use crate::ids::JobId;
-use crate::store::job_events::{self, JobEvent};
+use crate::store::job_events::{self, EventType, JobEvent};
 use anyhow::Context;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -197,11 +197,11 @@ impl StreamWriter {
     }
 
     /// Queues the next event for storing and publishing.
-    pub fn emit(&mut self, event: &str, data: serde_json::Value) -> anyhow::Result<()> {
+    pub fn emit(&mut self, event: EventType, data: serde_json::Value) -> anyhow::Result<()> {
         let event = JobEvent {
             job_id: self.job.to_string(),
             seq: self.next,
-            event: event.to_owned(),
+            event,
             data: data.to_string(),
             created_at: crate::time::now_ms(),
         };
@@ -216,17 +216,4 @@ impl StreamWriter {
         drop(self.queue);
         self.writer.await.context("the job event writer panicked")?
     }
-}
-
-/// Stores an event and publishes it.
-pub async fn emit(
-    db: &Db,
-    bus: &EventBus,
-    job: JobId,
-    event: &str,
-    data: serde_json::Value,
-) -> anyhow::Result<JobEvent> {
-    let stored = job_events::append(&db.writer, job, event, &data).await?;
-    bus.publish(&stored).await;
-    Ok(stored)
 }

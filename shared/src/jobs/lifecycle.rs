@@ -7,11 +7,11 @@
 
 use super::{JobSpec, JobStatus, QueueName};
 use crate::Db;
+use crate::db::Backend;
 use crate::error::StoreError;
 use crate::events::EventBus;
 use crate::ids::JobId;
-use crate::db::Backend;
-use crate::store::job_events::{self, JobEvent};
+use crate::store::job_events::{self, EventType, JobEvent};
 use crate::store::jobs::{self as store, Job};
 use serde_json::{Value, json};
 use sqlx::AnyConnection;
@@ -60,7 +60,7 @@ pub async fn claim(
         Backend::Sqlite => {
             let mut tx = db.writer.begin().await?;
             let started = store::start_attempts(&mut tx, db.backend, &ids, lease_ms).await?;
-            let events: Vec<_> = started.iter().map(|job| (job.id, "status", running_data(job))).collect();
+            let events: Vec<_> = started.iter().map(|job| (job.id, EventType::Status, running_data(job))).collect();
             stored.extend(job_events::append_in(&mut tx, &events).await?);
             tx.commit().await?;
             started
@@ -79,7 +79,7 @@ fn running_event(job: &Job, seq: i64) -> JobEvent {
     JobEvent {
         job_id: job.id.to_string(),
         seq,
-        event: "status".to_owned(),
+        event: EventType::Status,
         data: running_data(job).to_string(),
         created_at: job.updated_at,
     }
@@ -90,11 +90,13 @@ pub async fn succeed(db: &Db, bus: &EventBus, job: &Job, result: &Value) -> Resu
     let data = json!({"status": "succeeded", "result": result});
     if db.backend == Backend::Postgres {
         // One statement: the record and its event, without transaction round trips.
-        let Some((seq, created_at)) = store::succeed_with_event(&db.writer, job.id, job.attempts, result, &data).await?
+        let Some((seq, created_at)) =
+            store::succeed_with_event(&db.writer, job.id, job.attempts, result, &data).await?
         else {
             return Ok(false);
         };
-        let event = JobEvent { job_id: job.id.to_string(), seq, event: "done".into(), data: data.to_string(), created_at };
+        let event =
+            JobEvent { job_id: job.id.to_string(), seq, event: EventType::Done, data: data.to_string(), created_at };
         bus.publish(&event).await;
         return Ok(true);
     }
@@ -102,7 +104,7 @@ pub async fn succeed(db: &Db, bus: &EventBus, job: &Job, result: &Value) -> Resu
     if !store::finish(&mut tx, job.id, job.attempts, JobStatus::Succeeded, Some(result), None).await? {
         return Ok(false);
     }
-    let stored = job_events::append_in(&mut tx, &[(job.id, "done", data)]).await?;
+    let stored = job_events::append_in(&mut tx, &[(job.id, EventType::Done, data)]).await?;
     tx.commit().await?;
     bus.publish_many(&stored).await;
     Ok(true)
@@ -146,7 +148,7 @@ pub async fn retry(
     let event = match status {
         Some(JobStatus::Retrying) => (
             job.id,
-            "status",
+            EventType::Status,
             json!({"status": "retrying", "attempt": job.attempts, "error": error, "retry_in_ms": delay_ms}),
         ),
         Some(JobStatus::Cancelled) => {
@@ -194,10 +196,10 @@ pub async fn cancel(db: &Db, bus: &EventBus, id: JobId) -> Result<CancelOutcome,
 
 /// The final event of a job that ended `status` (not `succeeded`, whose `done` carries the
 /// result).
-fn final_event(id: JobId, status: JobStatus, error: Option<&str>) -> (JobId, &'static str, Value) {
+fn final_event(id: JobId, status: JobStatus, error: Option<&str>) -> (JobId, EventType, Value) {
     match status {
-        JobStatus::Cancelled => (id, "status", json!({"status": "cancelled"})),
-        _ => (id, "error", json!({"status": status.as_str(), "error": error})),
+        JobStatus::Cancelled => (id, EventType::Status, json!({"status": "cancelled"})),
+        _ => (id, EventType::Error, json!({"status": status.as_str(), "error": error})),
     }
 }
 

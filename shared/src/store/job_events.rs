@@ -6,12 +6,53 @@ use crate::ids::JobId;
 use crate::time::now_ms;
 use serde::{Deserialize, Serialize};
 
+/// The type of a job event (the SSE `event:` field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    /// `running`, `retrying`, `restarted` (an LLM reply starts over) or `cancelled`.
+    Status,
+    /// A piece of an LLM reply's text.
+    Delta,
+    Progress,
+    /// The job succeeded; carries its result.
+    Done,
+    /// The job failed.
+    Error,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 5] =
+        [EventType::Status, EventType::Delta, EventType::Progress, EventType::Done, EventType::Error];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Status => "status",
+            EventType::Delta => "delta",
+            EventType::Progress => "progress",
+            EventType::Done => "done",
+            EventType::Error => "error",
+        }
+    }
+}
+
+impl TryFrom<String> for EventType {
+    type Error = crate::jobs::UnknownValue;
+    fn try_from(value: String) -> Result<Self, crate::jobs::UnknownValue> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.as_str() == value)
+            .ok_or(crate::jobs::UnknownValue { what: "job event type", value })
+    }
+}
+
 /// One event of a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct JobEvent {
     pub job_id: String,
     pub seq: i64,
-    pub event: String,
+    #[sqlx(try_from = "String")]
+    pub event: EventType,
     pub data: String,
     pub created_at: i64,
 }
@@ -19,13 +60,13 @@ pub struct JobEvent {
 impl JobEvent {
     /// `done`, `error` and cancellation end a stream.
     pub fn is_terminal(&self) -> bool {
-        match self.event.as_str() {
-            "done" | "error" => true,
-            "status" => serde_json::from_str::<serde_json::Value>(&self.data)
+        match self.event {
+            EventType::Done | EventType::Error => true,
+            EventType::Status => serde_json::from_str::<serde_json::Value>(&self.data)
                 .ok()
                 .and_then(|v| v.get("status").and_then(|s| s.as_str()).map(|s| s == "cancelled"))
                 .unwrap_or(false),
-            _ => false,
+            EventType::Delta | EventType::Progress => false,
         }
     }
 }
@@ -34,7 +75,7 @@ impl JobEvent {
 pub async fn append<'e, E: Exec<'e> + Copy>(
     ex: E,
     job: JobId,
-    event: &str,
+    event: EventType,
     data: &serde_json::Value,
 ) -> Result<JobEvent, StoreError> {
     let data = data.to_string();
@@ -47,14 +88,14 @@ pub async fn append<'e, E: Exec<'e> + Copy>(
              returning seq",
         )
         .bind(job.to_string())
-        .bind(event)
+        .bind(event.as_str())
         .bind(&data)
         .bind(now)
         .fetch_one(ex)
         .await;
         match inserted {
             Ok((seq,)) => {
-                return Ok(JobEvent { job_id: job.to_string(), seq, event: event.to_owned(), data, created_at: now });
+                return Ok(JobEvent { job_id: job.to_string(), seq, event, data, created_at: now });
             }
             // Two writers picked the same seq; the loser takes the next one.
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() && tries < 5 => tries += 1,
@@ -67,7 +108,7 @@ pub async fn append<'e, E: Exec<'e> + Copy>(
 /// which must own those jobs' streams (it holds their rows).
 pub async fn append_in(
     conn: &mut sqlx::AnyConnection,
-    events: &[(JobId, &str, serde_json::Value)],
+    events: &[(JobId, EventType, serde_json::Value)],
 ) -> Result<Vec<JobEvent>, StoreError> {
     if events.is_empty() {
         return Ok(Vec::new());
@@ -90,7 +131,7 @@ pub async fn append_in(
     );
     let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now);
     for (job, event, data) in events {
-        query = query.bind(job.to_string()).bind(*event).bind(data.to_string());
+        query = query.bind(job.to_string()).bind(event.as_str()).bind(data.to_string());
     }
     let seqs: Vec<(String, i64)> = query.fetch_all(&mut *conn).await?;
     Ok(events
@@ -98,7 +139,7 @@ pub async fn append_in(
         .map(|(job, event, data)| {
             let job_id = job.to_string();
             let seq = seqs.iter().find(|(id, _)| *id == job_id).map_or(0, |(_, seq)| *seq);
-            JobEvent { job_id, seq, event: (*event).to_owned(), data: data.to_string(), created_at: now }
+            JobEvent { job_id, seq, event: *event, data: data.to_string(), created_at: now }
         })
         .collect())
 }
@@ -123,7 +164,12 @@ pub async fn insert_many<'e, E: Exec<'e>>(ex: E, events: &[JobEvent]) -> Result<
     let sql = format!("insert into job_events (job_id, seq, event, data, created_at) values {}", rows.join(", "));
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for event in events {
-        query = query.bind(&event.job_id).bind(event.seq).bind(&event.event).bind(&event.data).bind(event.created_at);
+        query = query
+            .bind(&event.job_id)
+            .bind(event.seq)
+            .bind(event.event.as_str())
+            .bind(&event.data)
+            .bind(event.created_at);
     }
     query.execute(ex).await?;
     Ok(())

@@ -73,9 +73,7 @@ pub async fn post_message(tx: &mut AnyConnection, msg: PostMessage<'_>) -> Resul
     };
     let config = match config {
         Some(config) => config,
-        None if msg.config_id.is_none() => {
-            llm_configs::default_enabled(&mut *tx).await?.ok_or(PostError::NoModel)?
-        }
+        None if msg.config_id.is_none() => llm_configs::default_enabled(&mut *tx).await?.ok_or(PostError::NoModel)?,
         None => return Err(PostError::UnknownModel),
     };
     // Counted under the user's row lock, so concurrent requests cannot both pass the limit.

@@ -10,6 +10,7 @@ use parley_shared::events::StreamWriter;
 use parley_shared::jobs::{GenerateTitle, JobSpec, LlmCompletion};
 use parley_shared::llm::{LlmError, Provider, ProviderSettings, StreamItem};
 use parley_shared::store::chat::{self, Outcome};
+use parley_shared::store::job_events::EventType;
 use parley_shared::store::jobs::{self as job_store, Job};
 use parley_shared::store::llm_configs::{self, LlmConfig};
 use serde_json::json;
@@ -55,7 +56,7 @@ async fn complete(
         if job.attempts > 1 || !message.content.is_empty() {
             // Watchers drop what they have of the failed attempt's text.
             chat::save_partial(writer, &message.id, "", "pending").await?;
-            events.emit("status", json!({"status": "restarted", "attempt": job.attempts}))?;
+            events.emit(EventType::Status, json!({"status": "restarted", "attempt": job.attempts}))?;
         }
         let mut text = String::new();
         let (mut usage, mut finish, mut model) = (None, None, Some(config.model.clone()));
@@ -81,7 +82,7 @@ async fn complete(
                     None => break,
                     Some(Ok(StreamItem::Delta(delta))) => {
                         text.push_str(&delta);
-                        events.emit("delta", json!({"text": delta}))?;
+                        events.emit(EventType::Delta, json!({"text": delta}))?;
                         unsaved = true;
                     }
                     Some(Ok(StreamItem::Usage { prompt_tokens, completion_tokens })) => usage = Some((prompt_tokens, completion_tokens)),
