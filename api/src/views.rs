@@ -7,7 +7,6 @@ use parley_shared::ids::{JobId, UserId};
 use parley_shared::jobs::{JobKind, JobStatus};
 use parley_shared::store::jobs::Job;
 use parley_shared::store::users::User;
-use parley_shared::time::from_ms;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -39,8 +38,8 @@ impl UserProfile {
             avatar_url: user.avatar_key.as_ref().map(|k| format!("{}/media/avatars/{k}-256.png", config.public_url)),
             email_verified: user.email_verified,
             is_admin: user.is_admin,
-            date_joined: from_ms(user.date_joined),
-            last_login: user.last_login.map(from_ms),
+            date_joined: user.date_joined.0,
+            last_login: user.last_login.map(DateTime::from),
         }
     }
 }
@@ -81,9 +80,9 @@ impl From<Job> for JobView {
             attempts: job.attempts,
             max_attempts: job.max_attempts,
             error: job.error,
-            created_at: from_ms(job.created_at),
-            started_at: job.started_at.map(from_ms),
-            finished_at: job.finished_at.map(from_ms),
+            created_at: job.created_at.0,
+            started_at: job.started_at.map(DateTime::from),
+            finished_at: job.finished_at.map(DateTime::from),
         }
     }
 }

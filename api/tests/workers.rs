@@ -66,7 +66,7 @@ both_backends! {
             tokio::spawn(async move {
                 let mut taken = Vec::new();
                 loop {
-                    let batch = lifecycle::claim(&db, &bus, QueueName::Default, 3, 60_000).await.unwrap();
+                    let batch = lifecycle::claim(&db, &bus, QueueName::Default, 3, 60_000, true).await.unwrap();
                     if batch.is_empty() {
                         return taken;
                     }
@@ -84,7 +84,7 @@ both_backends! {
         let noops: Vec<JobId> = taken.iter().copied().filter(|id| ids.contains(id)).collect();
         assert_eq!(noops, ids);
         // A second delivery of a job that is running (its lease is live) starts nothing.
-        assert!(lifecycle::claim(&app.state.db, &app.state.bus, QueueName::Default, 10, 60_000).await.unwrap().is_empty());
+        assert!(lifecycle::claim(&app.state.db, &app.state.bus, QueueName::Default, 10, 60_000, true).await.unwrap().is_empty());
     }
 
     async fn a_stale_worker_cannot_record_an_outcome_after_its_job_was_taken_over(backend: Backend) {
@@ -93,7 +93,7 @@ both_backends! {
         let owner: UserId = user.id.parse().unwrap();
         let id = jobs::enqueue(&app.state.db.writer, Some(owner), &Noop::default()).await.unwrap();
         let (db, bus) = (&app.state.db, &app.state.bus);
-        let claim = |lease_ms| lifecycle::claim(db, bus, QueueName::Default, 10, lease_ms);
+        let claim = |lease_ms| lifecycle::claim(db, bus, QueueName::Default, 10, lease_ms, true);
         let first = claim(1).await.unwrap().into_iter().find(|j| j.id == id).unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
         // The lease expired: another worker takes the job over (attempt 2).
@@ -112,7 +112,7 @@ both_backends! {
         let (db, bus) = (&app.state.db, &app.state.bus);
         for cancel_first in [false, true] {
             let id = jobs::enqueue(&db.writer, Some(owner), &Noop::default()).await.unwrap();
-            let job = lifecycle::claim(db, bus, QueueName::Default, 10, 60_000).await.unwrap().into_iter().find(|j| j.id == id).unwrap();
+            let job = lifecycle::claim(db, bus, QueueName::Default, 10, 60_000, true).await.unwrap().into_iter().find(|j| j.id == id).unwrap();
             let result = serde_json::json!({"done": true});
             let (cancel, finish) = if cancel_first {
                 let cancel = lifecycle::cancel(db, bus, id).await.unwrap();
@@ -131,7 +131,7 @@ both_backends! {
             assert_eq!(app.job(&user.access, id).await["status"], "succeeded");
             // A cancel that ends the attempt first wins the same way: the finish is refused.
             let id = jobs::enqueue(&db.writer, Some(owner), &Noop::default()).await.unwrap();
-            let job = lifecycle::claim(db, bus, QueueName::Default, 10, 60_000).await.unwrap().into_iter().find(|j| j.id == id).unwrap();
+            let job = lifecycle::claim(db, bus, QueueName::Default, 10, 60_000, true).await.unwrap().into_iter().find(|j| j.id == id).unwrap();
             assert!(lifecycle::end(db, bus, &job, JobStatus::Cancelled, None).await.unwrap());
             assert!(!lifecycle::succeed(db, bus, &job, &result).await.unwrap());
             let events = parley_shared::store::job_events::after(&db.pool, id, 0, 100).await.unwrap();

@@ -53,6 +53,18 @@ id_type!(
     /// A job, as clients see it.
     JobId
 );
+id_type!(
+    /// A chat session (a conversation; not a sign-in [`SessionId`]).
+    ChatSessionId
+);
+id_type!(
+    /// A chat message, the user's or an assistant reply.
+    MessageId
+);
+id_type!(
+    /// An LLM configuration (the model a chat uses).
+    LlmConfigId
+);
 
 macro_rules! id_conversions {
     ($($name:ident),*) => {$(
@@ -62,7 +74,58 @@ macro_rules! id_conversions {
                 s.parse()
             }
         }
+
+        impl TryFrom<NullableId> for Option<$name> {
+            type Error = uuid::Error;
+            fn try_from(s: NullableId) -> Result<Self, Self::Error> {
+                s.0.map(|s| s.parse()).transpose()
+            }
+        }
     )*};
 }
 
-id_conversions!(UserId, SessionId, JobId);
+id_conversions!(UserId, SessionId, JobId, ChatSessionId, MessageId, LlmConfigId);
+
+/// A nullable id column, for `#[sqlx(try_from = "crate::ids::NullableId")]` on an
+/// `Option<...Id>` field (`Option` cannot take a `TryFrom<Option<String>>`): null reads as
+/// `None`, and a stored value that is not an id fails to decode instead of reading as `None`.
+#[derive(Debug, Clone)]
+pub struct NullableId(Option<String>);
+
+impl sqlx::Type<sqlx::Any> for NullableId {
+    fn type_info() -> sqlx::any::AnyTypeInfo {
+        <String as sqlx::Type<sqlx::Any>>::type_info()
+    }
+
+    fn compatible(ty: &sqlx::any::AnyTypeInfo) -> bool {
+        <String as sqlx::Type<sqlx::Any>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Any> for NullableId {
+    fn decode(value: sqlx::any::AnyValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        <Option<String> as sqlx::Decode<sqlx::Any>>::decode(value).map(NullableId)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_keep_the_text_form_of_the_stored_uuids() {
+        // Rows written before the typed ids hold `Uuid::now_v7().to_string()`.
+        let stored = Uuid::now_v7().to_string();
+        let id: MessageId = stored.parse().unwrap();
+        assert_eq!(id.to_string(), stored);
+        assert_eq!(serde_json::to_value(id).unwrap(), serde_json::Value::String(stored.clone()));
+        assert_eq!(ChatSessionId::new().to_string().len(), stored.len());
+    }
+
+    #[test]
+    fn a_stored_value_that_is_not_an_id_is_an_error() {
+        assert!(LlmConfigId::try_from("cfg-1".to_owned()).is_err());
+        assert!(Option::<LlmConfigId>::try_from(NullableId(Some("cfg-1".into()))).is_err());
+        assert_eq!(Option::<LlmConfigId>::try_from(NullableId(None)).unwrap(), None);
+    }
+}

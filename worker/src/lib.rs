@@ -86,6 +86,9 @@ pub async fn run(ctx: WorkerContext, shutdown: impl Future<Output = ()> + Send +
 /// Most jobs one claim takes.
 const CLAIM_BATCH: usize = 64;
 
+/// How often a worker looks for jobs whose worker died (their leases last seconds).
+const TAKE_OVER_EVERY: Duration = Duration::from_secs(1);
+
 type Fetched = Result<Option<Task<Claimed>>, Infallible>;
 
 /// The jobs of `queue` this worker claims, as apalis asks for them (it asks only while it
@@ -96,8 +99,11 @@ fn fetch(ctx: WorkerContext, queue: QueueName, wake: Arc<Notify>) -> futures::st
         wake: Arc<Notify>,
         ready: VecDeque<Claimed>,
         failures: u32,
+        /// When jobs of dead workers were last looked for.
+        took_over: std::time::Instant,
     }
-    let state = State { ctx, wake, ready: VecDeque::new(), failures: 0 };
+    let took_over = std::time::Instant::now() - TAKE_OVER_EVERY;
+    let state = State { ctx, wake, ready: VecDeque::new(), failures: 0, took_over };
     futures::stream::unfold(state, move |mut st| async move {
         let poll = Duration::from_millis(st.ctx.config.queue_poll_ms);
         let lease_ms = i64::try_from(st.ctx.config.job_lease_secs * 1000).unwrap_or(i64::MAX);
@@ -107,7 +113,12 @@ fn fetch(ctx: WorkerContext, queue: QueueName, wake: Arc<Notify>) -> futures::st
             }
             let free = st.ctx.config.worker_concurrency.saturating_sub(st.ctx.running.count(queue));
             if free > 0 {
-                match lifecycle::claim(&st.ctx.db, &st.ctx.bus, queue, free.min(CLAIM_BATCH), lease_ms).await {
+                let take_over = st.took_over.elapsed() >= TAKE_OVER_EVERY;
+                if take_over {
+                    st.took_over = std::time::Instant::now();
+                }
+                let limit = free.min(CLAIM_BATCH);
+                match lifecycle::claim(&st.ctx.db, &st.ctx.bus, queue, limit, lease_ms, take_over).await {
                     Ok(jobs) if !jobs.is_empty() => {
                         st.failures = 0;
                         for job in jobs {

@@ -3,7 +3,7 @@
 //! model's own tokenizer when tiktoken knows the model (OpenAI's), and estimated otherwise.
 
 use parley_shared::llm::{ChatMessage, Role};
-use parley_shared::store::chat::Message;
+use parley_shared::store::chat::{Message, MessageRole};
 use tiktoken_rs::CoreBPE;
 use tiktoken_rs::tokenizer::{Tokenizer, get_tokenizer};
 
@@ -74,7 +74,10 @@ pub fn build(
             break;
         }
         budget = budget.saturating_sub(cost);
-        let role = if m.role == "assistant" { Role::Assistant } else { Role::User };
+        let role = match m.role {
+            MessageRole::Assistant => Role::Assistant,
+            MessageRole::User => Role::User,
+        };
         kept.push(ChatMessage { role, content: m.content.clone() });
     }
     if !system.trim().is_empty() {
@@ -87,15 +90,17 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use parley_shared::ids::{ChatSessionId, MessageId};
+    use parley_shared::store::chat::MessageStatus;
 
-    fn msg(role: &str, content: &str) -> Message {
+    fn msg(role: MessageRole, content: &str) -> Message {
         Message {
-            id: String::new(),
-            session_id: String::new(),
+            id: MessageId::new(),
+            session_id: ChatSessionId::default(),
             user_id: String::new(),
-            role: role.into(),
+            role,
             content: content.into(),
-            status: "complete".into(),
+            status: MessageStatus::Complete,
             model: None,
             prompt_tokens: None,
             completion_tokens: None,
@@ -110,7 +115,11 @@ mod tests {
     #[test]
     fn keeps_the_system_prompt_first_and_the_newest_messages() {
         // Newest first, as the store returns them.
-        let history = [msg("user", &"c".repeat(40)), msg("assistant", &"b".repeat(40)), msg("user", &"a".repeat(400))];
+        let history = [
+            msg(MessageRole::User, &"c".repeat(40)),
+            msg(MessageRole::Assistant, &"b".repeat(40)),
+            msg(MessageRole::User, &"a".repeat(400)),
+        ];
         let out = build(TokenCounter::for_model("unknown-model"), "be brief", &history, 60, 10);
         assert_eq!(out[0].role, Role::System);
         let texts: Vec<&str> = out[1..].iter().map(|m| &m.content[..1]).collect();
@@ -120,7 +129,7 @@ mod tests {
 
     #[test]
     fn the_newest_message_is_kept_even_when_alone_it_is_too_long() {
-        let history = [msg("user", &"x".repeat(10_000))];
+        let history = [msg(MessageRole::User, &"x".repeat(10_000))];
         let out = build(TokenCounter::for_model("unknown-model"), "", &history, 100, 10);
         assert_eq!(out.len(), 1);
     }

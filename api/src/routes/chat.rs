@@ -12,11 +12,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
+use parley_shared::ids::{ChatSessionId, LlmConfigId, MessageId};
 use parley_shared::jobs::JobSpec;
 use parley_shared::jobs::LlmCompletion;
-use parley_shared::store::chat::{self, Message, Session};
+use parley_shared::store::chat::{self, Message, MessageRole, MessageStatus, Session};
 use parley_shared::time::from_ms;
-use parley_shared::usecases::{self, chat::PostError, chat::PostMessage};
+use parley_shared::usecases::{self, chat::ModelPick, chat::PostError, chat::PostMessage};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -46,9 +47,12 @@ pub struct ChatRequest {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ChatAccepted {
     pub job_id: String,
-    pub session_id: String,
-    pub user_message_id: String,
-    pub assistant_message_id: String,
+    #[schema(value_type = String)]
+    pub session_id: ChatSessionId,
+    #[schema(value_type = String)]
+    pub user_message_id: MessageId,
+    #[schema(value_type = String)]
+    pub assistant_message_id: MessageId,
     pub status_url: String,
     pub stream_url: String,
 }
@@ -84,14 +88,19 @@ pub async fn chat(
     if text.chars().count() > max {
         return Err(ApiError::field("message", format!("must be at most {max} characters")));
     }
-    let mut tx = state.db.writer.begin().await?;
-    let message = PostMessage {
-        user,
-        text,
-        session_id: req.session_id.as_deref(),
-        config_id: req.config_id.as_deref(),
-        max_active_replies: state.config.llm_max_concurrent_per_user,
+    // Text that is not an id names nothing: answered like an unknown id.
+    let session_id = match req.session_id.as_deref() {
+        Some(id) => Some(id.parse().map_err(|_| ApiError::NotFound)?),
+        None => None,
     };
+    let model = match req.config_id.as_deref().map(str::parse::<LlmConfigId>) {
+        None => ModelPick::Unspecified,
+        Some(Ok(id)) => ModelPick::Config(id),
+        Some(Err(_)) => ModelPick::NotAnId,
+    };
+    let mut tx = state.db.writer.begin().await?;
+    let message =
+        PostMessage { user, text, session_id, model, max_active_replies: state.config.llm_max_concurrent_per_user };
     let posted = usecases::chat::post_message(&mut tx, message).await.map_err(|e| match e {
         PostError::SessionNotFound => ApiError::NotFound,
         PostError::UnknownModel => ApiError::field("config_id", "is not an enabled model"),
@@ -122,13 +131,15 @@ pub async fn chat(
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MessageView {
-    pub id: String,
-    pub session_id: String,
+    #[schema(value_type = String)]
+    pub id: MessageId,
+    #[schema(value_type = String)]
+    pub session_id: ChatSessionId,
     /// `user` or `assistant`.
-    pub role: String,
+    pub role: MessageRole,
     pub content: String,
     /// `pending`, `streaming`, `complete`, `failed` or `cancelled`.
-    pub status: String,
+    pub status: MessageStatus,
     pub model: Option<String>,
     pub prompt_tokens: Option<i64>,
     pub completion_tokens: Option<i64>,
@@ -173,18 +184,21 @@ pub async fn list_messages(
 ) -> ApiResult<Json<Page<MessageView>>> {
     let session_id =
         q.session_id.filter(|s| !s.is_empty()).ok_or_else(|| ApiError::field("session_id", "is required"))?;
-    let session = chat::get_session(&state.db.pool, &session_id, auth.user.id).await?.ok_or(ApiError::NotFound)?;
-    let (limit, cursor) = page.parse::<String>()?;
-    let rows = chat::list_messages(&state.db.pool, &session.id, cursor.as_deref(), limit + 1).await?;
-    Ok(Json(Page::from_rows(rows, limit, |m| m.id.clone(), MessageView::from)))
+    let session_id = session_id.parse().map_err(|_| ApiError::NotFound)?;
+    let session = chat::get_session(&state.db.pool, session_id, auth.user.id).await?.ok_or(ApiError::NotFound)?;
+    let (limit, cursor) = page.parse::<MessageId>()?;
+    let rows = chat::list_messages(&state.db.pool, session.id, cursor, limit + 1).await?;
+    Ok(Json(Page::from_rows(rows, limit, |m| m.id.to_string(), MessageView::from)))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SessionView {
-    pub id: String,
+    #[schema(value_type = String)]
+    pub id: ChatSessionId,
     pub title: String,
     pub tags: Vec<String>,
-    pub config_id: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub config_id: Option<LlmConfigId>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -219,14 +233,14 @@ pub async fn list_sessions(
     Query(q): Query<SessionsQuery>,
     Query(page): Query<PageQuery>,
 ) -> ApiResult<Json<Page<SessionView>>> {
-    let (limit, cursor) = page.parse::<String>()?;
+    let (limit, cursor) = page.parse::<ChatSessionId>()?;
     let search = q.search.as_deref().map(str::trim).filter(|s| !s.is_empty());
     if search.is_some_and(|s| s.chars().count() > MAX_SEARCH_CHARS) {
         return Err(ApiError::field("search", format!("must be at most {MAX_SEARCH_CHARS} characters")));
     }
     let tag = q.tag.as_deref().map(str::trim).filter(|s| !s.is_empty());
-    let rows = chat::list_sessions(&state.db.pool, auth.user.id, search, tag, cursor.as_deref(), limit + 1).await?;
-    Ok(Json(Page::from_rows(rows, limit, |s| s.id.clone(), SessionView::from)))
+    let rows = chat::list_sessions(&state.db.pool, auth.user.id, search, tag, cursor, limit + 1).await?;
+    Ok(Json(Page::from_rows(rows, limit, |s| s.id.to_string(), SessionView::from)))
 }
 
 #[utoipa::path(get, path = "/api/llm/sessions/{id}/", tag = "llm", params(("id" = String, Path)), security(("bearer" = [])), responses(
@@ -236,7 +250,13 @@ pub async fn get_session(
     auth: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<Json<SessionView>> {
-    Ok(Json(chat::get_session(&state.db.pool, &id, auth.user.id).await?.ok_or(ApiError::NotFound)?.into()))
+    let id = session_id(&id)?;
+    Ok(Json(chat::get_session(&state.db.pool, id, auth.user.id).await?.ok_or(ApiError::NotFound)?.into()))
+}
+
+/// A session id from the path; text that is not an id names no session.
+fn session_id(id: &str) -> ApiResult<ChatSessionId> {
+    id.parse().map_err(|_| ApiError::NotFound)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -270,7 +290,9 @@ pub async fn update_session(
         errors.add("tags", format!("at most {MAX_TAGS} tags of at most 50 characters"));
     }
     errors.finish()?;
-    let session = chat::update_session(&state.db.pool, &id, auth.user.id, title.as_deref(), tags.as_deref()).await?;
+    // After validation, where an unknown id is found out too.
+    let id = session_id(&id)?;
+    let session = chat::update_session(&state.db.pool, id, auth.user.id, title.as_deref(), tags.as_deref()).await?;
     Ok(Json(session.into()))
 }
 
@@ -282,7 +304,7 @@ pub async fn delete_session(
     auth: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let session = chat::get_session(&state.db.pool, &id, auth.user.id).await?.ok_or(ApiError::NotFound)?;
+    let session = chat::get_session(&state.db.pool, session_id(&id)?, auth.user.id).await?.ok_or(ApiError::NotFound)?;
     usecases::chat::delete_session(&state.db, &state.bus, &session, auth.user.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use chrono::{DateTime, Utc};
 use parley_shared::crypto;
+use parley_shared::ids::LlmConfigId;
 use parley_shared::llm::Provider;
 use parley_shared::store::llm_configs::{self, ConfigFields, LlmConfig};
 use parley_shared::time::from_ms;
@@ -28,7 +29,8 @@ pub fn routes() -> Router<AppState> {
 /// A config as admins see it: the API key is write-only (`has_api_key` tells if one is set).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ConfigView {
-    pub id: String,
+    #[schema(value_type = String)]
+    pub id: LlmConfigId,
     pub name: String,
     pub provider: String,
     pub model: String,
@@ -69,7 +71,8 @@ impl From<LlmConfig> for ConfigView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ModelView {
     /// Pass as `config_id` to the chat endpoint.
-    pub id: String,
+    #[schema(value_type = String)]
+    pub id: LlmConfigId,
     pub name: String,
     pub provider: String,
     pub model: String,
@@ -110,7 +113,12 @@ pub async fn get_config(
     _admin: AdminUser,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ConfigView>> {
-    Ok(Json(llm_configs::get(&state.db.pool, &id).await?.ok_or(ApiError::NotFound)?.into()))
+    Ok(Json(llm_configs::get(&state.db.pool, config_id(&id)?).await?.ok_or(ApiError::NotFound)?.into()))
+}
+
+/// A config id from the path; text that is not an id names no config.
+fn config_id(id: &str) -> ApiResult<LlmConfigId> {
+    id.parse().map_err(|_| ApiError::NotFound)
 }
 
 /// A config to create, or the fields to change (PATCH). `api_key: null` removes the key.
@@ -277,7 +285,8 @@ pub async fn update_config(
     Path(id): Path<String>,
     Json(req): Json<ConfigRequest>,
 ) -> ApiResult<Json<ConfigView>> {
-    let current = llm_configs::get(&state.db.pool, &id).await?.ok_or(ApiError::NotFound)?;
+    let id = config_id(&id)?;
+    let current = llm_configs::get(&state.db.pool, id).await?.ok_or(ApiError::NotFound)?;
     let base = ConfigFields {
         name: current.name,
         provider: current.provider,
@@ -292,18 +301,18 @@ pub async fn update_config(
         enabled: current.enabled,
     };
     let fields = merge(&state, base, req)?;
-    Ok(Json(save(&state, Some(&id), &fields).await?.into()))
+    Ok(Json(save(&state, Some(id), &fields).await?.into()))
 }
 
 /// Writes a config; a new default unsets the old one in the same transaction.
-pub async fn save(state: &AppState, id: Option<&str>, fields: &ConfigFields) -> ApiResult<LlmConfig> {
+pub async fn save(state: &AppState, id: Option<LlmConfigId>, fields: &ConfigFields) -> ApiResult<LlmConfig> {
     let mut tx = state.db.writer.begin().await?;
     let config = match id {
         Some(id) => llm_configs::update(&mut *tx, id, fields).await?,
         None => llm_configs::insert(&mut *tx, fields).await?,
     };
     if config.is_default {
-        llm_configs::clear_other_defaults(&mut *tx, &config.id).await?;
+        llm_configs::clear_other_defaults(&mut *tx, config.id).await?;
     }
     tx.commit().await?;
     Ok(config)
@@ -317,7 +326,7 @@ pub async fn delete_config(
     _admin: AdminUser,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    llm_configs::delete(&state.db.pool, &id).await?;
+    llm_configs::delete(&state.db.pool, config_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -2,7 +2,8 @@
 
 use super::{JobKind, JobSpec, JobStatus, QueueName};
 use crate::error::StoreError;
-use crate::store::chat;
+use crate::ids::{ChatSessionId, MessageId};
+use crate::store::chat::{self, MessageStatus};
 use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 use std::time::Duration;
@@ -51,7 +52,8 @@ impl JobSpec for ProcessAvatar {
 /// `llm_completion`: fills in a pending assistant message.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LlmCompletion {
-    pub message_id: String,
+    /// Stored as the id's text, as when it was a plain string, so queued payloads still parse.
+    pub message_id: MessageId,
 }
 
 impl JobSpec for LlmCompletion {
@@ -65,15 +67,17 @@ impl JobSpec for LlmCompletion {
     /// A reply whose generation ended without finishing is marked failed or cancelled,
     /// keeping whatever text it had.
     async fn on_end(&self, conn: &mut AnyConnection, status: JobStatus, error: Option<&str>) -> Result<(), StoreError> {
-        let message_status = if status == JobStatus::Cancelled { "cancelled" } else { "failed" };
-        chat::close_open_reply(conn, &self.message_id, message_status, error).await
+        let message_status =
+            if status == JobStatus::Cancelled { MessageStatus::Cancelled } else { MessageStatus::Failed };
+        chat::close_open_reply(conn, self.message_id, message_status, error).await
     }
 }
 
 /// `generate_title`: titles a session from its first exchange.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GenerateTitle {
-    pub session_id: String,
+    /// Stored as the id's text, like [`LlmCompletion::message_id`].
+    pub session_id: ChatSessionId,
 }
 
 impl JobSpec for GenerateTitle {
@@ -105,4 +109,27 @@ impl JobSpec for Noop {
     const TIMEOUT: Duration = Duration::from_secs(120);
     const BASE_BACKOFF: Duration = Duration::from_millis(200);
     const MAX_BACKOFF: Duration = Duration::from_secs(10);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn chat_payloads_keep_their_string_ids() {
+        let (message, session) = (MessageId::new(), ChatSessionId::new());
+        let completion = serde_json::to_value(LlmCompletion { message_id: message }).unwrap();
+        assert_eq!(completion, json!({"message_id": message.to_string()}));
+        let title = serde_json::to_value(GenerateTitle { session_id: session }).unwrap();
+        assert_eq!(title, json!({"session_id": session.to_string()}));
+        // A payload queued before the ids were typed.
+        let queued: LlmCompletion = serde_json::from_value(json!({"message_id": message.to_string()})).unwrap();
+        assert_eq!(queued.message_id, message);
+    }
+
+    #[test]
+    fn a_chat_payload_whose_id_is_not_an_id_does_not_parse() {
+        assert!(serde_json::from_value::<LlmCompletion>(json!({"message_id": "m-1"})).is_err());
+    }
 }

@@ -12,62 +12,85 @@ use crate::error::StoreError;
 use crate::events::EventBus;
 use crate::ids::JobId;
 use crate::store::job_events::{self, EventType, JobEvent};
-use crate::store::jobs::{self as store, Job};
+use crate::store::jobs::{self as store, Job, Pick};
 use serde_json::{Value, json};
 use sqlx::AnyConnection;
 use std::time::Duration;
 
-/// Takes up to `limit` jobs of `queue` for a worker: due waiting jobs, and jobs whose worker
-/// died (lease expired). Each taken job's attempt starts with a lease of `lease_ms`; a job
-/// whose worker died and which must not run again (out of attempts, or cancelled) ends
-/// instead. An idle queue costs one read and no write.
+/// Takes up to `limit` jobs of `queue` for a worker: due waiting jobs and, with
+/// `take_over`, jobs whose worker died (lease expired). Each taken job's attempt starts with
+/// a lease of `lease_ms` and a `status` event; a job whose worker died and which must not run
+/// again (out of attempts, or cancelled) ends instead. An idle queue costs no write.
 pub async fn claim(
     db: &Db,
     bus: &EventBus,
     queue: QueueName,
     limit: usize,
     lease_ms: i64,
+    take_over: bool,
 ) -> Result<Vec<Job>, StoreError> {
-    let candidates = store::claimable(&db.pool, queue, i64::try_from(limit).unwrap_or(i64::MAX)).await?;
-    if candidates.is_empty() {
-        return Ok(Vec::new());
-    }
-    let expired: Vec<String> =
-        candidates.iter().filter(|(_, status)| status == "running").map(|(id, _)| id.clone()).collect();
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let mut stored = Vec::new();
-    let mut ended = Vec::new();
-    if !expired.is_empty() {
-        let mut tx = db.writer.begin().await?;
-        ended = store::end_abandoned(&mut tx, &expired).await?;
-        let mut events = Vec::new();
-        for job in &ended {
-            tracing::warn!(job.id = %job.id, status = job.status.as_str(), "job ended after its worker stopped responding");
-            close_domain_rows(&mut tx, job, job.status, job.error.as_deref()).await?;
-            events.push(final_event(job.id, job.status, job.error.as_deref()));
-        }
-        stored = job_events::append_in(&mut tx, &events).await?;
-        tx.commit().await?;
-    }
-    let ids: Vec<String> =
-        candidates.into_iter().map(|(id, _)| id).filter(|id| !ended.iter().any(|j| j.id.to_string() == *id)).collect();
-    let started = match db.backend {
-        // One statement starts the attempts with their events (no transaction round trips).
+    let mut started = match db.backend {
+        // One statement finds, starts and records (no look first, no transaction).
         Backend::Postgres => {
-            let started = store::start_attempts_with_events(&db.writer, &ids, lease_ms).await?;
-            stored.extend(started.iter().map(|s| running_event(&s.job, s.seq)));
-            started.into_iter().map(|s| s.job).collect()
+            let due = store::start_attempts_with_events(&db.writer, Pick::Due { queue, limit }, lease_ms).await?;
+            stored.extend(due.iter().map(|s| running_event(&s.job, s.seq)));
+            due.into_iter().map(|s| s.job).collect()
         }
         Backend::Sqlite => {
-            let mut tx = db.writer.begin().await?;
-            let started = store::start_attempts(&mut tx, db.backend, &ids, lease_ms).await?;
-            let events: Vec<_> = started.iter().map(|job| (job.id, EventType::Status, running_data(job))).collect();
-            stored.extend(job_events::append_in(&mut tx, &events).await?);
-            tx.commit().await?;
-            started
+            let ids = store::claimable_due(&db.pool, queue, limit).await?;
+            start(db, &ids, lease_ms, &mut stored).await?
         }
     };
+    let room = limit - started.len() as i64;
+    if take_over && room > 0 {
+        let mut expired = store::claimable_expired(&db.pool, queue, room).await?;
+        // Not one this call just started (a lease shorter than the call itself).
+        expired.retain(|id| !started.iter().any(|j| j.id.to_string() == *id));
+        if !expired.is_empty() {
+            let ended = end_abandoned(db, &expired, &mut stored).await?;
+            let ids: Vec<String> =
+                expired.into_iter().filter(|id| !ended.iter().any(|j| j.id.to_string() == *id)).collect();
+            started.extend(start(db, &ids, lease_ms, &mut stored).await?);
+        }
+    }
     bus.publish_many(&stored).await;
     Ok(started)
+}
+
+/// Starts attempts of `ids`, adding their `status` events to `stored`.
+async fn start(db: &Db, ids: &[String], lease_ms: i64, stored: &mut Vec<JobEvent>) -> Result<Vec<Job>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    if db.backend == Backend::Postgres {
+        let started = store::start_attempts_with_events(&db.writer, Pick::Ids(ids), lease_ms).await?;
+        stored.extend(started.iter().map(|s| running_event(&s.job, s.seq)));
+        return Ok(started.into_iter().map(|s| s.job).collect());
+    }
+    let mut tx = db.writer.begin().await?;
+    let started = store::start_attempts(&mut tx, ids, lease_ms).await?;
+    let events: Vec<_> = started.iter().map(|job| (job.id, EventType::Status, running_data(job))).collect();
+    stored.extend(job_events::append_in(&mut tx, &events).await?);
+    tx.commit().await?;
+    Ok(started)
+}
+
+/// Ends the expired jobs among `ids` that must not run again, adding their final events to
+/// `stored`.
+async fn end_abandoned(db: &Db, ids: &[String], stored: &mut Vec<JobEvent>) -> Result<Vec<Job>, StoreError> {
+    let mut tx = db.writer.begin().await?;
+    let ended = store::end_abandoned(&mut tx, ids).await?;
+    let mut events = Vec::new();
+    for job in &ended {
+        tracing::warn!(job.id = %job.id, status = job.status.as_str(), "job ended after its worker stopped responding");
+        close_domain_rows(&mut tx, job, job.status, job.error.as_deref()).await?;
+        events.push(final_event(job.id, job.status, job.error.as_deref()));
+    }
+    stored.extend(job_events::append_in(&mut tx, &events).await?);
+    tx.commit().await?;
+    Ok(ended)
 }
 
 fn running_data(job: &Job) -> Value {
@@ -81,7 +104,7 @@ fn running_event(job: &Job, seq: i64) -> JobEvent {
         seq,
         event: EventType::Status,
         data: running_data(job).to_string(),
-        created_at: job.updated_at,
+        created_at: job.updated_at.millis(),
     }
 }
 

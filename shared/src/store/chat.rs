@@ -2,18 +2,24 @@
 
 use super::{Exec, escape_like};
 use crate::error::StoreError;
-use crate::ids::UserId;
+use crate::ids::{ChatSessionId, JobId, LlmConfigId, MessageId, UserId};
+use crate::jobs::UnknownValue;
 use crate::time::now_ms;
+use serde::{Deserialize, Serialize};
 
 const SESSION_COLUMNS: &str = "id, user_id, config_id, title, title_is_auto, tags, created_at, updated_at";
 const MESSAGE_COLUMNS: &str = "id, session_id, user_id, role, content, status, model, prompt_tokens, \
     completion_tokens, finish_reason, error, job_id, created_at, updated_at";
 
+/// A session row. An id that does not parse fails to decode.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Session {
-    pub id: String,
+    #[sqlx(try_from = "String")]
+    pub id: ChatSessionId,
     pub user_id: String,
-    pub config_id: Option<String>,
+    /// `None` once the config is deleted: the session falls back to the default.
+    #[sqlx(try_from = "crate::ids::NullableId")]
+    pub config_id: Option<LlmConfigId>,
     pub title: String,
     #[sqlx(try_from = "crate::db::DbBool")]
     pub title_is_auto: bool,
@@ -29,14 +35,92 @@ impl Session {
     }
 }
 
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageRole {
+    User,
+    Assistant,
+}
+
+impl MessageRole {
+    pub const ALL: [MessageRole; 2] = [MessageRole::User, MessageRole::Assistant];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageRole::User => "user",
+            MessageRole::Assistant => "assistant",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+impl TryFrom<String> for MessageRole {
+    type Error = UnknownValue;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value).ok_or(UnknownValue { what: "message role", value })
+    }
+}
+
+/// Where a message is in its life: a user's message is `complete` at once; a reply starts
+/// `pending`, is `streaming` while text arrives, and ends `complete`, `failed` or `cancelled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageStatus {
+    Pending,
+    Streaming,
+    Complete,
+    Failed,
+    Cancelled,
+}
+
+impl MessageStatus {
+    pub const ALL: [MessageStatus; 5] = [
+        MessageStatus::Pending,
+        MessageStatus::Streaming,
+        MessageStatus::Complete,
+        MessageStatus::Failed,
+        MessageStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageStatus::Pending => "pending",
+            MessageStatus::Streaming => "streaming",
+            MessageStatus::Complete => "complete",
+            MessageStatus::Failed => "failed",
+            MessageStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+impl TryFrom<String> for MessageStatus {
+    type Error = UnknownValue;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value).ok_or(UnknownValue { what: "message status", value })
+    }
+}
+
+/// A message row. An id, role or status the code does not know fails to decode.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Message {
-    pub id: String,
-    pub session_id: String,
+    #[sqlx(try_from = "String")]
+    pub id: MessageId,
+    #[sqlx(try_from = "String")]
+    pub session_id: ChatSessionId,
     pub user_id: String,
-    pub role: String,
+    #[sqlx(try_from = "String")]
+    pub role: MessageRole,
     pub content: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: MessageStatus,
     pub model: Option<String>,
     pub prompt_tokens: Option<i64>,
     pub completion_tokens: Option<i64>,
@@ -50,7 +134,7 @@ pub struct Message {
 pub async fn create_session<'e, E: Exec<'e>>(
     ex: E,
     user: UserId,
-    config_id: Option<&str>,
+    config_id: Option<LlmConfigId>,
     title: &str,
 ) -> Result<Session, StoreError> {
     let sql = format!(
@@ -58,9 +142,9 @@ pub async fn create_session<'e, E: Exec<'e>>(
          returning {SESSION_COLUMNS}"
     );
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(ChatSessionId::new().to_string())
         .bind(user.to_string())
-        .bind(config_id)
+        .bind(config_id.map(|c| c.to_string()))
         .bind(title)
         .bind(now_ms())
         .fetch_one(ex)
@@ -68,14 +152,18 @@ pub async fn create_session<'e, E: Exec<'e>>(
 }
 
 /// A session of `user` (another user's session is simply not found).
-pub async fn get_session<'e, E: Exec<'e>>(ex: E, id: &str, user: UserId) -> Result<Option<Session>, StoreError> {
+pub async fn get_session<'e, E: Exec<'e>>(
+    ex: E,
+    id: ChatSessionId,
+    user: UserId,
+) -> Result<Option<Session>, StoreError> {
     let sql = format!("select {SESSION_COLUMNS} from chat_sessions where id = $1 and user_id = $2");
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).bind(user.to_string()).fetch_optional(ex).await?)
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id.to_string()).bind(user.to_string()).fetch_optional(ex).await?)
 }
 
-pub async fn session_by_id<'e, E: Exec<'e>>(ex: E, id: &str) -> Result<Option<Session>, StoreError> {
+pub async fn session_by_id<'e, E: Exec<'e>>(ex: E, id: ChatSessionId) -> Result<Option<Session>, StoreError> {
     let sql = format!("select {SESSION_COLUMNS} from chat_sessions where id = $1");
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(ex).await?)
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id.to_string()).fetch_optional(ex).await?)
 }
 
 /// `user`'s sessions, newest first; `search` matches titles and message text, `tag` one tag.
@@ -84,7 +172,7 @@ pub async fn list_sessions<'e, E: Exec<'e>>(
     user: UserId,
     search: Option<&str>,
     tag: Option<&str>,
-    before: Option<&str>,
+    before: Option<ChatSessionId>,
     limit: i64,
 ) -> Result<Vec<Session>, StoreError> {
     let sql = format!(
@@ -99,7 +187,7 @@ pub async fn list_sessions<'e, E: Exec<'e>>(
     let tag = tag.map(|t| format!("%{}%", escape_like(&serde_json::to_string(t).unwrap_or_default())));
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(user.to_string())
-        .bind(before)
+        .bind(before.map(|b| b.to_string()))
         .bind(pattern)
         .bind(tag)
         .bind(limit)
@@ -109,7 +197,7 @@ pub async fn list_sessions<'e, E: Exec<'e>>(
 
 pub async fn update_session<'e, E: Exec<'e>>(
     ex: E,
-    id: &str,
+    id: ChatSessionId,
     user: UserId,
     title: Option<&str>,
     tags: Option<&[String]>,
@@ -121,7 +209,7 @@ pub async fn update_session<'e, E: Exec<'e>>(
          where id = $1 and user_id = $2 returning {SESSION_COLUMNS}"
     );
     sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(id)
+        .bind(id.to_string())
         .bind(user.to_string())
         .bind(title)
         .bind(tags.map(|t| serde_json::to_string(t).unwrap_or_else(|_| "[]".into())))
@@ -132,10 +220,10 @@ pub async fn update_session<'e, E: Exec<'e>>(
 }
 
 /// Sets a generated title unless the user chose one meanwhile.
-pub async fn set_auto_title<'e, E: Exec<'e>>(ex: E, id: &str, title: &str) -> Result<bool, StoreError> {
+pub async fn set_auto_title<'e, E: Exec<'e>>(ex: E, id: ChatSessionId, title: &str) -> Result<bool, StoreError> {
     let done =
         sqlx::query("update chat_sessions set title = $2, updated_at = $3 where id = $1 and title_is_auto = true")
-            .bind(id)
+            .bind(id.to_string())
             .bind(title)
             .bind(now_ms())
             .execute(ex)
@@ -143,9 +231,9 @@ pub async fn set_auto_title<'e, E: Exec<'e>>(ex: E, id: &str, title: &str) -> Re
     Ok(done.rows_affected() == 1)
 }
 
-pub async fn delete_session<'e, E: Exec<'e>>(ex: E, id: &str, user: UserId) -> Result<(), StoreError> {
+pub async fn delete_session<'e, E: Exec<'e>>(ex: E, id: ChatSessionId, user: UserId) -> Result<(), StoreError> {
     let done = sqlx::query("delete from chat_sessions where id = $1 and user_id = $2")
-        .bind(id)
+        .bind(id.to_string())
         .bind(user.to_string())
         .execute(ex)
         .await?;
@@ -158,11 +246,11 @@ pub async fn delete_session<'e, E: Exec<'e>>(ex: E, id: &str, user: UserId) -> R
 /// A message as written by the chat endpoint.
 #[derive(Debug)]
 pub struct NewMessage<'a> {
-    pub session_id: &'a str,
+    pub session_id: ChatSessionId,
     pub user: UserId,
-    pub role: &'a str,
+    pub role: MessageRole,
     pub content: &'a str,
-    pub status: &'a str,
+    pub status: MessageStatus,
     pub model: Option<&'a str>,
 }
 
@@ -172,48 +260,57 @@ pub async fn insert_message<'e, E: Exec<'e>>(ex: E, m: NewMessage<'_>) -> Result
          values ($1, $2, $3, $4, $5, $6, $7, $8, $8) returning {MESSAGE_COLUMNS}"
     );
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(uuid::Uuid::now_v7().to_string())
-        .bind(m.session_id)
+        .bind(MessageId::new().to_string())
+        .bind(m.session_id.to_string())
         .bind(m.user.to_string())
-        .bind(m.role)
+        .bind(m.role.as_str())
         .bind(m.content)
-        .bind(m.status)
+        .bind(m.status.as_str())
         .bind(m.model)
         .bind(now_ms())
         .fetch_one(ex)
         .await?)
 }
 
-pub async fn set_message_job<'e, E: Exec<'e>>(ex: E, id: &str, job: &str) -> Result<(), StoreError> {
-    sqlx::query("update chat_messages set job_id = $2 where id = $1").bind(id).bind(job).execute(ex).await?;
+pub async fn set_message_job<'e, E: Exec<'e>>(ex: E, id: MessageId, job: JobId) -> Result<(), StoreError> {
+    sqlx::query("update chat_messages set job_id = $2 where id = $1")
+        .bind(id.to_string())
+        .bind(job.to_string())
+        .execute(ex)
+        .await?;
     Ok(())
 }
 
-pub async fn get_message<'e, E: Exec<'e>>(ex: E, id: &str) -> Result<Option<Message>, StoreError> {
+pub async fn get_message<'e, E: Exec<'e>>(ex: E, id: MessageId) -> Result<Option<Message>, StoreError> {
     let sql = format!("select {MESSAGE_COLUMNS} from chat_messages where id = $1");
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(ex).await?)
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id.to_string()).fetch_optional(ex).await?)
 }
 
 /// A session's messages, oldest first, after the cursor `after`.
 pub async fn list_messages<'e, E: Exec<'e>>(
     ex: E,
-    session: &str,
-    after: Option<&str>,
+    session: ChatSessionId,
+    after: Option<MessageId>,
     limit: i64,
 ) -> Result<Vec<Message>, StoreError> {
     let sql = format!(
         "select {MESSAGE_COLUMNS} from chat_messages where session_id = $1 and ($2 is null or id > $2)
          order by id limit $3"
     );
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(session).bind(after).bind(limit).fetch_all(ex).await?)
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(session.to_string())
+        .bind(after.map(|a| a.to_string()))
+        .bind(limit)
+        .fetch_all(ex)
+        .await?)
 }
 
 /// The conversation before message `before`, newest first (for building a context): user
 /// messages and completed replies only.
 pub async fn history_before<'e, E: Exec<'e>>(
     ex: E,
-    session: &str,
-    before: &str,
+    session: ChatSessionId,
+    before: MessageId,
     limit: i64,
 ) -> Result<Vec<Message>, StoreError> {
     let sql = format!(
@@ -221,15 +318,25 @@ pub async fn history_before<'e, E: Exec<'e>>(
          where session_id = $1 and id < $2 and (role = 'user' or status = 'complete')
          order by id desc limit $3"
     );
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(session).bind(before).bind(limit).fetch_all(ex).await?)
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(session.to_string())
+        .bind(before.to_string())
+        .bind(limit)
+        .fetch_all(ex)
+        .await?)
 }
 
 /// Saves streamed text so far.
-pub async fn save_partial<'e, E: Exec<'e>>(ex: E, id: &str, content: &str, status: &str) -> Result<(), StoreError> {
+pub async fn save_partial<'e, E: Exec<'e>>(
+    ex: E,
+    id: MessageId,
+    content: &str,
+    status: MessageStatus,
+) -> Result<(), StoreError> {
     sqlx::query("update chat_messages set content = $2, status = $3, updated_at = $4 where id = $1")
-        .bind(id)
+        .bind(id.to_string())
         .bind(content)
-        .bind(status)
+        .bind(status.as_str())
         .bind(now_ms())
         .execute(ex)
         .await?;
@@ -237,9 +344,9 @@ pub async fn save_partial<'e, E: Exec<'e>>(ex: E, id: &str, content: &str, statu
 }
 
 /// The final state of a reply.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Outcome<'a> {
-    pub status: &'a str,
+    pub status: MessageStatus,
     pub content: &'a str,
     pub model: Option<&'a str>,
     pub prompt_tokens: Option<i64>,
@@ -248,14 +355,29 @@ pub struct Outcome<'a> {
     pub error: Option<&'a str>,
 }
 
-pub async fn finish_message<'e, E: Exec<'e>>(ex: E, id: &str, o: &Outcome<'_>) -> Result<(), StoreError> {
+impl<'a> Outcome<'a> {
+    /// A reply that ends with `content` alone (no usage, finish reason or error).
+    pub fn new(status: MessageStatus, content: &'a str) -> Self {
+        Self {
+            status,
+            content,
+            model: None,
+            prompt_tokens: None,
+            completion_tokens: None,
+            finish_reason: None,
+            error: None,
+        }
+    }
+}
+
+pub async fn finish_message<'e, E: Exec<'e>>(ex: E, id: MessageId, o: &Outcome<'_>) -> Result<(), StoreError> {
     sqlx::query(
         "update chat_messages set status = $2, content = $3, model = coalesce($4, model), prompt_tokens = $5,
              completion_tokens = $6, finish_reason = $7, error = $8, updated_at = $9
          where id = $1",
     )
-    .bind(id)
-    .bind(o.status)
+    .bind(id.to_string())
+    .bind(o.status.as_str())
     .bind(o.content)
     .bind(o.model)
     .bind(o.prompt_tokens)
@@ -272,16 +394,16 @@ pub async fn finish_message<'e, E: Exec<'e>>(ex: E, id: &str, o: &Outcome<'_>) -
 /// already closed is left alone.
 pub async fn close_open_reply<'e, E: Exec<'e>>(
     ex: E,
-    id: &str,
-    status: &str,
+    id: MessageId,
+    status: MessageStatus,
     error: Option<&str>,
 ) -> Result<(), StoreError> {
     sqlx::query(
         "update chat_messages set status = $2, error = coalesce($3, error), updated_at = $4
          where id = $1 and status in ('pending', 'streaming')",
     )
-    .bind(id)
-    .bind(status)
+    .bind(id.to_string())
+    .bind(status.as_str())
     .bind(error)
     .bind(now_ms())
     .execute(ex)
@@ -290,27 +412,59 @@ pub async fn close_open_reply<'e, E: Exec<'e>>(
 }
 
 /// The jobs of replies still being generated in a session.
-pub async fn open_reply_jobs<'e, E: Exec<'e>>(ex: E, session: &str) -> Result<Vec<String>, StoreError> {
+pub async fn open_reply_jobs<'e, E: Exec<'e>>(ex: E, session: ChatSessionId) -> Result<Vec<String>, StoreError> {
     let rows: Vec<(Option<String>,)> = sqlx::query_as(
         "select job_id from chat_messages where session_id = $1 and role = 'assistant' and status in ('pending', 'streaming')",
     )
-    .bind(session)
+    .bind(session.to_string())
     .fetch_all(ex)
     .await?;
     Ok(rows.into_iter().filter_map(|(j,)| j).collect())
 }
 
-pub async fn set_session_config<'e, E: Exec<'e>>(ex: E, id: &str, config_id: &str) -> Result<(), StoreError> {
+pub async fn set_session_config<'e, E: Exec<'e>>(
+    ex: E,
+    id: ChatSessionId,
+    config_id: LlmConfigId,
+) -> Result<(), StoreError> {
     sqlx::query("update chat_sessions set config_id = $2, updated_at = $3 where id = $1")
-        .bind(id)
-        .bind(config_id)
+        .bind(id.to_string())
+        .bind(config_id.to_string())
         .bind(now_ms())
         .execute(ex)
         .await?;
     Ok(())
 }
 
-pub async fn touch_session<'e, E: Exec<'e>>(ex: E, id: &str) -> Result<(), StoreError> {
-    sqlx::query("update chat_sessions set updated_at = $2 where id = $1").bind(id).bind(now_ms()).execute(ex).await?;
+pub async fn touch_session<'e, E: Exec<'e>>(ex: E, id: ChatSessionId) -> Result<(), StoreError> {
+    sqlx::query("update chat_sessions set updated_at = $2 where id = $1")
+        .bind(id.to_string())
+        .bind(now_ms())
+        .execute(ex)
+        .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_role_and_status_round_trips_through_its_stored_name() {
+        for role in MessageRole::ALL {
+            assert_eq!(MessageRole::try_from(role.as_str().to_owned()).unwrap(), role);
+            assert_eq!(serde_json::to_value(role).unwrap(), role.as_str());
+        }
+        for status in MessageStatus::ALL {
+            assert_eq!(MessageStatus::try_from(status.as_str().to_owned()).unwrap(), status);
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
+    }
+
+    #[test]
+    fn an_unknown_stored_role_or_status_is_an_error() {
+        assert!(MessageRole::try_from("system".to_owned()).is_err());
+        assert!(MessageStatus::try_from("done".to_owned()).is_err());
+        assert!(MessageStatus::try_from("Complete".to_owned()).is_err());
+    }
 }

@@ -6,12 +6,12 @@
 //! worker whose lease was taken over cannot record an outcome.
 
 use super::Exec;
-use crate::db::{Backend, DbBool};
+use crate::db::DbBool;
 use crate::error::StoreError;
 use crate::ids::{JobId, UserId};
 use crate::jobs::{JobKind, JobSpec, JobStatus, QueueName};
 use crate::store::job_events;
-use crate::time::now_ms;
+use crate::time::{Timestamp, now_ms};
 use sqlx::AnyConnection;
 
 pub(crate) const COLUMNS: &str = "id, kind, queue, owner_id, payload, status, attempts, max_attempts, progress, result, \
@@ -34,14 +34,14 @@ pub struct Job {
     pub progress: Option<String>,
     pub result: Option<String>,
     pub error: Option<String>,
-    pub run_after: i64,
-    pub lease_until: Option<i64>,
+    pub run_after: Timestamp,
+    pub lease_until: Option<Timestamp>,
     #[sqlx(try_from = "DbBool")]
     pub cancel_requested: bool,
-    pub created_at: i64,
-    pub started_at: Option<i64>,
-    pub finished_at: Option<i64>,
-    pub updated_at: i64,
+    pub created_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub updated_at: Timestamp,
 }
 
 impl Job {
@@ -118,65 +118,54 @@ pub async fn list<'e, E: Exec<'e>>(
         .await?)
 }
 
-/// Jobs of `queue` a worker may take now: due waiting ones, and running ones whose lease
-/// expired (their worker died). A read: an idle worker's look costs no write.
-pub async fn claimable<'e, E: Exec<'e> + Copy>(
-    ex: E,
-    queue: QueueName,
-    limit: i64,
-) -> Result<Vec<(String, String)>, StoreError> {
-    let now = now_ms();
-    let mut rows: Vec<(String, String)> = sqlx::query_as(
-        "select id, status from parley_jobs where queue = $1 and status in ('queued', 'retrying') and run_after <= $2
+/// Due waiting jobs of `queue` (ids), oldest due first. A read: an idle worker's look
+/// costs no write.
+pub async fn claimable_due<'e, E: Exec<'e>>(ex: E, queue: QueueName, limit: i64) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "select id from parley_jobs where queue = $1 and status in ('queued', 'retrying') and run_after <= $2
          order by run_after limit $3",
     )
     .bind(queue.as_str())
-    .bind(now)
+    .bind(now_ms())
     .bind(limit)
     .fetch_all(ex)
-    .await?;
-    let room = limit - rows.len() as i64;
-    if room > 0 {
-        let expired: Vec<(String, String)> = sqlx::query_as(
-            "select id, status from parley_jobs where queue = $1 and status = 'running' and lease_until < $2 limit $3",
-        )
-        .bind(queue.as_str())
-        .bind(now)
-        .bind(room)
-        .fetch_all(ex)
-        .await?;
-        rows.extend(expired);
-    }
-    Ok(rows)
+    .await?)
 }
 
-/// Starts attempts of the jobs `ids` (from [`claimable`]) that are still free to take:
+/// Running jobs of `queue` whose lease expired (their worker died), ids.
+pub async fn claimable_expired<'e, E: Exec<'e>>(
+    ex: E,
+    queue: QueueName,
+    limit: i64,
+) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "select id from parley_jobs where queue = $1 and status = 'running' and lease_until < $2 limit $3",
+    )
+    .bind(queue.as_str())
+    .bind(now_ms())
+    .bind(limit)
+    .fetch_all(ex)
+    .await?)
+}
+
+/// Starts attempts of the jobs `ids` (from [`claimable_due`] or [`claimable_expired`]) that are still free to take:
 /// status `running`, `attempts` + 1, a lease of `lease_ms`. Jobs another worker took first
 /// are skipped, and so are expired jobs out of attempts or with a cancel request (see
-/// [`end_abandoned`]). Runs in the caller's transaction.
-pub async fn start_attempts(
-    conn: &mut AnyConnection,
-    backend: Backend,
-    ids: &[String],
-    lease_ms: i64,
-) -> Result<Vec<Job>, StoreError> {
+/// [`end_abandoned`]). Runs in the caller's transaction, on SQLite (PostgreSQL uses
+/// [`start_attempts_with_events`]).
+pub async fn start_attempts(conn: &mut AnyConnection, ids: &[String], lease_ms: i64) -> Result<Vec<Job>, StoreError> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
     let now = now_ms();
-    let list = placeholders(3, ids.len());
-    // On PostgreSQL, a row another claimer holds is skipped rather than waited for.
-    let target = match backend {
-        Backend::Postgres => format!("select id from parley_jobs where id in ({list}) for update skip locked"),
-        Backend::Sqlite => format!("select id from parley_jobs where id in ({list})"),
-    };
     let sql = format!(
         "update parley_jobs set status = 'running', attempts = attempts + 1, started_at = coalesce(started_at, $1),
              lease_until = $2, updated_at = $1
-         where id in ({target}) and cancel_requested = false
+         where id in ({}) and cancel_requested = false
            and ((status in ('queued', 'retrying') and run_after <= $1)
                 or (status = 'running' and lease_until < $1 and attempts < max_attempts))
-         returning {COLUMNS}"
+         returning {COLUMNS}",
+        placeholders(3, ids.len())
     );
     let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now).bind(now + lease_ms);
     for id in ids {
@@ -193,23 +182,39 @@ pub struct Started {
     pub seq: i64,
 }
 
+/// Which jobs [`start_attempts_with_events`] takes.
+#[derive(Debug, Clone, Copy)]
+pub enum Pick<'a> {
+    /// These (from [`claimable_expired`]), if still free to take.
+    Ids(&'a [String]),
+    /// Up to `limit` due waiting jobs of the queue, oldest due first.
+    Due { queue: QueueName, limit: i64 },
+}
+
 /// [`start_attempts`] and each attempt's `status` event (`{"status": "running", "attempt": n}`)
 /// in one statement, on PostgreSQL (a data-modifying CTE): one round trip instead of the
-/// four of a transaction.
+/// four of a transaction, and, for [`Pick::Due`], none for looking first. Rows another
+/// claimer holds are skipped, not waited for.
 pub async fn start_attempts_with_events<'e, E: Exec<'e>>(
     ex: E,
-    ids: &[String],
+    pick: Pick<'_>,
     lease_ms: i64,
 ) -> Result<Vec<Started>, StoreError> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
+    let picked = match pick {
+        Pick::Ids([]) => return Ok(Vec::new()),
+        Pick::Ids(ids) => {
+            format!("select id from parley_jobs where id in ({}) for update skip locked", placeholders(3, ids.len()))
+        }
+        Pick::Due { .. } => "select id from parley_jobs where queue = $3 and status in ('queued', 'retrying')
+             and run_after <= $1 order by run_after limit $4 for update skip locked"
+            .to_owned(),
+    };
     let now = now_ms();
     let sql = format!(
         "with started as (
              update parley_jobs set status = 'running', attempts = attempts + 1, started_at = coalesce(started_at, $1),
                  lease_until = $2, updated_at = $1
-             where id in (select id from parley_jobs where id in ({}) for update skip locked) and cancel_requested = false
+             where id in ({picked}) and cancel_requested = false
                and ((status in ('queued', 'retrying') and run_after <= $1)
                     or (status = 'running' and lease_until < $1 and attempts < max_attempts))
              returning {COLUMNS}),
@@ -219,12 +224,16 @@ pub async fn start_attempts_with_events<'e, E: Exec<'e>>(
                  '{{\"status\":\"running\",\"attempt\":' || attempts || '}}', $1
              from started
              returning job_id, seq)
-         select started.*, events.seq from started join events on events.job_id = started.id",
-        placeholders(3, ids.len())
+         select started.*, events.seq from started join events on events.job_id = started.id"
     );
     let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now).bind(now + lease_ms);
-    for id in ids {
-        query = query.bind(id);
+    match pick {
+        Pick::Ids(ids) => {
+            for id in ids {
+                query = query.bind(id);
+            }
+        }
+        Pick::Due { queue, limit } => query = query.bind(queue.as_str()).bind(limit),
     }
     Ok(query.fetch_all(ex).await?)
 }

@@ -2,14 +2,17 @@
 
 use super::Exec;
 use crate::error::StoreError;
+use crate::ids::LlmConfigId;
 use crate::time::now_ms;
 
 const COLUMNS: &str = "id, name, provider, model, base_url, api_key_enc, temperature, max_tokens, context_window, \
     system_prompt, is_default, enabled, created_at, updated_at";
 
+/// A config row. An id that does not parse fails to decode.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct LlmConfig {
-    pub id: String,
+    #[sqlx(try_from = "String")]
+    pub id: LlmConfigId,
     pub name: String,
     pub provider: String,
     pub model: String,
@@ -49,20 +52,20 @@ pub async fn insert<'e, E: Exec<'e>>(ex: E, f: &ConfigFields) -> Result<LlmConfi
              context_window, system_prompt, is_default, enabled, created_at, updated_at)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13) returning {COLUMNS}"
     );
-    bind(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(uuid::Uuid::now_v7().to_string()), f)
+    bind(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(LlmConfigId::new().to_string()), f)
         .bind(now_ms())
         .fetch_one(ex)
         .await
         .map_err(name_conflict)
 }
 
-pub async fn update<'e, E: Exec<'e>>(ex: E, id: &str, f: &ConfigFields) -> Result<LlmConfig, StoreError> {
+pub async fn update<'e, E: Exec<'e>>(ex: E, id: LlmConfigId, f: &ConfigFields) -> Result<LlmConfig, StoreError> {
     let sql = format!(
         "update llm_configs set name = $2, provider = $3, model = $4, base_url = $5, api_key_enc = $6, temperature = $7,
              max_tokens = $8, context_window = $9, system_prompt = $10, is_default = $11, enabled = $12, updated_at = $13
          where id = $1 returning {COLUMNS}"
     );
-    bind(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id.to_owned()), f)
+    bind(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id.to_string()), f)
         .bind(now_ms())
         .fetch_optional(ex)
         .await
@@ -94,17 +97,17 @@ fn name_conflict(e: sqlx::Error) -> StoreError {
 }
 
 /// Makes `id` the only default.
-pub async fn clear_other_defaults<'e, E: Exec<'e>>(ex: E, id: &str) -> Result<(), StoreError> {
+pub async fn clear_other_defaults<'e, E: Exec<'e>>(ex: E, id: LlmConfigId) -> Result<(), StoreError> {
     sqlx::query("update llm_configs set is_default = false where id <> $1 and is_default = true")
-        .bind(id)
+        .bind(id.to_string())
         .execute(ex)
         .await?;
     Ok(())
 }
 
-pub async fn get<'e, E: Exec<'e>>(ex: E, id: &str) -> Result<Option<LlmConfig>, StoreError> {
+pub async fn get<'e, E: Exec<'e>>(ex: E, id: LlmConfigId) -> Result<Option<LlmConfig>, StoreError> {
     let sql = format!("select {COLUMNS} from llm_configs where id = $1");
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(ex).await?)
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id.to_string()).fetch_optional(ex).await?)
 }
 
 pub async fn by_name<'e, E: Exec<'e>>(ex: E, name: &str) -> Result<Option<LlmConfig>, StoreError> {
@@ -127,8 +130,8 @@ pub async fn default_enabled<'e, E: Exec<'e>>(ex: E) -> Result<Option<LlmConfig>
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_optional(ex).await?)
 }
 
-pub async fn delete<'e, E: Exec<'e>>(ex: E, id: &str) -> Result<(), StoreError> {
-    let done = sqlx::query("delete from llm_configs where id = $1").bind(id).execute(ex).await?;
+pub async fn delete<'e, E: Exec<'e>>(ex: E, id: LlmConfigId) -> Result<(), StoreError> {
+    let done = sqlx::query("delete from llm_configs where id = $1").bind(id.to_string()).execute(ex).await?;
     if done.rows_affected() == 0 {
         return Err(StoreError::NotFound);
     }

@@ -4,7 +4,7 @@ use super::Exec;
 use crate::domain::{Bio, DisplayName, Email, Username};
 use crate::error::StoreError;
 use crate::ids::UserId;
-use crate::time::now_ms;
+use crate::time::{Timestamp, now_ms};
 
 const COLUMNS: &str = "id, email, username, display_name, bio, avatar_key, password_hash, \
     email_verified, is_admin, is_active, date_joined, last_login, created_at, updated_at";
@@ -26,10 +26,10 @@ pub struct User {
     pub is_admin: bool,
     #[sqlx(try_from = "crate::db::DbBool")]
     pub is_active: bool,
-    pub date_joined: i64,
-    pub last_login: Option<i64>,
-    pub created_at: i64,
-    pub updated_at: i64,
+    pub date_joined: Timestamp,
+    pub last_login: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
 }
 
 /// What a registration writes.

@@ -5,9 +5,9 @@ use crate::Db;
 use crate::domain::truncate_words;
 use crate::error::StoreError;
 use crate::events::EventBus;
-use crate::ids::{JobId, UserId};
+use crate::ids::{ChatSessionId, JobId, LlmConfigId, MessageId, UserId};
 use crate::jobs::{JobKind, LlmCompletion, lifecycle};
-use crate::store::chat::{self, NewMessage, Session};
+use crate::store::chat::{self, MessageRole, MessageStatus, NewMessage, Session};
 use crate::store::{jobs, llm_configs, users};
 use sqlx::AnyConnection;
 
@@ -20,20 +20,31 @@ pub struct PostMessage<'a> {
     pub user: UserId,
     pub text: &'a str,
     /// Continue this session; a new one when `None`.
-    pub session_id: Option<&'a str>,
+    pub session_id: Option<ChatSessionId>,
     /// The model picked for this message; else the session's while enabled; else the default.
-    pub config_id: Option<&'a str>,
+    pub model: ModelPick,
     /// Replies a user may have in progress at once.
     pub max_active_replies: i64,
+}
+
+/// The model a message asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelPick {
+    /// None: the session's while enabled, else the default.
+    Unspecified,
+    Config(LlmConfigId),
+    /// Text that is not a config id: it names no model, so it is refused like an unknown
+    /// id, after the session is found (a missing session is reported first).
+    NotAnId,
 }
 
 /// What posting wrote.
 #[derive(Debug, Clone)]
 pub struct Posted {
     pub job: JobId,
-    pub session_id: String,
-    pub user_message_id: String,
-    pub assistant_message_id: String,
+    pub session_id: ChatSessionId,
+    pub user_message_id: MessageId,
+    pub assistant_message_id: MessageId,
 }
 
 /// Why a message was not posted.
@@ -67,13 +78,18 @@ pub async fn post_message(tx: &mut AnyConnection, msg: PostMessage<'_>) -> Resul
         Some(id) => Some(chat::get_session(&mut *tx, id, msg.user).await?.ok_or(PostError::SessionNotFound)?),
         None => None,
     };
-    let config = match msg.config_id.or_else(|| existing.as_ref().and_then(|s| s.config_id.as_deref())) {
+    let picked = match msg.model {
+        ModelPick::Unspecified => None,
+        ModelPick::Config(id) => Some(id),
+        ModelPick::NotAnId => return Err(PostError::UnknownModel),
+    };
+    let config = match picked.or_else(|| existing.as_ref().and_then(|s| s.config_id)) {
         Some(id) => llm_configs::get(&mut *tx, id).await?.filter(|c| c.enabled),
         None => None,
     };
     let config = match config {
         Some(config) => config,
-        None if msg.config_id.is_none() => llm_configs::default_enabled(&mut *tx).await?.ok_or(PostError::NoModel)?,
+        None if picked.is_none() => llm_configs::default_enabled(&mut *tx).await?.ok_or(PostError::NoModel)?,
         None => return Err(PostError::UnknownModel),
     };
     // Counted under the user's row lock, so concurrent requests cannot both pass the limit.
@@ -82,27 +98,30 @@ pub async fn post_message(tx: &mut AnyConnection, msg: PostMessage<'_>) -> Resul
         return Err(PostError::TooManyActive);
     }
     let session: Session = match existing {
-        Some(s) if s.config_id.as_deref() != Some(config.id.as_str()) => {
+        Some(s) if s.config_id != Some(config.id) => {
             // The model picked for this message becomes the session's model.
-            chat::set_session_config(&mut *tx, &s.id, &config.id).await?;
+            chat::set_session_config(&mut *tx, s.id, config.id).await?;
             s
         }
         Some(s) => s,
-        None => chat::create_session(&mut *tx, msg.user, Some(&config.id), &fallback_title(msg.text)).await?,
+        None => chat::create_session(&mut *tx, msg.user, Some(config.id), &fallback_title(msg.text)).await?,
     };
     let new = |role, content, status, model| NewMessage {
-        session_id: &session.id,
+        session_id: session.id,
         user: msg.user,
         role,
         content,
         status,
         model,
     };
-    let user_message = chat::insert_message(&mut *tx, new("user", msg.text, "complete", None)).await?;
-    let reply = chat::insert_message(&mut *tx, new("assistant", "", "pending", Some(&config.model))).await?;
-    let job = jobs::enqueue(&mut *tx, Some(msg.user), &LlmCompletion { message_id: reply.id.clone() }).await?;
-    chat::set_message_job(&mut *tx, &reply.id, &job.to_string()).await?;
-    chat::touch_session(&mut *tx, &session.id).await?;
+    let user_message =
+        chat::insert_message(&mut *tx, new(MessageRole::User, msg.text, MessageStatus::Complete, None)).await?;
+    let reply =
+        chat::insert_message(&mut *tx, new(MessageRole::Assistant, "", MessageStatus::Pending, Some(&config.model)))
+            .await?;
+    let job = jobs::enqueue(&mut *tx, Some(msg.user), &LlmCompletion { message_id: reply.id }).await?;
+    chat::set_message_job(&mut *tx, reply.id, job).await?;
+    chat::touch_session(&mut *tx, session.id).await?;
     Ok(Posted { job, session_id: session.id, user_message_id: user_message.id, assistant_message_id: reply.id })
 }
 
@@ -115,10 +134,10 @@ pub fn fallback_title(message: &str) -> String {
 /// Deletes a session and its messages; replies still being generated stop (nobody will
 /// read them).
 pub async fn delete_session(db: &Db, bus: &EventBus, session: &Session, user: UserId) -> Result<(), StoreError> {
-    for job_id in chat::open_reply_jobs(&db.pool, &session.id).await? {
+    for job_id in chat::open_reply_jobs(&db.pool, session.id).await? {
         if let Ok(job_id) = job_id.parse() {
             lifecycle::cancel(db, bus, job_id).await?;
         }
     }
-    chat::delete_session(&db.writer, &session.id, user).await
+    chat::delete_session(&db.writer, session.id, user).await
 }

@@ -26,26 +26,26 @@ impl RunJob for GenerateTitle {
 
 async fn generate(p: GenerateTitle, ctx: &WorkerContext) -> Result<serde_json::Value, JobError> {
     let pool = &ctx.db.writer;
-    let Some(session) = chat::session_by_id(pool, &p.session_id).await? else {
+    let Some(session) = chat::session_by_id(pool, p.session_id).await? else {
         return Ok(json!({"skipped": "the session was deleted"}));
     };
     if !session.title_is_auto {
         return Ok(json!({"skipped": "the title was set by the user"}));
     }
-    let messages = chat::list_messages(pool, &session.id, None, 2).await?;
+    let messages = chat::list_messages(pool, session.id, None, 2).await?;
     let config = match &ctx.config.llm_title_config {
         Some(name) => llm_configs::by_name(pool, name).await?.filter(|c| c.enabled),
         None => None,
     };
     let config = match config {
         Some(c) => c,
-        None => resolve_config(ctx, session.config_id.as_deref()).await?,
+        None => resolve_config(ctx, session.config_id).await?,
     };
     let mut settings = provider_settings(ctx, &config)?;
     settings.max_tokens = Some(32);
     let conversation: String = messages
         .iter()
-        .map(|m| format!("{}: {}\n", m.role, m.content.chars().take(2000).collect::<String>()))
+        .map(|m| format!("{}: {}\n", m.role.as_str(), m.content.chars().take(2000).collect::<String>()))
         .collect();
     let prompt = [
         ChatMessage { role: Role::System, content: INSTRUCTION.into() },
@@ -62,7 +62,7 @@ async fn generate(p: GenerateTitle, ctx: &WorkerContext) -> Result<serde_json::V
     if title.is_empty() {
         return Err(JobError::fatal("the model gave an empty title"));
     }
-    chat::set_auto_title(pool, &session.id, &title).await?;
+    chat::set_auto_title(pool, session.id, &title).await?;
     Ok(json!({"title": title}))
 }
 

@@ -7,9 +7,10 @@ use crate::WorkerContext;
 use futures::StreamExt;
 use parley_shared::crypto;
 use parley_shared::events::StreamWriter;
+use parley_shared::ids::{LlmConfigId, MessageId};
 use parley_shared::jobs::{GenerateTitle, JobSpec, LlmCompletion};
 use parley_shared::llm::{LlmError, Provider, ProviderSettings, StreamItem};
-use parley_shared::store::chat::{self, Outcome};
+use parley_shared::store::chat::{self, MessageRole, MessageStatus, Outcome};
 use parley_shared::store::job_events::EventType;
 use parley_shared::store::jobs::{self as job_store, Job};
 use parley_shared::store::llm_configs::{self, LlmConfig};
@@ -35,16 +36,16 @@ async fn complete(
 ) -> Result<JobOutcome, JobError> {
     let (pool, writer) = (&ctx.db.pool, &ctx.db.writer);
     let message =
-        chat::get_message(pool, &p.message_id).await?.ok_or_else(|| JobError::fatal("the message was deleted"))?;
-    if message.status == "complete" {
+        chat::get_message(pool, p.message_id).await?.ok_or_else(|| JobError::fatal("the message was deleted"))?;
+    if message.status == MessageStatus::Complete {
         return Ok(JobOutcome::Succeeded(json!({"message_id": message.id})));
     }
-    let session = chat::session_by_id(pool, &message.session_id)
+    let session = chat::session_by_id(pool, message.session_id)
         .await?
         .ok_or_else(|| JobError::fatal("the session was deleted"))?;
-    let config = resolve_config(ctx, session.config_id.as_deref()).await?;
+    let config = resolve_config(ctx, session.config_id).await?;
     let settings = provider_settings(ctx, &config)?;
-    let history = chat::history_before(pool, &session.id, &message.id, HISTORY_LIMIT).await?;
+    let history = chat::history_before(pool, session.id, message.id, HISTORY_LIMIT).await?;
     let reserve = config.max_tokens.unwrap_or(1024).max(1) as usize;
     let counter = crate::prompt::TokenCounter::for_model(&config.model);
     let window = config.context_window.max(1) as usize;
@@ -55,7 +56,7 @@ async fn complete(
     let replied: Result<JobOutcome, JobError> = async {
         if job.attempts > 1 || !message.content.is_empty() {
             // Watchers drop what they have of the failed attempt's text.
-            chat::save_partial(writer, &message.id, "", "pending").await?;
+            chat::save_partial(writer, message.id, "", MessageStatus::Pending).await?;
             events.emit(EventType::Status, json!({"status": "restarted", "attempt": job.attempts}))?;
         }
         let mut text = String::new();
@@ -63,13 +64,13 @@ async fn complete(
         // A cancel is honoured while the provider has not answered yet, too.
         let connected = tokio::select! {
             connected = ctx.llm.stream_chat(&settings, &prompt) => connected,
-            _ = cancel.changed() => return cancelled(ctx, &message.id, &text, model.as_deref()).await,
+            _ = cancel.changed() => return cancelled(ctx, message.id, &text, model.as_deref()).await,
         };
         let mut stream = match connected {
             Ok(stream) => stream,
-            Err(e) => return Err(fail(ctx, job, &message.id, "", e).await),
+            Err(e) => return Err(fail(ctx, job, message.id, "", e).await),
         };
-        chat::save_partial(writer, &message.id, "", "streaming").await?;
+        chat::save_partial(writer, message.id, "", MessageStatus::Streaming).await?;
 
         // The partial text is saved at most SAVE_EVERY after the last save, once it changed
         // (also when the provider pauses after a burst of tokens).
@@ -88,18 +89,18 @@ async fn complete(
                     Some(Ok(StreamItem::Usage { prompt_tokens, completion_tokens })) => usage = Some((prompt_tokens, completion_tokens)),
                     Some(Ok(StreamItem::Finish { reason })) => finish = Some(reason),
                     Some(Ok(StreamItem::Model(m))) => model = Some(m),
-                    Some(Err(e)) => return Err(fail(ctx, job, &message.id, &text, e).await),
+                    Some(Err(e)) => return Err(fail(ctx, job, message.id, &text, e).await),
                 },
                 _ = tokio::time::sleep_until(save_due), if unsaved => {
-                    chat::save_partial(writer, &message.id, &text, "streaming").await?;
+                    chat::save_partial(writer, message.id, &text, MessageStatus::Streaming).await?;
                     saved_at = Instant::now();
                     unsaved = false;
                 }
-                _ = cancel.changed() => return cancelled(ctx, &message.id, &text, model.as_deref()).await,
+                _ = cancel.changed() => return cancelled(ctx, message.id, &text, model.as_deref()).await,
             }
         }
         let outcome = Outcome {
-            status: "complete",
+            status: MessageStatus::Complete,
             content: &text,
             model: model.as_deref(),
             prompt_tokens: usage.map(|u| i64::from(u.0)),
@@ -107,10 +108,10 @@ async fn complete(
             finish_reason: finish.as_deref(),
             error: None,
         };
-        chat::finish_message(writer, &message.id, &outcome).await?;
-        chat::touch_session(writer, &session.id).await?;
-        if session.title_is_auto && history.iter().all(|m| m.role == "user") {
-            let payload = GenerateTitle { session_id: session.id.clone() };
+        chat::finish_message(writer, message.id, &outcome).await?;
+        chat::touch_session(writer, session.id).await?;
+        if session.title_is_auto && history.iter().all(|m| m.role == MessageRole::User) {
+            let payload = GenerateTitle { session_id: session.id };
             job_store::enqueue(&ctx.db.writer, job.owner(), &payload).await?;
             ctx.queue.wake(GenerateTitle::QUEUE);
         }
@@ -134,18 +135,18 @@ async fn complete(
 /// Ends the reply as cancelled, keeping the text it has.
 async fn cancelled(
     ctx: &WorkerContext,
-    message_id: &str,
+    message_id: MessageId,
     text: &str,
     model: Option<&str>,
 ) -> Result<JobOutcome, JobError> {
-    let outcome = Outcome { status: "cancelled", content: text, model, ..Outcome::default() };
+    let outcome = Outcome { model, ..Outcome::new(MessageStatus::Cancelled, text) };
     chat::finish_message(&ctx.db.writer, message_id, &outcome).await?;
     tracing::info!(chars = text.len(), "generation cancelled; partial text kept");
     Ok(JobOutcome::Cancelled)
 }
 
 /// The session's config, or the default one; it must be enabled.
-pub async fn resolve_config(ctx: &WorkerContext, id: Option<&str>) -> Result<LlmConfig, JobError> {
+pub async fn resolve_config(ctx: &WorkerContext, id: Option<LlmConfigId>) -> Result<LlmConfig, JobError> {
     let pool = &ctx.db.pool;
     let config = match id {
         Some(id) => llm_configs::get(pool, id).await?,
@@ -172,14 +173,11 @@ pub fn provider_settings(ctx: &WorkerContext, config: &LlmConfig) -> Result<Prov
 }
 
 /// Records a failed attempt on the message and maps the provider error to a job error.
-async fn fail(ctx: &WorkerContext, job: &Job, message_id: &str, text: &str, error: LlmError) -> JobError {
+async fn fail(ctx: &WorkerContext, job: &Job, message_id: MessageId, text: &str, error: LlmError) -> JobError {
     let last = !error.is_retryable() || job.attempts >= job.max_attempts;
     let msg = error.to_string();
-    let outcome = if last {
-        Outcome { status: "failed", content: text, error: Some(&msg), ..Outcome::default() }
-    } else {
-        Outcome { status: "pending", content: text, error: Some(&msg), ..Outcome::default() }
-    };
+    let status = if last { MessageStatus::Failed } else { MessageStatus::Pending };
+    let outcome = Outcome { error: Some(&msg), ..Outcome::new(status, text) };
     if let Err(e) = chat::finish_message(&ctx.db.writer, message_id, &outcome).await {
         tracing::warn!(error = %e, "recording a failed reply");
     }
