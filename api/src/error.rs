@@ -4,7 +4,6 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use parley_shared::StoreError;
-use parley_shared::domain::ParseError;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
@@ -70,7 +69,7 @@ impl ApiError {
     pub fn field(field: &str, message: impl Into<String>) -> Self {
         let mut errors = FieldErrors::default();
         errors.add(field, message);
-        errors.into_error()
+        errors.into()
     }
 
     fn status_and_code(&self) -> (StatusCode, &'static str) {
@@ -142,31 +141,11 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Collects per-field validation messages, so a client learns every problem at once.
-#[derive(Debug, Default)]
-pub struct FieldErrors(BTreeMap<String, Vec<String>>);
+pub use parley_shared::domain::FieldErrors;
 
-impl FieldErrors {
-    pub fn add(&mut self, field: &str, message: impl Into<String>) {
-        self.0.entry(field.to_owned()).or_default().push(message.into());
-    }
-
-    /// Parses `raw` with `parse`, recording the error under `field`.
-    pub fn check<T>(&mut self, field: &str, parsed: Result<T, ParseError>) -> Option<T> {
-        parsed.map_err(|e| self.add(field, e.0)).ok()
-    }
-
-    pub fn into_error(self) -> ApiError {
-        let message = match self.0.keys().next() {
-            Some(first) if self.0.len() == 1 => format!("{first} {}", self.0[first][0]),
-            _ => "some fields are invalid".to_owned(),
-        };
-        ApiError::Validation { message, fields: self.0 }
-    }
-
-    /// `Err` with every collected message if there are any.
-    pub fn finish(self) -> Result<(), ApiError> {
-        if self.0.is_empty() { Ok(()) } else { Err(self.into_error()) }
+impl From<FieldErrors> for ApiError {
+    fn from(errors: FieldErrors) -> Self {
+        ApiError::Validation { message: errors.summary(), fields: errors.into_map() }
     }
 }
 

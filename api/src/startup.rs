@@ -37,7 +37,7 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let state = build_state(config).await?;
         bootstrap_admin(&state).await?;
-        crate::routes::llm_configs::bootstrap(&state).await?;
+        parley_shared::usecases::llm_config::bootstrap(&state.db, &state.keys, &state.config).await?;
         let listener = TcpListener::bind(state.config.bind)
             .await
             .with_context(|| format!("binding {} (PARLEY_BIND)", state.config.bind))?;

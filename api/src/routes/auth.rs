@@ -64,7 +64,7 @@ pub async fn register(
     let username =
         req.username.as_deref().filter(|u| !u.trim().is_empty()).map(|u| errors.check("username", Username::parse(u)));
     let display_name = req.display_name.as_deref().map(|d| errors.check("display_name", DisplayName::parse(d)));
-    let (Some(email), Some(password)) = (email, password) else { return Err(errors.into_error()) };
+    let (Some(email), Some(password)) = (email, password) else { return Err(errors.into()) };
     errors.finish()?;
     let (username, display_name) = (username.flatten(), display_name.flatten());
 
@@ -222,7 +222,7 @@ pub async fn change_password(
     if !state.hasher.verify(&req.current_password, &auth.user.password_hash).await?.valid {
         errors.add("current_password", "is not correct");
     }
-    let Some(new) = new else { return Err(errors.into_error()) };
+    let Some(new) = new else { return Err(errors.into()) };
     errors.finish()?;
     let hash = state.hasher.hash(new.expose()).await?;
     let mut tx = state.db.writer.begin().await?;

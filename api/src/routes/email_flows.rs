@@ -163,7 +163,7 @@ pub async fn confirm_password_reset(
 ) -> ApiResult<StatusCode> {
     let mut errors = FieldErrors::default();
     let Some(password) = errors.check("new_password", Password::parse(&req.new_password)) else {
-        return Err(errors.into_error());
+        return Err(errors.into());
     };
     // Hashing is costly: only for a client within its quota and a token that is valid now.
     state.login_limiter.check_ip(ip)?;

@@ -1,6 +1,6 @@
 //! LLM configurations (admin) and the list of models users may pick.
 
-use crate::error::{ApiError, ApiResult, ErrorEnvelope, FieldErrors};
+use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::extract::{AdminUser, AuthUser, Json};
 use crate::pagination::Page;
 use crate::state::AppState;
@@ -9,15 +9,12 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use chrono::{DateTime, Utc};
-use parley_shared::crypto;
 use parley_shared::ids::LlmConfigId;
-use parley_shared::llm::Provider;
 use parley_shared::store::llm_configs::{self, ConfigFields, LlmConfig};
 use parley_shared::time::from_ms;
+use parley_shared::usecases::llm_config::{self, ConfigChanges, ConfigError};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
-
-pub const DEFAULT_CONTEXT_WINDOW: i64 = 8192;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -167,102 +164,6 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
     Option::<T>::deserialize(d).map(Some)
 }
 
-/// Applies `req` over `base` (the current config, or defaults) and validates the result.
-fn merge(state: &AppState, base: ConfigFields, req: ConfigRequest) -> ApiResult<ConfigFields> {
-    let mut errors = FieldErrors::default();
-    let mut f = base;
-    // The stored key was given for one endpoint: it is not sent anywhere else unless the
-    // admin gives it again.
-    let endpoint_changed = req.base_url.as_ref().is_some_and(|u| u.as_deref() != f.base_url.as_deref())
-        || req.provider.as_ref().is_some_and(|p| *p != f.provider);
-    if endpoint_changed && req.api_key.is_none() {
-        f.api_key_enc = None;
-    }
-    if let Some(name) = req.name {
-        f.name = name.trim().to_owned();
-    }
-    if let Some(p) = req.provider {
-        f.provider = p;
-    }
-    if let Some(m) = req.model {
-        f.model = m.trim().to_owned();
-    }
-    if let Some(url) = req.base_url {
-        f.base_url = url.map(|u| u.trim().trim_end_matches('/').to_owned()).filter(|u| !u.is_empty());
-    }
-    if let Some(key) = req.api_key {
-        f.api_key_enc = match key.filter(|k| !k.is_empty()) {
-            Some(k) => Some(crypto::encrypt(&state.keys.encryption, &k)?),
-            None => None,
-        };
-    }
-    if let Some(t) = req.temperature {
-        f.temperature = t;
-    }
-    if let Some(t) = req.max_tokens {
-        f.max_tokens = t;
-    }
-    if let Some(c) = req.context_window {
-        f.context_window = c;
-    }
-    if let Some(s) = req.system_prompt {
-        f.system_prompt = s;
-    }
-    if let Some(d) = req.is_default {
-        f.is_default = d;
-    }
-    if let Some(e) = req.enabled {
-        f.enabled = e;
-    }
-    if f.name.is_empty() || f.name.chars().count() > 100 {
-        errors.add("name", "must be 1 to 100 characters");
-    }
-    match Provider::parse(&f.provider) {
-        None => errors.add("provider", "must be openai, openai_compatible or anthropic"),
-        Some(Provider::OpenaiCompatible) if f.base_url.is_none() => {
-            errors.add("base_url", "is required for openai_compatible")
-        }
-        Some(_) => {}
-    }
-    if let Some(url) = &f.base_url
-        && !(url.starts_with("http://") || url.starts_with("https://"))
-    {
-        errors.add("base_url", "must be an http:// or https:// URL");
-    }
-    if f.model.is_empty() {
-        errors.add("model", "is required");
-    }
-    // Anthropic's Messages API takes at most 1; OpenAI-style APIs at most 2.
-    let max_temperature = if f.provider == "anthropic" { 1.0 } else { 2.0 };
-    if f.temperature.is_some_and(|t| !(0.0..=max_temperature).contains(&t)) {
-        errors.add("temperature", format!("must be between 0 and {max_temperature} for this provider"));
-    }
-    if f.max_tokens.is_some_and(|t| !(1..=1_000_000).contains(&t)) {
-        errors.add("max_tokens", "must be between 1 and 1000000");
-    }
-    if !(256..=10_000_000).contains(&f.context_window) {
-        errors.add("context_window", "must be between 256 and 10000000");
-    }
-    errors.finish()?;
-    Ok(f)
-}
-
-fn defaults() -> ConfigFields {
-    ConfigFields {
-        name: String::new(),
-        provider: String::new(),
-        model: String::new(),
-        base_url: None,
-        api_key_enc: None,
-        temperature: None,
-        max_tokens: None,
-        context_window: DEFAULT_CONTEXT_WINDOW,
-        system_prompt: String::new(),
-        is_default: false,
-        enabled: true,
-    }
-}
-
 /// Creates a config.
 #[utoipa::path(post, path = "/api/llm/configs/", tag = "llm", request_body = ConfigRequest, security(("bearer" = [])), responses(
     (status = 201, body = ConfigView), (status = 409, body = ErrorEnvelope), (status = 422, body = ErrorEnvelope)))]
@@ -271,8 +172,8 @@ pub async fn create_config(
     _admin: AdminUser,
     Json(req): Json<ConfigRequest>,
 ) -> ApiResult<(StatusCode, Json<ConfigView>)> {
-    let fields = merge(&state, defaults(), req)?;
-    let config = save(&state, None, &fields).await?;
+    let fields = merge(&state, llm_config::defaults(), req)?;
+    let config = llm_config::save(&state.db, None, &fields).await?;
     Ok((StatusCode::CREATED, Json(config.into())))
 }
 
@@ -301,21 +202,7 @@ pub async fn update_config(
         enabled: current.enabled,
     };
     let fields = merge(&state, base, req)?;
-    Ok(Json(save(&state, Some(id), &fields).await?.into()))
-}
-
-/// Writes a config; a new default unsets the old one in the same transaction.
-pub async fn save(state: &AppState, id: Option<LlmConfigId>, fields: &ConfigFields) -> ApiResult<LlmConfig> {
-    let mut tx = state.db.writer.begin().await?;
-    let config = match id {
-        Some(id) => llm_configs::update(&mut *tx, id, fields).await?,
-        None => llm_configs::insert(&mut *tx, fields).await?,
-    };
-    if config.is_default {
-        llm_configs::clear_other_defaults(&mut *tx, config.id).await?;
-    }
-    tx.commit().await?;
-    Ok(config)
+    Ok(Json(llm_config::save(&state.db, Some(id), &fields).await?.into()))
 }
 
 /// Deletes a config (sessions that used it fall back to the default).
@@ -330,26 +217,23 @@ pub async fn delete_config(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Creates the `PARLEY_LLM_*` quick-start config (named "default") if it does not exist.
-pub async fn bootstrap(state: &AppState) -> anyhow::Result<()> {
-    let Some(b) = &state.config.llm_bootstrap else { return Ok(()) };
-    if llm_configs::by_name(&state.db.pool, "default").await?.is_some() {
-        return Ok(());
-    }
-    let req = ConfigRequest {
-        name: Some("default".into()),
-        provider: Some(b.provider.clone()),
-        model: Some(b.model.clone()),
-        base_url: Some(b.base_url.clone()),
-        api_key: Some(b.api_key.as_ref().map(|k| secrecy::ExposeSecret::expose_secret(k).to_owned())),
-        is_default: Some(true),
-        ..ConfigRequest::default()
+/// Validates `req` over `base` with the library's rules.
+fn merge(state: &AppState, base: ConfigFields, req: ConfigRequest) -> ApiResult<ConfigFields> {
+    let changes = ConfigChanges {
+        name: req.name,
+        provider: req.provider,
+        model: req.model,
+        base_url: req.base_url,
+        api_key: req.api_key,
+        temperature: req.temperature,
+        max_tokens: req.max_tokens,
+        context_window: req.context_window,
+        system_prompt: req.system_prompt,
+        is_default: req.is_default,
+        enabled: req.enabled,
     };
-    let fields = merge(state, defaults(), req).map_err(|e| anyhow::anyhow!("PARLEY_LLM_* settings: {e}"))?;
-    match save(state, None, &fields).await {
-        Ok(_) | Err(ApiError::Conflict { .. }) => {}
-        Err(e) => anyhow::bail!("creating the default LLM config: {e}"),
-    }
-    tracing::info!(provider = %b.provider, model = %b.model, "default LLM config created");
-    Ok(())
+    llm_config::merge(&state.keys, base, changes).map_err(|e| match e {
+        ConfigError::Invalid(errors) => errors.into(),
+        ConfigError::Other(e) => ApiError::Internal(e),
+    })
 }

@@ -80,7 +80,7 @@ pub async fn delete_me(
     if !state.hasher.verify(&req.password, &auth.user.password_hash).await?.valid {
         let mut errors = FieldErrors::default();
         errors.add("password", "is not correct");
-        return Err(errors.into_error());
+        return Err(errors.into());
     }
     parley_shared::usecases::accounts::delete(&state.db, state.media.as_ref(), &auth.user).await?;
     tracing::info!(user.id = %auth.user.id, "account deleted");

@@ -1,10 +1,12 @@
 //! Domain types, parsed at the edge ("parse, don't validate").
 
 mod email;
+mod field_errors;
 mod password;
 mod profile;
 
 pub use email::{Email, mask_emails};
+pub use field_errors::FieldErrors;
 pub use password::Password;
 pub use profile::{Bio, DisplayName, Username};
 

@@ -4,3 +4,4 @@
 pub mod accounts;
 pub mod chat;
 pub mod email;
+pub mod llm_config;
