@@ -233,11 +233,20 @@ async fn chat(client: &Client, token: &str, session: &str, tokens: usize) -> any
         .json(&body)
         .send()
         .await?;
+    let headers = sent.elapsed();
     let mut events = EventReader::new(success(response).await?);
     let mut trace = Trace { sent, deltas: Vec::with_capacity(tokens), restarted: false };
+    let mut running = None;
     while let Some(event) = events.next().await? {
         match event.event.as_str() {
-            "delta" => trace.deltas.push(event.at),
+            "delta" => {
+                if trace.deltas.is_empty() && std::env::var_os("PARLEY_BENCH_TRACE").is_some() {
+                    let running = running.map_or(0.0, |r: Instant| ms(r - sent));
+                    eprintln!("trace headers {:.2} running {running:.2} first {:.2}", ms(headers), ms(event.at - sent));
+                }
+                trace.deltas.push(event.at);
+            }
+            "status" if running.is_none() && event.data.contains("running") => running = Some(event.at),
             // The client drops what it has of a failed attempt.
             "status" if event.data.contains("restarted") => {
                 trace.restarted = true;
