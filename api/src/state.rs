@@ -27,6 +27,11 @@ pub struct AppState {
 
 impl AppState {
     /// The worker-side view of the same resources (for in-process workers).
+    /// What job transitions touch.
+    pub fn job_env(&self) -> parley_shared::jobs::lifecycle::JobEnv {
+        parley_shared::jobs::lifecycle::JobEnv { db: self.db.clone(), bus: self.bus.clone(), media: self.media.clone() }
+    }
+
     pub fn worker_context(&self) -> parley_worker::WorkerContext {
         parley_worker::WorkerContext {
             config: self.config.clone(),

@@ -22,6 +22,24 @@ async fn upload(app: &common::TestApp, token: &str, name: &str, bytes: Vec<u8>) 
 }
 
 both_backends! {
+    async fn a_cancelled_avatar_job_removes_its_upload(backend: Backend) {
+        // No workers: the job waits, and the cancel ends it. Its kind's end removes the file
+        // that will now never be processed.
+        let app = spawn_app_with(backend, &[("PARLEY_WORKERS", "0")]).await;
+        let user = app.signup("cancelavatar@example.com").await;
+        let res = upload(&app, &user.access, "me.png", png(64, 64)).await;
+        assert_eq!(res.status(), StatusCode::ACCEPTED);
+        let job: Value = res.json().await.unwrap();
+        let id = job["job_id"].as_str().unwrap();
+        let uploads = std::path::Path::new(&app.vars["PARLEY_MEDIA_DIR"]).join("uploads");
+        let files = |dir: &std::path::Path| std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(files(&uploads), 1, "the upload waits for its job");
+        let res = app.post_json(&format!("/api/jobs/{id}/cancel/"), &Value::Null, Some(&user.access)).await;
+        assert_eq!(res.status(), StatusCode::ACCEPTED);
+        assert_eq!(app.job(&user.access, id).await["status"], "cancelled");
+        assert_eq!(files(&uploads), 0, "the upload is removed");
+    }
+
     async fn an_uploaded_image_becomes_a_square_png_avatar(backend: Backend) {
         let app = spawn_app(backend).await;
         let user = app.signup("avatar@example.com").await;

@@ -62,11 +62,11 @@ both_backends! {
             ids.push(jobs::enqueue(&app.state.db.writer, Some(owner), &Noop::default()).await.unwrap());
         }
         let claimers = (0..8).map(|_| {
-            let (db, bus) = (app.state.db.clone(), app.state.bus.clone());
+            let env = app.state.job_env();
             tokio::spawn(async move {
                 let mut taken = Vec::new();
                 loop {
-                    let batch = lifecycle::claim(&db, &bus, QueueName::Default, 3, 60_000, true).await.unwrap();
+                    let batch = lifecycle::claim(&env, QueueName::Default, 3, 60_000, true).await.unwrap();
                     if batch.is_empty() {
                         return taken;
                     }
@@ -84,7 +84,7 @@ both_backends! {
         let noops: Vec<JobId> = taken.iter().copied().filter(|id| ids.contains(id)).collect();
         assert_eq!(noops, ids);
         // A second delivery of a job that is running (its lease is live) starts nothing.
-        assert!(lifecycle::claim(&app.state.db, &app.state.bus, QueueName::Default, 10, 60_000, true).await.unwrap().is_empty());
+        assert!(lifecycle::claim(&app.state.job_env(), QueueName::Default, 10, 60_000, true).await.unwrap().is_empty());
     }
 
     async fn a_stale_worker_cannot_record_an_outcome_after_its_job_was_taken_over(backend: Backend) {
@@ -92,15 +92,15 @@ both_backends! {
         let user = app.signup("stale@example.com").await;
         let owner: UserId = user.id.parse().unwrap();
         let id = jobs::enqueue(&app.state.db.writer, Some(owner), &Noop::default()).await.unwrap();
-        let (db, bus) = (&app.state.db, &app.state.bus);
-        let claim = |lease_ms| lifecycle::claim(db, bus, QueueName::Default, 10, lease_ms, true);
+        let env = &app.state.job_env();
+        let claim = |lease_ms| lifecycle::claim(env, QueueName::Default, 10, lease_ms, true);
         let first = claim(1).await.unwrap().into_iter().find(|j| j.id == id).unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
         // The lease expired: another worker takes the job over (attempt 2).
         let second = claim(60_000).await.unwrap().into_iter().find(|j| j.id == id).unwrap();
         assert_eq!((first.attempts, second.attempts), (1, 2));
-        assert!(!lifecycle::succeed(db, bus, &first, &serde_json::json!({"by": "first"})).await.unwrap());
-        assert!(lifecycle::succeed(db, bus, &second, &serde_json::json!({"by": "second"})).await.unwrap());
+        assert!(!lifecycle::succeed(env, &first, &serde_json::json!({"by": "first"})).await.unwrap());
+        assert!(lifecycle::succeed(env, &second, &serde_json::json!({"by": "second"})).await.unwrap());
         let job = app.job(&user.access, id).await;
         assert_eq!((job["status"].as_str(), job["result"]["by"].as_str()), (Some("succeeded"), Some("second")));
     }
@@ -109,17 +109,18 @@ both_backends! {
         let app = spawn_app_with(backend, &[("PARLEY_WORKERS", "0")]).await;
         let user = app.signup("race@example.com").await;
         let owner: UserId = user.id.parse().unwrap();
-        let (db, bus) = (&app.state.db, &app.state.bus);
+        let env = &app.state.job_env();
+        let db = &env.db;
         for cancel_first in [false, true] {
             let id = jobs::enqueue(&db.writer, Some(owner), &Noop::default()).await.unwrap();
-            let job = lifecycle::claim(db, bus, QueueName::Default, 10, 60_000, true).await.unwrap().into_iter().find(|j| j.id == id).unwrap();
+            let job = lifecycle::claim(env, QueueName::Default, 10, 60_000, true).await.unwrap().into_iter().find(|j| j.id == id).unwrap();
             let result = serde_json::json!({"done": true});
             let (cancel, finish) = if cancel_first {
-                let cancel = lifecycle::cancel(db, bus, id).await.unwrap();
-                (cancel, lifecycle::succeed(db, bus, &job, &result).await.unwrap())
+                let cancel = lifecycle::cancel(env, id).await.unwrap();
+                (cancel, lifecycle::succeed(env, &job, &result).await.unwrap())
             } else {
-                let finish = lifecycle::succeed(db, bus, &job, &result).await.unwrap();
-                (lifecycle::cancel(db, bus, id).await.unwrap(), finish)
+                let finish = lifecycle::succeed(env, &job, &result).await.unwrap();
+                (lifecycle::cancel(env, id).await.unwrap(), finish)
             };
             // A running job is only asked to stop: whichever comes first, the worker's
             // finish is the outcome, recorded once.
@@ -131,9 +132,9 @@ both_backends! {
             assert_eq!(app.job(&user.access, id).await["status"], "succeeded");
             // A cancel that ends the attempt first wins the same way: the finish is refused.
             let id = jobs::enqueue(&db.writer, Some(owner), &Noop::default()).await.unwrap();
-            let job = lifecycle::claim(db, bus, QueueName::Default, 10, 60_000, true).await.unwrap().into_iter().find(|j| j.id == id).unwrap();
-            assert!(lifecycle::end(db, bus, &job, JobStatus::Cancelled, None).await.unwrap());
-            assert!(!lifecycle::succeed(db, bus, &job, &result).await.unwrap());
+            let job = lifecycle::claim(env, QueueName::Default, 10, 60_000, true).await.unwrap().into_iter().find(|j| j.id == id).unwrap();
+            assert!(lifecycle::end(env, &job, JobStatus::Cancelled, None).await.unwrap());
+            assert!(!lifecycle::succeed(env, &job, &result).await.unwrap());
             let events = parley_shared::store::job_events::after(&db.pool, id, 0, 100).await.unwrap();
             assert_eq!(events.iter().filter(|e| e.is_terminal()).count(), 1, "{events:?}");
             assert_eq!(app.job(&user.access, id).await["status"], "cancelled");

@@ -26,6 +26,11 @@ pub struct WorkerContext {
 }
 
 impl WorkerContext {
+    /// What job transitions touch.
+    pub fn job_env(&self) -> parley_shared::jobs::lifecycle::JobEnv {
+        parley_shared::jobs::lifecycle::JobEnv { db: self.db.clone(), bus: self.bus.clone(), media: self.media.clone() }
+    }
+
     /// Connects to the database (migrating it), the queue and the event bus named in `config`.
     pub async fn connect(config: Config) -> anyhow::Result<Self> {
         let db = Db::connect(config.database_url.expose(), config.database_max_connections).await?;

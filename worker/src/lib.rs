@@ -96,6 +96,7 @@ type Fetched = Result<Option<Task<Claimed>>, Infallible>;
 fn fetch(ctx: WorkerContext, queue: QueueName, wake: Arc<Notify>) -> futures::stream::BoxStream<'static, Fetched> {
     struct State {
         ctx: WorkerContext,
+        env: lifecycle::JobEnv,
         wake: Arc<Notify>,
         ready: VecDeque<Claimed>,
         failures: u32,
@@ -103,7 +104,8 @@ fn fetch(ctx: WorkerContext, queue: QueueName, wake: Arc<Notify>) -> futures::st
         took_over: std::time::Instant,
     }
     let took_over = std::time::Instant::now() - TAKE_OVER_EVERY;
-    let state = State { ctx, wake, ready: VecDeque::new(), failures: 0, took_over };
+    let env = ctx.job_env();
+    let state = State { ctx, env, wake, ready: VecDeque::new(), failures: 0, took_over };
     futures::stream::unfold(state, move |mut st| async move {
         let poll = Duration::from_millis(st.ctx.config.queue_poll_ms);
         let lease_ms = i64::try_from(st.ctx.config.job_lease_secs * 1000).unwrap_or(i64::MAX);
@@ -118,7 +120,7 @@ fn fetch(ctx: WorkerContext, queue: QueueName, wake: Arc<Notify>) -> futures::st
                     st.took_over = std::time::Instant::now();
                 }
                 let limit = free.min(CLAIM_BATCH);
-                match lifecycle::claim(&st.ctx.db, &st.ctx.bus, queue, limit, lease_ms, take_over).await {
+                match lifecycle::claim(&st.env, queue, limit, lease_ms, take_over).await {
                     Ok(jobs) if !jobs.is_empty() => {
                         st.failures = 0;
                         for job in jobs {

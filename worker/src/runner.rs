@@ -80,10 +80,10 @@ async fn run(ctx: &WorkerContext, job: Job, mut signal: watch::Receiver<Signal>)
         },
     };
     let duration_ms = started.elapsed().as_millis() as u64;
-    let (db, bus) = (&ctx.db, &ctx.bus);
+    let env = ctx.job_env();
     match ended {
         Ended::Done(Outcome::Succeeded(result)) => {
-            if lifecycle::succeed(db, bus, &job, &result).await? {
+            if lifecycle::succeed(&env, &job, &result).await? {
                 tracing::info!(duration_ms, "job succeeded");
             }
         }
@@ -94,7 +94,7 @@ async fn run(ctx: &WorkerContext, job: Job, mut signal: watch::Receiver<Signal>)
             retry_or_fail(ctx, &job, &error, None).await?;
         }
         Ended::Done(Outcome::Cancelled) => {
-            if lifecycle::end(db, bus, &job, JobStatus::Cancelled, None).await? {
+            if lifecycle::end(&env, &job, JobStatus::Cancelled, None).await? {
                 tracing::info!(duration_ms, "job cancelled");
             }
         }
@@ -114,7 +114,7 @@ async fn retry_or_fail(
     }
     let attempt = u32::try_from(job.attempts).unwrap_or(u32::MAX);
     let delay = backoff_delay(&job.kind.policy(), attempt).max(retry_after.unwrap_or_default().min(MAX_RETRY_AFTER));
-    if lifecycle::retry(&ctx.db, &ctx.bus, job, error, delay).await? == Some(JobStatus::Retrying) {
+    if lifecycle::retry(&ctx.job_env(), job, error, delay).await? == Some(JobStatus::Retrying) {
         let retry_in_ms = delay.as_millis() as u64;
         tracing::warn!(error = %mask_emails(error), retry_in_ms, "job attempt failed; will retry");
         // Wake the queue when the retry falls due rather than at the next poll after it.
@@ -128,7 +128,7 @@ async fn retry_or_fail(
 }
 
 async fn fail(ctx: &WorkerContext, job: &Job, error: &str) -> anyhow::Result<()> {
-    if lifecycle::end(&ctx.db, &ctx.bus, job, JobStatus::Failed, Some(error)).await? {
+    if lifecycle::end(&ctx.job_env(), job, JobStatus::Failed, Some(error)).await? {
         tracing::warn!(error = %mask_emails(error), "job failed");
     }
     Ok(())

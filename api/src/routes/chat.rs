@@ -305,6 +305,6 @@ pub async fn delete_session(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let session = chat::get_session(&state.db.pool, session_id(&id)?, auth.user.id).await?.ok_or(ApiError::NotFound)?;
-    usecases::chat::delete_session(&state.db, &state.bus, &session, auth.user.id).await?;
+    usecases::chat::delete_session(&state.job_env(), &session, auth.user.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -85,7 +85,7 @@ pub async fn cancel_job(
 
 /// Cancels `job`; a job that was still waiting ends here, so its end is announced here.
 pub async fn cancel(state: &AppState, job: &Job) -> ApiResult<()> {
-    lifecycle::cancel(&state.db, &state.bus, job.id).await?;
+    lifecycle::cancel(&state.job_env(), job.id).await?;
     Ok(())
 }
 

@@ -1,11 +1,10 @@
 //! The payload of each job kind (ids only: handlers re-read the rows) and its policy.
 
-use super::{JobKind, JobSpec, JobStatus, QueueName};
+use super::{JobEnd, JobKind, JobSpec, JobStatus, QueueName};
 use crate::error::StoreError;
 use crate::ids::{ChatSessionId, MessageId};
 use crate::store::chat::{self, MessageStatus};
 use serde::{Deserialize, Serialize};
-use sqlx::AnyConnection;
 use std::time::Duration;
 
 /// Which email a `send_email` job sends.
@@ -47,6 +46,15 @@ impl JobSpec for ProcessAvatar {
     const TIMEOUT: Duration = Duration::from_secs(60);
     const BASE_BACKOFF: Duration = Duration::from_secs(1);
     const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+    /// An upload that will never be processed (out of attempts, or cancelled) is removed.
+    async fn on_end(&self, end: JobEnd<'_>) -> Result<(), StoreError> {
+        if let Err(e) = end.media.delete(&self.upload_key).await {
+            // Only an orphaned file is left; the job still ends.
+            tracing::warn!(error = %e, "removing the upload of an avatar job that ended failed");
+        }
+        Ok(())
+    }
 }
 
 /// `llm_completion`: fills in a pending assistant message.
@@ -66,10 +74,10 @@ impl JobSpec for LlmCompletion {
 
     /// A reply whose generation ended without finishing is marked failed or cancelled,
     /// keeping whatever text it had.
-    async fn on_end(&self, conn: &mut AnyConnection, status: JobStatus, error: Option<&str>) -> Result<(), StoreError> {
+    async fn on_end(&self, end: JobEnd<'_>) -> Result<(), StoreError> {
         let message_status =
-            if status == JobStatus::Cancelled { MessageStatus::Cancelled } else { MessageStatus::Failed };
-        chat::close_open_reply(conn, self.message_id, message_status, error).await
+            if end.status == JobStatus::Cancelled { MessageStatus::Cancelled } else { MessageStatus::Failed };
+        chat::close_open_reply(end.conn, self.message_id, message_status, end.error).await
     }
 }
 

@@ -5,30 +5,47 @@
 //! succeeding, its kind's [`JobSpec::on_end`] closes what it left open, in the same
 //! transaction.
 
-use super::{JobSpec, JobStatus, QueueName};
+use super::{JobEnd, JobSpec, JobStatus, QueueName};
 use crate::Db;
 use crate::db::Backend;
 use crate::error::StoreError;
 use crate::events::EventBus;
 use crate::ids::JobId;
+use crate::media::MediaStore;
 use crate::store::job_events::{self, EventType, JobEvent};
 use crate::store::jobs::{self as store, Job, Pick};
 use serde_json::{Value, json};
 use sqlx::AnyConnection;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// What a job's transitions touch: the database, the event bus, and the media store (a kind
+/// may have files to remove when it ends). Cheap to clone.
+#[derive(Clone)]
+pub struct JobEnv {
+    pub db: Db,
+    pub bus: EventBus,
+    pub media: Arc<dyn MediaStore>,
+}
+
+impl std::fmt::Debug for JobEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobEnv").field("db", &self.db).finish_non_exhaustive()
+    }
+}
 
 /// Takes up to `limit` jobs of `queue` for a worker: due waiting jobs and, with
 /// `take_over`, jobs whose worker died (lease expired). Each taken job's attempt starts with
 /// a lease of `lease_ms` and a `status` event; a job whose worker died and which must not run
 /// again (out of attempts, or cancelled) ends instead. An idle queue costs no write.
 pub async fn claim(
-    db: &Db,
-    bus: &EventBus,
+    env: &JobEnv,
     queue: QueueName,
     limit: usize,
     lease_ms: i64,
     take_over: bool,
 ) -> Result<Vec<Job>, StoreError> {
+    let (db, bus) = (&env.db, &env.bus);
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let mut stored = Vec::new();
     let mut started = match db.backend {
@@ -49,7 +66,7 @@ pub async fn claim(
         // Not one this call just started (a lease shorter than the call itself).
         expired.retain(|id| !started.iter().any(|j| j.id.to_string() == *id));
         if !expired.is_empty() {
-            let ended = end_abandoned(db, &expired, &mut stored).await?;
+            let ended = end_abandoned(env, &expired, &mut stored).await?;
             let ids: Vec<String> =
                 expired.into_iter().filter(|id| !ended.iter().any(|j| j.id.to_string() == *id)).collect();
             started.extend(start(db, &ids, lease_ms, &mut stored).await?);
@@ -79,13 +96,13 @@ async fn start(db: &Db, ids: &[String], lease_ms: i64, stored: &mut Vec<JobEvent
 
 /// Ends the expired jobs among `ids` that must not run again, adding their final events to
 /// `stored`.
-async fn end_abandoned(db: &Db, ids: &[String], stored: &mut Vec<JobEvent>) -> Result<Vec<Job>, StoreError> {
-    let mut tx = db.writer.begin().await?;
+async fn end_abandoned(env: &JobEnv, ids: &[String], stored: &mut Vec<JobEvent>) -> Result<Vec<Job>, StoreError> {
+    let mut tx = env.db.writer.begin().await?;
     let ended = store::end_abandoned(&mut tx, ids).await?;
     let mut events = Vec::new();
     for job in &ended {
         tracing::warn!(job.id = %job.id, status = job.status.as_str(), "job ended after its worker stopped responding");
-        close_domain_rows(&mut tx, job, job.status, job.error.as_deref()).await?;
+        close_domain_rows(&mut tx, &*env.media, job, job.status, job.error.as_deref()).await?;
         events.push(final_event(job.id, job.status, job.error.as_deref()));
     }
     stored.extend(job_events::append_in(&mut tx, &events).await?);
@@ -109,7 +126,8 @@ fn running_event(job: &Job, seq: i64) -> JobEvent {
 }
 
 /// Ends attempt `job.attempts` succeeded with `result`; false if it no longer owns the job.
-pub async fn succeed(db: &Db, bus: &EventBus, job: &Job, result: &Value) -> Result<bool, StoreError> {
+pub async fn succeed(env: &JobEnv, job: &Job, result: &Value) -> Result<bool, StoreError> {
+    let (db, bus) = (&env.db, &env.bus);
     let data = json!({"status": "succeeded", "result": result});
     if db.backend == Backend::Postgres {
         // One statement: the record and its event, without transaction round trips.
@@ -134,20 +152,15 @@ pub async fn succeed(db: &Db, bus: &EventBus, job: &Job, result: &Value) -> Resu
 }
 
 /// Ends attempt `job.attempts` failed or cancelled; false if it no longer owns the job.
-pub async fn end(
-    db: &Db,
-    bus: &EventBus,
-    job: &Job,
-    status: JobStatus,
-    error: Option<&str>,
-) -> Result<bool, StoreError> {
+pub async fn end(env: &JobEnv, job: &Job, status: JobStatus, error: Option<&str>) -> Result<bool, StoreError> {
+    let (db, bus) = (&env.db, &env.bus);
     debug_assert!(matches!(status, JobStatus::Failed | JobStatus::Cancelled));
     let mut tx = db.writer.begin().await?;
     let error = error.or((status == JobStatus::Cancelled).then_some("cancelled"));
     if !store::finish(&mut tx, job.id, job.attempts, status, None, error).await? {
         return Ok(false);
     }
-    close_domain_rows(&mut tx, job, status, error).await?;
+    close_domain_rows(&mut tx, &*env.media, job, status, error).await?;
     let stored = job_events::append_in(&mut tx, &[final_event(job.id, status, error)]).await?;
     tx.commit().await?;
     bus.publish_many(&stored).await;
@@ -157,15 +170,10 @@ pub async fn end(
 /// Schedules the next attempt of `job` after `delay` (the job goes back to the queue with
 /// `run_after` set: the row is the one retry schedule). A cancel requested meanwhile ends
 /// the job instead. Returns the new status (`None`: the attempt no longer owns the job).
-pub async fn retry(
-    db: &Db,
-    bus: &EventBus,
-    job: &Job,
-    error: &str,
-    delay: Duration,
-) -> Result<Option<JobStatus>, StoreError> {
+pub async fn retry(env: &JobEnv, job: &Job, error: &str, delay: Duration) -> Result<Option<JobStatus>, StoreError> {
     let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
     let run_after = crate::time::now_ms().saturating_add(delay_ms);
+    let (db, bus) = (&env.db, &env.bus);
     let mut tx = db.writer.begin().await?;
     let status = store::retry_later(&mut tx, job.id, job.attempts, error, run_after).await?;
     let event = match status {
@@ -175,7 +183,7 @@ pub async fn retry(
             json!({"status": "retrying", "attempt": job.attempts, "error": error, "retry_in_ms": delay_ms}),
         ),
         Some(JobStatus::Cancelled) => {
-            close_domain_rows(&mut tx, job, JobStatus::Cancelled, None).await?;
+            close_domain_rows(&mut tx, &*env.media, job, JobStatus::Cancelled, None).await?;
             final_event(job.id, JobStatus::Cancelled, None)
         }
         _ => return Ok(status),
@@ -199,10 +207,11 @@ pub enum CancelOutcome {
 
 /// Cancels a job: a waiting job ends at once; a running one is marked (so a retry or a
 /// worker taking it over never runs it again) and its worker is told through the event bus.
-pub async fn cancel(db: &Db, bus: &EventBus, id: JobId) -> Result<CancelOutcome, StoreError> {
+pub async fn cancel(env: &JobEnv, id: JobId) -> Result<CancelOutcome, StoreError> {
+    let (db, bus) = (&env.db, &env.bus);
     let mut tx = db.writer.begin().await?;
     if let Some(job) = store::cancel_waiting(&mut tx, id).await? {
-        close_domain_rows(&mut tx, &job, JobStatus::Cancelled, None).await?;
+        close_domain_rows(&mut tx, &*env.media, &job, JobStatus::Cancelled, None).await?;
         let stored = job_events::append_in(&mut tx, &[final_event(id, JobStatus::Cancelled, None)]).await?;
         tx.commit().await?;
         bus.publish_many(&stored).await;
@@ -229,12 +238,13 @@ fn final_event(id: JobId, status: JobStatus, error: Option<&str>) -> (JobId, Eve
 /// Runs the kind's [`JobSpec::on_end`] for a job that ended without succeeding.
 async fn close_domain_rows(
     conn: &mut AnyConnection,
+    media: &dyn MediaStore,
     job: &Job,
     status: JobStatus,
     error: Option<&str>,
 ) -> Result<(), StoreError> {
     crate::with_job_type!(job.kind, T => match job.payload::<T>() {
-        Ok(payload) => payload.on_end(conn, status, error).await,
+        Ok(payload) => payload.on_end(JobEnd { conn, media, status, error }).await,
         Err(e) => {
             tracing::warn!(job.id = %job.id, error = %e, "a job's payload does not parse; nothing to close");
             Ok(())

@@ -42,18 +42,22 @@ pub trait JobSpec: Serialize + DeserializeOwned + Send + Sync + 'static {
         }
     }
 
-    /// Closes the domain rows the job left open when it ends `failed` or `cancelled`,
-    /// wherever that is decided (the worker, a cancel of a waiting job, the claim of a job
-    /// whose worker died). Runs in the transaction that ends the job.
-    fn on_end(
-        &self,
-        conn: &mut AnyConnection,
-        status: JobStatus,
-        error: Option<&str>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        let _ = (conn, status, error);
+    /// Closes what the job left open when it ends `failed` or `cancelled` (a reply row, an
+    /// uploaded file), wherever that is decided: the worker, a cancel of a waiting job, the
+    /// claim of a job whose worker died. Runs in the transaction that ends the job.
+    fn on_end(&self, end: JobEnd<'_>) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = end;
         async { Ok(()) }
     }
+}
+
+/// What [`JobSpec::on_end`] gets: the transaction ending the job, the media store, and how
+/// the job ended.
+pub struct JobEnd<'a> {
+    pub conn: &'a mut AnyConnection,
+    pub media: &'a dyn crate::media::MediaStore,
+    pub status: JobStatus,
+    pub error: Option<&'a str>,
 }
 
 /// Every kind of job Parley runs.

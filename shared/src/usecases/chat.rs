@@ -1,11 +1,10 @@
 //! Chat use cases: posting a message (which starts its reply as a job) and deleting a
 //! session (which stops its replies).
 
-use crate::Db;
 use crate::domain::truncate_words;
 use crate::error::StoreError;
-use crate::events::EventBus;
 use crate::ids::{ChatSessionId, JobId, LlmConfigId, MessageId, UserId};
+use crate::jobs::lifecycle::JobEnv;
 use crate::jobs::{JobKind, LlmCompletion, lifecycle};
 use crate::store::chat::{self, MessageRole, MessageStatus, NewMessage, Session};
 use crate::store::{jobs, llm_configs, users};
@@ -133,11 +132,11 @@ pub fn fallback_title(message: &str) -> String {
 
 /// Deletes a session and its messages; replies still being generated stop (nobody will
 /// read them).
-pub async fn delete_session(db: &Db, bus: &EventBus, session: &Session, user: UserId) -> Result<(), StoreError> {
-    for job_id in chat::open_reply_jobs(&db.pool, session.id).await? {
+pub async fn delete_session(env: &JobEnv, session: &Session, user: UserId) -> Result<(), StoreError> {
+    for job_id in chat::open_reply_jobs(&env.db.pool, session.id).await? {
         if let Ok(job_id) = job_id.parse() {
-            lifecycle::cancel(db, bus, job_id).await?;
+            lifecycle::cancel(env, job_id).await?;
         }
     }
-    chat::delete_session(&db.writer, session.id, user).await
+    chat::delete_session(&env.db.writer, session.id, user).await
 }
