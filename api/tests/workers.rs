@@ -236,3 +236,88 @@ async fn a_job_run_by_a_worker_process_is_watched_through_a_second_api_process()
     signal(&worker, "KILL");
     let _ = worker.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_outlive_a_database_outage_and_run_jobs_accepted_after_it() {
+    let Some(base) = common::postgres_url() else {
+        eprintln!("PARLEY_TEST_DATABASE_URL is not set; skipping the database outage test");
+        return;
+    };
+    let app = spawn_app_with(Backend::Postgres, &[("PARLEY_QUEUE_POLL_MS", "100")]).await;
+    let user = app.signup("outage@example.com").await;
+    let name = app.vars["PARLEY_DATABASE_URL"].rsplit('/').next().unwrap().to_owned();
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&base).await.unwrap();
+    let run = |sql: String| sqlx::query(sqlx::AssertSqlSafe(sql));
+    // The database goes away: every connection is cut, and new ones are refused.
+    run(format!("alter database {name} allow_connections false")).execute(&mut admin).await.unwrap();
+    run(format!("select pg_terminate_backend(pid) from pg_stat_activity where datname = '{name}'"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    // Long enough for the workers' claims to fail several times.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    run(format!("alter database {name} allow_connections true")).execute(&mut admin).await.unwrap();
+    let owner: UserId = user.id.parse().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let id = loop {
+        // The pool's first tries may meet the connections that were cut.
+        match jobs::enqueue(&app.state.db.writer, Some(owner), &Noop::default()).await {
+            Ok(id) => break id,
+            Err(e) => assert!(std::time::Instant::now() < deadline, "the database never came back: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    app.state.queue.wake(QueueName::Default);
+    let job = app.wait_for_status(&user.access, id, "succeeded").await;
+    assert_eq!(job["attempts"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_accepted_while_redis_is_down_still_run() {
+    if common::postgres_url().is_none() {
+        eprintln!("PARLEY_TEST_DATABASE_URL is not set; skipping the Redis outage test");
+        return;
+    }
+    // A Redis of this test's own, to kill.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let start_redis = || {
+        std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server starts")
+    };
+    let mut redis = start_redis();
+    let url = format!("redis://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "the test's Redis never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let app = spawn_app_with(
+        Backend::Postgres,
+        &[
+            ("PARLEY_QUEUE_URL", &url),
+            ("PARLEY_ADMIN_EMAIL", "root@example.com"),
+            ("PARLEY_ADMIN_PASSWORD", "admin passphrase 1"),
+        ],
+    )
+    .await;
+    let admin = app.signin("root@example.com", "admin passphrase 1").await;
+    signal(&redis, "KILL");
+    let _ = redis.wait();
+    // Wake-ups and events cannot be published; the job is accepted and runs all the same.
+    let res = app.post_json("/api/admin/jobs/noop/", &serde_json::json!({}), Some(&admin.access)).await;
+    assert_eq!(res.status(), reqwest::StatusCode::ACCEPTED);
+    let id = res.json::<serde_json::Value>().await.unwrap()["job_id"].as_str().unwrap().to_owned();
+    let job = app.wait_for_status(&admin.access, &id, "succeeded").await;
+    assert_eq!(job["attempts"], 1);
+    // Redis comes back: a job's stream runs to `done` as before.
+    let mut redis = start_redis();
+    let res = app.post_json("/api/admin/jobs/noop/", &serde_json::json!({}), Some(&admin.access)).await;
+    let id = res.json::<serde_json::Value>().await.unwrap()["job_id"].as_str().unwrap().to_owned();
+    let events = common::sse::collect(&app, &admin.access, &format!("/api/jobs/{id}/events/"), None).await;
+    assert_eq!(events.last().unwrap().event, "done", "{events:?}");
+    signal(&redis, "KILL");
+    let _ = redis.wait();
+}
