@@ -18,6 +18,20 @@ async fn enqueue_noop(app: &TestApp, owner: &str, noop: Noop) -> JobId {
     id
 }
 
+/// Waits until the job's handler is running: a sleeping no-op says so in a `progress` event
+/// (its `running` status is written when a worker claims it, a moment before).
+async fn wait_for_handler(app: &TestApp, id: JobId) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let events = parley_shared::store::job_events::after(&app.state.db.pool, id, 0, 100).await.unwrap();
+        if events.iter().any(|e| e.event == parley_shared::store::job_events::EventType::Progress) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the job's handler never started: {events:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn signal(child: &Child, sig: &str) {
     let status =
         std::process::Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().unwrap();
@@ -192,7 +206,7 @@ both_backends! {
         let user = app.signup("term@example.com").await;
         let mut worker = app.spawn_worker_process();
         let id = enqueue_noop(&app, &user.id, Noop { sleep_ms: 1_500, ..Noop::default() }).await;
-        app.wait_for_status(&user.access, id, "running").await;
+        wait_for_handler(&app, id).await;
         signal(&worker, "TERM");
         assert!(wait_exit(&mut worker, Duration::from_secs(15)).await, "the worker exits cleanly");
         let job = app.job(&user.access, id).await;
@@ -231,8 +245,9 @@ async fn a_job_run_by_a_worker_process_is_watched_through_a_second_api_process()
     let id = enqueue_noop(&first, &user.id, Noop { sleep_ms: 300, fail_times: 1, ..Noop::default() }).await;
     let events = common::sse::collect(&second, &user.access, &format!("/api/jobs/{id}/events/"), None).await;
     let kinds: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
-    assert_eq!(kinds, ["status", "status", "status", "done"], "{events:?}");
-    assert_eq!(events.iter().map(|e| e.id).collect::<Vec<_>>(), [1, 2, 3, 4]);
+    // running, sleeping, retrying; running, sleeping, done.
+    assert_eq!(kinds, ["status", "progress", "status", "status", "progress", "done"], "{events:?}");
+    assert_eq!(events.iter().map(|e| e.id).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6]);
     signal(&worker, "KILL");
     let _ = worker.wait();
 }

@@ -71,6 +71,8 @@ pub async fn run(ctx: WorkerContext, shutdown: impl Future<Output = ()> + Send +
         .map_err(|e| anyhow::anyhow!("worker monitor: {e}"));
     renewer.abort();
     canceller.abort();
+    // A claim cut off by the shutdown finishes in its own task; its jobs are handed back too.
+    let _ = tokio::time::timeout(Duration::from_secs(10), ctx.running.claims_finished()).await;
     // Attempts the grace period cut off (and claimed jobs that never started) go back to
     // the queue now rather than after their lease expires.
     for (job, attempt) in ctx.running.drain() {
@@ -120,13 +122,22 @@ fn fetch(ctx: WorkerContext, queue: QueueName, wake: Arc<Notify>) -> futures::st
                     st.took_over = std::time::Instant::now();
                 }
                 let limit = free.min(CLAIM_BATCH);
-                match lifecycle::claim(&st.env, queue, limit, lease_ms, take_over).await {
+                // In a task of its own: if apalis drops this stream mid-claim (a shutdown),
+                // the claimed jobs are still held, and so handed back rather than stranded
+                // until their lease expires.
+                let (env, running, guard) = (st.env.clone(), st.ctx.running.clone(), st.ctx.running.claim_started());
+                let claimed = tokio::spawn(async move {
+                    let _guard = guard;
+                    let jobs = lifecycle::claim(&env, queue, limit, lease_ms, take_over).await?;
+                    let held = jobs.into_iter().map(|job| Claimed { signal: running.hold(queue, &job), job });
+                    Ok::<_, parley_shared::StoreError>(held.collect::<Vec<_>>())
+                })
+                .await
+                .unwrap_or_else(|e| Err(anyhow::anyhow!("the claim task failed: {e}").into()));
+                match claimed {
                     Ok(jobs) if !jobs.is_empty() => {
                         st.failures = 0;
-                        for job in jobs {
-                            let signal = st.ctx.running.hold(queue, &job);
-                            st.ready.push_back(Claimed { job, signal });
-                        }
+                        st.ready.extend(jobs);
                         continue;
                     }
                     Ok(_) => st.failures = 0,

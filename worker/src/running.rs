@@ -6,8 +6,9 @@ use parley_shared::ids::JobId;
 use parley_shared::jobs::QueueName;
 use parley_shared::store::jobs::Job;
 use std::collections::HashMap;
-use std::sync::Mutex;
-use tokio::sync::watch;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Notify, watch};
 
 /// What the holder of an attempt is told while it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,9 +30,44 @@ struct Held {
 #[derive(Debug, Default)]
 pub struct Running {
     held: Mutex<HashMap<JobId, Held>>,
+    /// Claims under way: their jobs are not held yet.
+    claims: AtomicUsize,
+    claims_done: Notify,
+}
+
+/// A claim under way (see [`Running::claim_started`]).
+#[derive(Debug)]
+pub struct ClaimGuard(Arc<Running>);
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        if self.0.claims.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.claims_done.notify_waiters();
+        }
+    }
 }
 
 impl Running {
+    /// Marks a claim as under way until the guard drops, so that a shutdown waits for the
+    /// jobs it takes to be held (and so handed back) rather than leaving them to their lease.
+    pub fn claim_started(self: &Arc<Self>) -> ClaimGuard {
+        self.claims.fetch_add(1, Ordering::AcqRel);
+        ClaimGuard(self.clone())
+    }
+
+    /// Waits until no claim is under way.
+    pub async fn claims_finished(&self) {
+        loop {
+            let notified = self.claims_done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.claims.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Records a claimed attempt; the receiver sees its signals.
     pub fn hold(&self, queue: QueueName, job: &Job) -> watch::Receiver<Signal> {
         let (signal, rx) = watch::channel(Signal::Run);
