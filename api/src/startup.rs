@@ -187,7 +187,7 @@ async fn bootstrap_admin(state: &AppState) -> anyhow::Result<()> {
 pub async fn create_admin(state: &AppState, email: &str, password: &str) -> anyhow::Result<()> {
     let email = Email::parse(email).map_err(|e| anyhow::anyhow!("admin email {e}"))?;
     if let Some(user) = users::by_email(&state.db.pool, &email).await? {
-        users::set_admin(&state.db.pool, user.id, true).await?;
+        users::set_admin(&state.db.writer, user.id, true).await?;
         tracing::info!(user.id = %user.id, "existing account granted admin rights");
         return Ok(());
     }

@@ -61,7 +61,7 @@ pub async fn refresh(state: &AppState, presented: &str) -> ApiResult<TokenPair> 
         return Err(ApiError::Unauthorized);
     }
     if now - record.session_last_used_at > idle_limit {
-        sessions::revoke(&state.db.pool, record.session_id, "idle_timeout").await?;
+        sessions::revoke(&state.db.writer, record.session_id, "idle_timeout").await?;
         return Err(ApiError::Unauthorized);
     }
     let key = &state.keys.refresh;
@@ -80,7 +80,7 @@ pub async fn refresh(state: &AppState, presented: &str) -> ApiResult<TokenPair> 
     let rotated_at = record.rotated_at.unwrap_or(now);
     if now - rotated_at > state.config.refresh_reuse_grace_secs * 1000 {
         tracing::warn!(session.id = %record.session_id, "refresh token reuse; ending the session");
-        sessions::revoke(&state.db.pool, record.session_id, "refresh_token_reuse").await?;
+        sessions::revoke(&state.db.writer, record.session_id, "refresh_token_reuse").await?;
         return Err(ApiError::Unauthorized);
     }
     // Walk the derivation chain to the token that is current now.

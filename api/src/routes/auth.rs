@@ -128,10 +128,10 @@ pub async fn login(
     }
     if verification.needs_rehash {
         let hash = state.hasher.hash(&req.password).await?;
-        users::set_password_hash(&state.db.pool, user.id, &hash).await?;
+        users::set_password_hash(&state.db.writer, user.id, &hash).await?;
         tracing::info!(user.id = %user.id, "password hash upgraded to current parameters");
     }
-    users::record_login(&state.db.pool, user.id).await?;
+    users::record_login(&state.db.writer, user.id).await?;
     let (session, tokens) = tokens::start_session(&state, user.id, user_agent(&headers), &ip.to_string()).await?;
     tracing::info!(user.id = %user.id, session.id = %session, "signed in");
     Ok(Json(tokens))
@@ -188,7 +188,7 @@ pub async fn logout(
             message: format!("the body is not a valid logout request: {e}"),
         })?
     };
-    let pool = &state.db.pool;
+    let pool = &state.db.writer;
     match req.scope {
         LogoutScope::Local => sessions::revoke(pool, auth.session, "logout").await?,
         LogoutScope::Others => {

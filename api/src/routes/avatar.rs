@@ -116,7 +116,7 @@ async fn enqueue_processing(
 #[utoipa::path(delete, path = "/api/users/me/avatar/", tag = "accounts", security(("bearer" = [])), responses(
     (status = 204, description = "removed")))]
 pub async fn delete_avatar(State(state): State<AppState>, auth: AuthUser) -> ApiResult<StatusCode> {
-    if let Some(old) = users::set_avatar(&state.db.pool, auth.user.id, None).await? {
+    if let Some(old) = users::set_avatar(&state.db.writer, auth.user.id, None).await? {
         for key in parley_shared::avatar::avatar_files(&old) {
             state.media.delete(&key).await?;
         }

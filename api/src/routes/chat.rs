@@ -292,7 +292,7 @@ pub async fn update_session(
     errors.finish()?;
     // After validation, where an unknown id is found out too.
     let id = session_id(&id)?;
-    let session = chat::update_session(&state.db.pool, id, auth.user.id, title.as_deref(), tags.as_deref()).await?;
+    let session = chat::update_session(&state.db.writer, id, auth.user.id, title.as_deref(), tags.as_deref()).await?;
     Ok(Json(session.into()))
 }
 

@@ -88,10 +88,10 @@ pub async fn verify_email(
     State(state): State<AppState>,
     Json(req): Json<TokenRequest>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let user = email_tokens::consume(&state.db.pool, req.token.trim(), email_tokens::VERIFY_EMAIL)
+    let user = email_tokens::consume(&state.db.writer, req.token.trim(), email_tokens::VERIFY_EMAIL)
         .await?
         .ok_or_else(invalid_token)?;
-    users::mark_email_verified(&state.db.pool, user).await?;
+    users::mark_email_verified(&state.db.writer, user).await?;
     Ok(Json(serde_json::json!({"email_verified": true})))
 }
 

@@ -213,7 +213,7 @@ pub async fn delete_config(
     _admin: AdminUser,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    llm_configs::delete(&state.db.pool, config_id(&id)?).await?;
+    llm_configs::delete(&state.db.writer, config_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -59,7 +59,7 @@ pub async fn update_me(
         bio: req.bio.and_then(|b| errors.check("bio", Bio::parse(&b))),
     };
     errors.finish()?;
-    let user = users::update_profile(&state.db.pool, auth.user.id, &changes).await?;
+    let user = users::update_profile(&state.db.writer, auth.user.id, &changes).await?;
     Ok(Json(UserProfile::new(&user, &state.config)))
 }
 

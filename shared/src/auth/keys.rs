@@ -33,7 +33,7 @@ impl Keys {
             Some(key) => key.expose_secret().to_owned(),
             None => {
                 tracing::warn!("PARLEY_SECRET_KEY is not set; using a generated key kept in the database");
-                crate::store::secrets::get_or_create(&db.pool, "master_key", super::random_token).await?
+                crate::store::secrets::get_or_create(&db.writer, "master_key", super::random_token).await?
             }
         };
         Ok(Self::derive(master.as_bytes()))
