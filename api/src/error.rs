@@ -39,8 +39,9 @@ pub enum ApiError {
     /// 409: the resource's state does not allow this (a finished job, a verified address).
     #[error("{message}")]
     StateConflict { code: &'static str, message: String },
-    #[error("the request body is too large")]
-    PayloadTooLarge,
+    /// 413: the body, or what it holds (an image), is larger than allowed.
+    #[error("{message}")]
+    PayloadTooLarge { code: &'static str, message: String },
     #[error("{message}")]
     UnsupportedMediaType { message: String },
     #[error("this method is not allowed on this path")]
@@ -78,7 +79,7 @@ impl ApiError {
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             ApiError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             ApiError::StateConflict { code, .. } => (StatusCode::CONFLICT, code),
-            ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::PayloadTooLarge { code, .. } => (StatusCode::PAYLOAD_TOO_LARGE, code),
             ApiError::UnsupportedMediaType { .. } => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),

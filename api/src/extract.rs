@@ -60,7 +60,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 /// not take), answered with the status the rejection carries.
 pub fn rejection(code: &'static str, status: StatusCode, message: String) -> ApiError {
     match status {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::PayloadTooLarge { code: "payload_too_large", message: "the request body is too large".into() }
+        }
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType { message },
         StatusCode::UNPROCESSABLE_ENTITY => ApiError::Unprocessable { code, message },
         _ => ApiError::BadRequest { code, message },

@@ -484,7 +484,8 @@ async fn deleting_a_session_stops_its_reply_in_progress() {
     let user = app.signup("deleting@example.com").await;
     let accepted = send(&app, &user.access, json!({"message": "long one"})).await;
     let job = accepted["job_id"].as_str().unwrap();
-    app.wait_for_status(&user.access, job, "running").await;
+    // The reply is being streamed: the provider has the request.
+    fake.wait_for_requests(1, Duration::from_secs(10)).await;
     let res = app
         .client
         .delete(app.url(&format!("/api/llm/sessions/{}/", accepted["session_id"].as_str().unwrap())))

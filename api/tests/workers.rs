@@ -65,6 +65,45 @@ both_backends! {
         assert_eq!(job["attempts"], 1);
     }
 
+    async fn a_job_of_a_kind_this_build_does_not_know_is_left_alone(backend: Backend) {
+        // A newer version's job in the same queue (a rolling deploy): not claimed, not
+        // failed, and not in the way of the jobs this build runs.
+        let app = spawn_app(backend).await;
+        let user = app.signup("future@example.com").await;
+        let owner: UserId = user.id.parse().unwrap();
+        let mut tx = app.state.db.writer.begin().await.unwrap();
+        let future = jobs::enqueue(&mut *tx, Some(owner), &Noop::default()).await.unwrap();
+        sqlx::query("update parley_jobs set kind = 'future_kind' where id = $1")
+            .bind(future.to_string())
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let id = enqueue_noop(&app, &user.id, Noop::default()).await;
+        app.wait_for_status(&user.access, id, "succeeded").await;
+        let row: (String, i64) = sqlx::query_as("select status, attempts from parley_jobs where id = $1")
+            .bind(future.to_string())
+            .fetch_one(&app.state.db.pool)
+            .await
+            .unwrap();
+        assert_eq!(row, ("queued".to_owned(), 0));
+    }
+
+    async fn a_cancel_that_meets_the_failing_last_attempt_ends_cancelled(backend: Backend) {
+        let app = spawn_app_with(backend, &[("PARLEY_WORKERS", "0")]).await;
+        let user = app.signup("lastcancel@example.com").await;
+        let owner: UserId = user.id.parse().unwrap();
+        let env = &app.state.job_env();
+        let id = jobs::enqueue(&env.db.writer, Some(owner), &Noop::default()).await.unwrap();
+        let job = lifecycle::claim(env, QueueName::Default, 10, 60_000, true).await.unwrap().into_iter().find(|j| j.id == id).unwrap();
+        assert_eq!(lifecycle::cancel(env, id).await.unwrap(), lifecycle::CancelOutcome::Requested);
+        assert!(lifecycle::end(env, &job, JobStatus::Failed, Some("it broke")).await.unwrap());
+        assert_eq!(app.job(&user.access, id).await["status"], "cancelled");
+        let events = parley_shared::store::job_events::after(&env.db.pool, id, 0, 100).await.unwrap();
+        let last = events.last().unwrap();
+        assert!(last.is_terminal() && last.data.contains("cancelled"), "{events:?}");
+    }
+
     async fn concurrent_claims_take_each_job_once(backend: Backend) {
         // Eight claimers race for the same forty jobs (a duplicate delivery is two of them
         // taking one job): every job is taken exactly once.
@@ -335,4 +374,27 @@ async fn jobs_accepted_while_redis_is_down_still_run() {
     assert_eq!(events.last().unwrap().event, "done", "{events:?}");
     signal(&redis, "KILL");
     let _ = redis.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_cut_off_by_the_shutdown_grace_with_a_cancel_pending_ends_cancelled_with_its_final_event() {
+    // SQLite: the API process's in-process bus does not reach the worker process, which
+    // would only see the cancel at its next lease renewal, 20 s away.
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        &[("PARLEY_WORKERS", "0"), ("PARLEY_SHUTDOWN_GRACE_SECS", "1"), ("PARLEY_JOB_LEASE_SECS", "60")],
+    )
+    .await;
+    let user = app.signup("handbackcancel@example.com").await;
+    let mut worker = app.spawn_worker_process();
+    let id = enqueue_noop(&app, &user.id, Noop { sleep_ms: 30_000, ..Noop::default() }).await;
+    wait_for_handler(&app, id).await;
+    let res = app.post_json(&format!("/api/jobs/{id}/cancel/"), &serde_json::Value::Null, Some(&user.access)).await;
+    assert_eq!(res.status(), reqwest::StatusCode::ACCEPTED);
+    signal(&worker, "TERM");
+    assert!(wait_exit(&mut worker, Duration::from_secs(15)).await);
+    let job = app.job(&user.access, id).await;
+    assert_eq!(job["status"], "cancelled", "{job}");
+    let events = common::sse::collect(&app, &user.access, &format!("/api/jobs/{id}/events/"), None).await;
+    assert_eq!(events.last().unwrap().data["status"], "cancelled", "{events:?}");
 }

@@ -86,10 +86,13 @@ impl Db {
 
     /// Applies pending migrations.
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        let migrator: Migrator = match self.backend {
+        let mut migrator: Migrator = match self.backend {
             Backend::Sqlite => sqlx::migrate!("../migrations/sqlite"),
             Backend::Postgres => sqlx::migrate!("../migrations/postgres"),
         };
+        // Files made before the jobs table became the queue also record apalis-sqlite's
+        // migrations in this table; those versions are not ours to find.
+        migrator.set_ignore_missing(true);
         migrator.run(&self.writer).await.context("running database migrations")
     }
 

@@ -172,7 +172,17 @@ pub struct StreamWriter {
     job: JobId,
     next: i64,
     queue: tokio::sync::mpsc::UnboundedSender<JobEvent>,
-    writer: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// Taken by [`StreamWriter::close`]; a writer dropped without closing (its attempt was
+    /// cut off) stops its task, so nothing it queued lands after the attempt's final event.
+    writer: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Drop for StreamWriter {
+    fn drop(&mut self) {
+        if let Some(writer) = self.writer.take() {
+            writer.abort();
+        }
+    }
 }
 
 /// Most events stored by one statement.
@@ -193,7 +203,7 @@ impl StreamWriter {
             }
             Ok(())
         });
-        Ok(Self { job, next, queue, writer })
+        Ok(Self { job, next, queue, writer: Some(writer) })
     }
 
     /// Queues the next event for storing and publishing.
@@ -212,8 +222,14 @@ impl StreamWriter {
     }
 
     /// Waits until every emitted event is stored and published.
-    pub async fn close(self) -> anyhow::Result<()> {
-        drop(self.queue);
-        self.writer.await.context("the job event writer panicked")?
+    pub async fn close(mut self) -> anyhow::Result<()> {
+        let writer = self.writer.take();
+        // Ends the writer's loop once it has stored what is queued.
+        let (closed, _) = tokio::sync::mpsc::unbounded_channel();
+        drop(std::mem::replace(&mut self.queue, closed));
+        match writer {
+            Some(writer) => writer.await.context("the job event writer panicked")?,
+            None => Ok(()),
+        }
     }
 }

@@ -76,7 +76,7 @@ pub async fn run(ctx: WorkerContext, shutdown: impl Future<Output = ()> + Send +
     // Attempts the grace period cut off (and claimed jobs that never started) go back to
     // the queue now rather than after their lease expires.
     for (job, attempt) in ctx.running.drain() {
-        match store::hand_back(&ctx.db.writer, job, attempt).await {
+        match lifecycle::hand_back(&ctx.job_env(), job, attempt).await {
             Ok(true) => tracing::warn!(job.id = %job, "job handed back at shutdown"),
             Ok(false) => {}
             Err(e) => tracing::warn!(job.id = %job, error = %e, "handing a job back failed; its lease will expire"),

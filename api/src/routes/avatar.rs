@@ -27,7 +27,7 @@ pub fn routes(max_avatar_bytes: usize) -> Router<AppState> {
 
 fn image_error(e: AvatarError) -> ApiError {
     match e {
-        AvatarError::TooLarge { .. } => ApiError::PayloadTooLarge,
+        AvatarError::TooLarge { .. } => ApiError::PayloadTooLarge { code: "invalid_image", message: e.to_string() },
         _ => ApiError::Unprocessable { code: "invalid_image", message: e.to_string() },
     }
 }

@@ -62,18 +62,50 @@ pub async fn claim(
     };
     let room = limit - started.len() as i64;
     if take_over && room > 0 {
-        let mut expired = store::claimable_expired(&db.pool, queue, room).await?;
-        // Not one this call just started (a lease shorter than the call itself).
-        expired.retain(|id| !started.iter().any(|j| j.id.to_string() == *id));
-        if !expired.is_empty() {
-            let ended = end_abandoned(env, &expired, &mut stored).await?;
-            let ids: Vec<String> =
-                expired.into_iter().filter(|id| !ended.iter().any(|j| j.id.to_string() == *id)).collect();
-            started.extend(start(db, &ids, lease_ms, &mut stored).await?);
+        // The jobs started above are this worker's now, whatever happens here.
+        match take_over_expired(env, queue, room, lease_ms, &started, &mut stored).await {
+            Ok(more) => started.extend(more),
+            Err(e) => tracing::warn!(queue = queue.as_str(), error = %e, "taking over dead workers' jobs failed"),
         }
     }
     bus.publish_many(&stored).await;
     Ok(started)
+}
+
+/// Takes over (or ends) up to `room` jobs whose worker died.
+async fn take_over_expired(
+    env: &JobEnv,
+    queue: QueueName,
+    room: i64,
+    lease_ms: i64,
+    started: &[Job],
+    stored: &mut Vec<JobEvent>,
+) -> Result<Vec<Job>, StoreError> {
+    let mut expired = store::claimable_expired(&env.db.pool, queue, room).await?;
+    // Not one this call just started (a lease shorter than the call itself).
+    expired.retain(|id| !started.iter().any(|j| j.id.to_string() == *id));
+    if expired.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ended = end_abandoned(env, &expired, stored).await?;
+    let ids: Vec<String> = expired.into_iter().filter(|id| !ended.iter().any(|j| j.id.to_string() == *id)).collect();
+    start(&env.db, &ids, lease_ms, stored).await
+}
+
+/// Gives an interrupted attempt back to the queue (a worker shutting down), not counted as
+/// an attempt; a job with a cancel request ends `cancelled` instead, with its final event.
+/// Whether the attempt still owned the job.
+pub async fn hand_back(env: &JobEnv, job: JobId, attempt: i64) -> Result<bool, StoreError> {
+    let mut tx = env.db.writer.begin().await?;
+    let Some(handed) = store::hand_back(&mut tx, job, attempt).await? else { return Ok(false) };
+    let mut stored = Vec::new();
+    if handed.status == JobStatus::Cancelled {
+        close_domain_rows(&mut tx, &*env.media, &handed, JobStatus::Cancelled, None).await?;
+        stored = job_events::append_in(&mut tx, &[final_event(job, JobStatus::Cancelled, None)]).await?;
+    }
+    tx.commit().await?;
+    env.bus.publish_many(&stored).await;
+    Ok(true)
 }
 
 /// Starts attempts of `ids`, adding their `status` events to `stored`.
@@ -142,7 +174,7 @@ pub async fn succeed(env: &JobEnv, job: &Job, result: &Value) -> Result<bool, St
         return Ok(true);
     }
     let mut tx = db.writer.begin().await?;
-    if !store::finish(&mut tx, job.id, job.attempts, JobStatus::Succeeded, Some(result), None).await? {
+    if store::finish(&mut tx, job.id, job.attempts, JobStatus::Succeeded, Some(result), None).await?.is_none() {
         return Ok(false);
     }
     let stored = job_events::append_in(&mut tx, &[(job.id, EventType::Done, data)]).await?;
@@ -157,9 +189,11 @@ pub async fn end(env: &JobEnv, job: &Job, status: JobStatus, error: Option<&str>
     debug_assert!(matches!(status, JobStatus::Failed | JobStatus::Cancelled));
     let mut tx = db.writer.begin().await?;
     let error = error.or((status == JobStatus::Cancelled).then_some("cancelled"));
-    if !store::finish(&mut tx, job.id, job.attempts, status, None, error).await? {
+    let Some(status) = store::finish(&mut tx, job.id, job.attempts, status, None, error).await? else {
         return Ok(false);
-    }
+    };
+    // A cancel that met the failing last attempt wins.
+    let error = if status == JobStatus::Cancelled { None } else { error };
     close_domain_rows(&mut tx, &*env.media, job, status, error).await?;
     let stored = job_events::append_in(&mut tx, &[final_event(job.id, status, error)]).await?;
     tx.commit().await?;
@@ -210,20 +244,21 @@ pub enum CancelOutcome {
 pub async fn cancel(env: &JobEnv, id: JobId) -> Result<CancelOutcome, StoreError> {
     let (db, bus) = (&env.db, &env.bus);
     let mut tx = db.writer.begin().await?;
-    if let Some(job) = store::cancel_waiting(&mut tx, id).await? {
-        close_domain_rows(&mut tx, &*env.media, &job, JobStatus::Cancelled, None).await?;
-        let stored = job_events::append_in(&mut tx, &[final_event(id, JobStatus::Cancelled, None)]).await?;
-        tx.commit().await?;
-        bus.publish_many(&stored).await;
-        return Ok(CancelOutcome::Cancelled);
+    match store::cancel(&mut tx, id).await? {
+        None => Ok(CancelOutcome::Finished),
+        Some(job) if job.status == JobStatus::Running => {
+            tx.commit().await?;
+            bus.request_cancel(id).await;
+            Ok(CancelOutcome::Requested)
+        }
+        Some(job) => {
+            close_domain_rows(&mut tx, &*env.media, &job, JobStatus::Cancelled, None).await?;
+            let stored = job_events::append_in(&mut tx, &[final_event(id, JobStatus::Cancelled, None)]).await?;
+            tx.commit().await?;
+            bus.publish_many(&stored).await;
+            Ok(CancelOutcome::Cancelled)
+        }
     }
-    let running = store::request_cancel(&mut *tx, id).await?;
-    tx.commit().await?;
-    if !running {
-        return Ok(CancelOutcome::Finished);
-    }
-    bus.request_cancel(id).await;
-    Ok(CancelOutcome::Requested)
 }
 
 /// The final event of a job that ended `status` (not `succeeded`, whose `done` carries the

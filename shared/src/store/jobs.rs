@@ -118,18 +118,27 @@ pub async fn list<'e, E: Exec<'e>>(
         .await?)
 }
 
+/// `kind in (...)` of the kinds this build knows: a row of a kind from another version (a
+/// rolling deploy) is left for a worker that knows it, never claimed and failed here.
+fn known_kinds() -> String {
+    let kinds: Vec<String> = JobKind::ALL.iter().map(|k| format!("'{}'", k.as_str())).collect();
+    format!("kind in ({})", kinds.join(", "))
+}
+
 /// Due waiting jobs of `queue` (ids), oldest due first. A read: an idle worker's look
 /// costs no write.
 pub async fn claimable_due<'e, E: Exec<'e>>(ex: E, queue: QueueName, limit: i64) -> Result<Vec<String>, StoreError> {
-    Ok(sqlx::query_scalar(
+    let sql = format!(
         "select id from parley_jobs where queue = $1 and status in ('queued', 'retrying') and run_after <= $2
-         order by run_after limit $3",
-    )
-    .bind(queue.as_str())
-    .bind(now_ms())
-    .bind(limit)
-    .fetch_all(ex)
-    .await?)
+           and {} order by run_after limit $3",
+        known_kinds()
+    );
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(queue.as_str())
+        .bind(now_ms())
+        .bind(limit)
+        .fetch_all(ex)
+        .await?)
 }
 
 /// Running jobs of `queue` whose lease expired (their worker died), ids.
@@ -138,14 +147,16 @@ pub async fn claimable_expired<'e, E: Exec<'e>>(
     queue: QueueName,
     limit: i64,
 ) -> Result<Vec<String>, StoreError> {
-    Ok(sqlx::query_scalar(
-        "select id from parley_jobs where queue = $1 and status = 'running' and lease_until < $2 limit $3",
-    )
-    .bind(queue.as_str())
-    .bind(now_ms())
-    .bind(limit)
-    .fetch_all(ex)
-    .await?)
+    let sql = format!(
+        "select id from parley_jobs where queue = $1 and status = 'running' and lease_until < $2 and {} limit $3",
+        known_kinds()
+    );
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(queue.as_str())
+        .bind(now_ms())
+        .bind(limit)
+        .fetch_all(ex)
+        .await?)
 }
 
 /// Starts attempts of the jobs `ids` (from [`claimable_due`] or [`claimable_expired`]) that are still free to take:
@@ -205,9 +216,11 @@ pub async fn start_attempts_with_events<'e, E: Exec<'e>>(
         Pick::Ids(ids) => {
             format!("select id from parley_jobs where id in ({}) for update skip locked", placeholders(3, ids.len()))
         }
-        Pick::Due { .. } => "select id from parley_jobs where queue = $3 and status in ('queued', 'retrying')
-             and run_after <= $1 order by run_after limit $4 for update skip locked"
-            .to_owned(),
+        Pick::Due { .. } => format!(
+            "select id from parley_jobs where queue = $3 and status in ('queued', 'retrying')
+             and run_after <= $1 and {} order by run_after limit $4 for update skip locked",
+            known_kinds()
+        ),
     };
     let now = now_ms();
     let sql = format!(
@@ -320,7 +333,9 @@ pub async fn renew_leases<'e, E: Exec<'e>>(
     Ok(rows.into_iter().map(|(id, c)| (id, c.0)).collect())
 }
 
-/// Ends attempt `attempt` with `status`; false if that attempt no longer owns the job.
+/// Ends attempt `attempt` with `status`, except that a failure with a cancel requested
+/// meanwhile ends `cancelled`. The status it ended with; `None` if that attempt no longer
+/// owns the job.
 pub async fn finish(
     conn: &mut AnyConnection,
     id: JobId,
@@ -328,11 +343,12 @@ pub async fn finish(
     status: JobStatus,
     result: Option<&serde_json::Value>,
     error: Option<&str>,
-) -> Result<bool, StoreError> {
+) -> Result<Option<JobStatus>, StoreError> {
     let now = now_ms();
-    let done = sqlx::query(
-        "update parley_jobs set status = $3, result = $4, error = $5, finished_at = $6, lease_until = null, updated_at = $6
-         where id = $1 and attempts = $2 and status = 'running'",
+    let row: Option<(String,)> = sqlx::query_as(
+        "update parley_jobs set status = case when $3 = 'failed' and cancel_requested then 'cancelled' else $3 end,
+             result = $4, error = $5, finished_at = $6, lease_until = null, updated_at = $6
+         where id = $1 and attempts = $2 and status = 'running' returning status",
     )
     .bind(id.to_string())
     .bind(attempt)
@@ -340,9 +356,9 @@ pub async fn finish(
     .bind(result.map(|r| r.to_string()))
     .bind(error)
     .bind(now)
-    .execute(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await?;
-    Ok(done.rows_affected() == 1)
+    row.map(|(s,)| JobStatus::try_from(s).map_err(|e| StoreError::Other(e.into()))).transpose()
 }
 
 /// Schedules another attempt at `run_after`, or, when a cancel came in meanwhile, ends the
@@ -374,20 +390,22 @@ pub async fn retry_later(
 
 /// Gives an interrupted attempt back to the queue (a worker shutting down): it does not
 /// count against the job's attempts. A job with a cancel request ends cancelled instead.
-pub async fn hand_back<'e, E: Exec<'e>>(ex: E, id: JobId, attempt: i64) -> Result<bool, StoreError> {
+/// The job as it now is; `None` if that attempt no longer owned it.
+pub async fn hand_back(conn: &mut AnyConnection, id: JobId, attempt: i64) -> Result<Option<Job>, StoreError> {
     let now = now_ms();
-    let done = sqlx::query(
+    let sql = format!(
         "update parley_jobs set status = case when cancel_requested then 'cancelled' else 'retrying' end,
              finished_at = case when cancel_requested then $3 else null end,
+             error = case when cancel_requested then 'cancelled' else error end,
              attempts = attempts - 1, run_after = $3, lease_until = null, updated_at = $3
-         where id = $1 and attempts = $2 and status = 'running'",
-    )
-    .bind(id.to_string())
-    .bind(attempt)
-    .bind(now)
-    .execute(ex)
-    .await?;
-    Ok(done.rows_affected() == 1)
+         where id = $1 and attempts = $2 and status = 'running' returning {COLUMNS}"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id.to_string())
+        .bind(attempt)
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await?)
 }
 
 /// Puts a failed or cancelled job back in the queue with a fresh attempt budget and a fresh
@@ -409,26 +427,19 @@ pub async fn requeue(conn: &mut AnyConnection, id: JobId) -> Result<bool, StoreE
     Ok(done.rows_affected() == 1)
 }
 
-/// Ends a waiting job cancelled; `None` if it was not waiting.
-pub async fn cancel_waiting(conn: &mut AnyConnection, id: JobId) -> Result<Option<Job>, StoreError> {
+/// Cancels a job in one statement, so that no change of status can slip between looking and
+/// writing: a waiting job ends `cancelled`, a running one gets `cancel_requested` (its
+/// worker stops it). The job as it now is; `None` if it had already finished.
+pub async fn cancel(conn: &mut AnyConnection, id: JobId) -> Result<Option<Job>, StoreError> {
     let now = now_ms();
     let sql = format!(
-        "update parley_jobs set status = 'cancelled', cancel_requested = true, finished_at = $2, updated_at = $2
-         where id = $1 and status in ('queued', 'retrying') returning {COLUMNS}"
+        "update parley_jobs set cancel_requested = true,
+             status = case when status = 'running' then status else 'cancelled' end,
+             finished_at = case when status = 'running' then finished_at else $2 end,
+             updated_at = $2
+         where id = $1 and status in ('queued', 'retrying', 'running') returning {COLUMNS}"
     );
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id.to_string()).bind(now).fetch_optional(&mut *conn).await?)
-}
-
-/// Records a cancel request on a running job; whether it was running.
-pub async fn request_cancel<'e, E: Exec<'e>>(ex: E, id: JobId) -> Result<bool, StoreError> {
-    let running = sqlx::query(
-        "update parley_jobs set cancel_requested = true, updated_at = $2 where id = $1 and status = 'running'",
-    )
-    .bind(id.to_string())
-    .bind(now_ms())
-    .execute(ex)
-    .await?;
-    Ok(running.rows_affected() == 1)
 }
 
 /// Job counts per status (for readiness and admin views).

@@ -73,6 +73,11 @@ impl From<sqlx::Error> for PostError {
 /// Everything is read through `tx` too: on PostgreSQL the writer is the shared pool, and a
 /// request holding one of its connections must not wait for a second.
 pub async fn post_message(tx: &mut AnyConnection, msg: PostMessage<'_>) -> Result<Posted, PostError> {
+    // First, so the transaction writes before it reads (on SQLite a deferred transaction
+    // that reads first cannot take the write lock once another connection wrote), and so
+    // that the active replies are counted under the user's row lock: concurrent requests
+    // cannot both pass the limit.
+    users::lock(&mut *tx, msg.user).await?;
     let existing = match msg.session_id {
         Some(id) => Some(chat::get_session(&mut *tx, id, msg.user).await?.ok_or(PostError::SessionNotFound)?),
         None => None,
@@ -91,8 +96,6 @@ pub async fn post_message(tx: &mut AnyConnection, msg: PostMessage<'_>) -> Resul
         None if picked.is_none() => llm_configs::default_enabled(&mut *tx).await?.ok_or(PostError::NoModel)?,
         None => return Err(PostError::UnknownModel),
     };
-    // Counted under the user's row lock, so concurrent requests cannot both pass the limit.
-    users::lock(&mut *tx, msg.user).await?;
     if jobs::count_active(&mut *tx, msg.user, JobKind::LlmCompletion).await? >= msg.max_active_replies {
         return Err(PostError::TooManyActive);
     }
