@@ -53,6 +53,10 @@ impl Watchers {
         map.entry(job.to_owned()).or_insert_with(|| broadcast::channel(WATCHER_BUFFER).0).subscribe()
     }
 
+    fn watched(&self, job: &str) -> bool {
+        self.0.lock().expect("watchers lock").contains_key(job)
+    }
+
     fn deliver(&self, event: JobEvent) {
         let mut map = self.0.lock().expect("watchers lock");
         let Some(tx) = map.get(&event.job_id) else { return };
@@ -86,7 +90,11 @@ impl EventBus {
         let local = Watchers::default();
         let tx = local.clone();
         crate::redis_sub::subscribe(client.clone(), channel.clone(), "job events", move |payload| {
-            if let Ok(event) = serde_json::from_str(&payload) {
+            // `<job id> <event JSON>`: an event of a job nobody here watches is not parsed.
+            let Some((job, json)) = payload.split_once(' ') else { return };
+            if tx.watched(job)
+                && let Ok(event) = serde_json::from_str(json)
+            {
                 tx.deliver(event);
             }
         })
@@ -143,7 +151,7 @@ impl EventBus {
                 for event in events {
                     pipe.cmd("PUBLISH")
                         .arg(&redis.events)
-                        .arg(serde_json::to_string(event).unwrap_or_default())
+                        .arg(format!("{} {}", event.job_id, serde_json::to_string(event).unwrap_or_default()))
                         .ignore();
                 }
                 let mut conn = redis.conn.clone();
