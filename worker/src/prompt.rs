@@ -107,8 +107,8 @@ mod tests {
             finish_reason: None,
             error: None,
             job_id: None,
-            created_at: 0,
-            updated_at: 0,
+            created_at: parley_shared::time::Timestamp::now(),
+            updated_at: parley_shared::time::Timestamp::now(),
         }
     }
 

@@ -16,7 +16,6 @@ use parley_shared::ids::{ChatSessionId, LlmConfigId, MessageId};
 use parley_shared::jobs::JobSpec;
 use parley_shared::jobs::LlmCompletion;
 use parley_shared::store::chat::{self, Message, MessageRole, MessageStatus, Session};
-use parley_shared::time::from_ms;
 use parley_shared::usecases::{self, chat::ModelPick, chat::PostError, chat::PostMessage};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -163,7 +162,7 @@ impl From<Message> for MessageView {
             finish_reason: m.finish_reason,
             error: m.error,
             job_id: m.job_id,
-            created_at: from_ms(m.created_at),
+            created_at: m.created_at.0,
         }
     }
 }
@@ -210,8 +209,8 @@ impl From<Session> for SessionView {
             id: s.id,
             title: s.title,
             config_id: s.config_id,
-            created_at: from_ms(s.created_at),
-            updated_at: from_ms(s.updated_at),
+            created_at: s.created_at.0,
+            updated_at: s.updated_at.0,
         }
     }
 }

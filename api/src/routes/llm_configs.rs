@@ -11,7 +11,6 @@ use axum::routing::get;
 use chrono::{DateTime, Utc};
 use parley_shared::ids::LlmConfigId;
 use parley_shared::store::llm_configs::{self, ConfigFields, LlmConfig};
-use parley_shared::time::from_ms;
 use parley_shared::usecases::llm_config::{self, ConfigChanges, ConfigError};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
@@ -58,8 +57,8 @@ impl From<LlmConfig> for ConfigView {
             system_prompt: c.system_prompt,
             is_default: c.is_default,
             enabled: c.enabled,
-            created_at: from_ms(c.created_at),
-            updated_at: from_ms(c.updated_at),
+            created_at: c.created_at.0,
+            updated_at: c.updated_at.0,
         }
     }
 }

@@ -4,7 +4,7 @@ use super::{Exec, escape_like};
 use crate::error::StoreError;
 use crate::ids::{ChatSessionId, JobId, LlmConfigId, MessageId, UserId};
 use crate::jobs::UnknownValue;
-use crate::time::now_ms;
+use crate::time::{Timestamp, now_ms};
 use serde::{Deserialize, Serialize};
 
 const SESSION_COLUMNS: &str = "id, user_id, config_id, title, title_is_auto, tags, created_at, updated_at";
@@ -25,8 +25,8 @@ pub struct Session {
     pub title_is_auto: bool,
     /// A JSON array of strings.
     pub tags: String,
-    pub created_at: i64,
-    pub updated_at: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
 }
 
 impl Session {
@@ -127,8 +127,8 @@ pub struct Message {
     pub finish_reason: Option<String>,
     pub error: Option<String>,
     pub job_id: Option<String>,
-    pub created_at: i64,
-    pub updated_at: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
 }
 
 pub async fn create_session<'e, E: Exec<'e>>(

@@ -3,7 +3,7 @@
 use super::Exec;
 use crate::error::StoreError;
 use crate::ids::LlmConfigId;
-use crate::time::now_ms;
+use crate::time::{Timestamp, now_ms};
 
 const COLUMNS: &str = "id, name, provider, model, base_url, api_key_enc, temperature, max_tokens, context_window, \
     system_prompt, is_default, enabled, created_at, updated_at";
@@ -26,8 +26,8 @@ pub struct LlmConfig {
     pub is_default: bool,
     #[sqlx(try_from = "crate::db::DbBool")]
     pub enabled: bool,
-    pub created_at: i64,
-    pub updated_at: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
 }
 
 /// Every field of a config as written (the key already sealed).
