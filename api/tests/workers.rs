@@ -98,7 +98,8 @@ both_backends! {
         let job = lifecycle::claim(env, QueueName::Default, 10, 60_000, true).await.unwrap().into_iter().find(|j| j.id == id).unwrap();
         assert_eq!(lifecycle::cancel(env, id).await.unwrap(), lifecycle::CancelOutcome::Requested);
         assert!(lifecycle::end(env, &job, JobStatus::Failed, Some("it broke")).await.unwrap());
-        assert_eq!(app.job(&user.access, id).await["status"], "cancelled");
+        let job = app.job(&user.access, id).await;
+        assert_eq!((job["status"].as_str(), job["error"].as_str()), (Some("cancelled"), Some("cancelled")), "{job}");
         let events = parley_shared::store::job_events::after(&env.db.pool, id, 0, 100).await.unwrap();
         let last = events.last().unwrap();
         assert!(last.is_terminal() && last.data.contains("cancelled"), "{events:?}");

@@ -20,6 +20,20 @@ pub struct EventBus {
     cancels: broadcast::Sender<JobId>,
 }
 
+/// An event as published on Redis: `<job id> <event JSON>`, so that an event of a job nobody
+/// here `watched` is not parsed. A bare JSON object (an older process's, during a rolling
+/// deploy) is read too.
+fn parse_published(payload: &str, watched: impl Fn(&str) -> bool) -> Option<JobEvent> {
+    let (job, json) = match payload.split_once(' ') {
+        Some((job, json)) if !payload.starts_with('{') => (Some(job), json),
+        _ => (None, payload),
+    };
+    if job.is_some_and(|job| !watched(job)) {
+        return None;
+    }
+    serde_json::from_str(json).ok()
+}
+
 /// The Redis connection and channels of a distributed bus.
 #[derive(Clone, Debug)]
 struct RedisChannels {
@@ -90,11 +104,7 @@ impl EventBus {
         let local = Watchers::default();
         let tx = local.clone();
         crate::redis_sub::subscribe(client.clone(), channel.clone(), "job events", move |payload| {
-            // `<job id> <event JSON>`: an event of a job nobody here watches is not parsed.
-            let Some((job, json)) = payload.split_once(' ') else { return };
-            if tx.watched(job)
-                && let Ok(event) = serde_json::from_str(json)
-            {
+            if let Some(event) = parse_published(&payload, |job| tx.watched(job)) {
                 tx.deliver(event);
             }
         })
@@ -231,13 +241,40 @@ impl StreamWriter {
 
     /// Waits until every emitted event is stored and published.
     pub async fn close(mut self) -> anyhow::Result<()> {
-        let writer = self.writer.take();
         // Ends the writer's loop once it has stored what is queued.
         let (closed, _) = tokio::sync::mpsc::unbounded_channel();
         drop(std::mem::replace(&mut self.queue, closed));
-        match writer {
-            Some(writer) => writer.await.context("the job event writer panicked")?,
-            None => Ok(()),
+        let Some(writer) = self.writer.as_mut() else { return Ok(()) };
+        // Taken only once it finished: if this wait is cut off, `Drop` still stops the task.
+        let finished = writer.await;
+        self.writer = None;
+        finished.context("the job event writer panicked")?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> JobEvent {
+        JobEvent {
+            job_id: "0193b8f0-0000-7000-8000-000000000001".into(),
+            seq: 3,
+            event: EventType::Delta,
+            data: r#"{"text":"hello world"}"#.into(),
+            created_at: 1,
         }
+    }
+
+    #[test]
+    fn published_events_are_parsed_only_for_watched_jobs_in_either_format() {
+        let e = event();
+        let json = serde_json::to_string(&e).unwrap();
+        let tagged = format!("{} {json}", e.job_id);
+        assert_eq!(parse_published(&tagged, |j| j == e.job_id), Some(e.clone()));
+        assert_eq!(parse_published(&tagged, |_| false), None);
+        // An older process's bare JSON, with a space inside its text.
+        assert_eq!(parse_published(&json, |_| false), Some(e));
+        assert_eq!(parse_published("not json", |_| true), None);
     }
 }

@@ -72,7 +72,9 @@ pub async fn run(ctx: WorkerContext, shutdown: impl Future<Output = ()> + Send +
     renewer.abort();
     canceller.abort();
     // A claim cut off by the shutdown finishes in its own task; its jobs are handed back too.
-    let _ = tokio::time::timeout(Duration::from_secs(10), ctx.running.claims_finished()).await;
+    if tokio::time::timeout(Duration::from_secs(10), ctx.running.claims_finished()).await.is_err() {
+        tracing::warn!("a claim was still under way at shutdown; its jobs run again once their lease expires");
+    }
     // Attempts the grace period cut off (and claimed jobs that never started) go back to
     // the queue now rather than after their lease expires.
     for (job, attempt) in ctx.running.drain() {

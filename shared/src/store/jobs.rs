@@ -347,7 +347,8 @@ pub async fn finish(
     let now = now_ms();
     let row: Option<(String,)> = sqlx::query_as(
         "update parley_jobs set status = case when $3 = 'failed' and cancel_requested then 'cancelled' else $3 end,
-             result = $4, error = $5, finished_at = $6, lease_until = null, updated_at = $6
+             result = $4, error = case when $3 = 'failed' and cancel_requested then 'cancelled' else $5 end,
+             finished_at = $6, lease_until = null, updated_at = $6
          where id = $1 and attempts = $2 and status = 'running' returning status",
     )
     .bind(id.to_string())
