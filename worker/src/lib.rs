@@ -106,10 +106,12 @@ fn fetch(ctx: WorkerContext, queue: QueueName, wake: Arc<Notify>) -> futures::st
         failures: u32,
         /// When jobs of dead workers were last looked for.
         took_over: std::time::Instant,
+        /// Whether the last claim found nothing.
+        idle: bool,
     }
     let took_over = std::time::Instant::now() - TAKE_OVER_EVERY;
     let env = ctx.job_env();
-    let state = State { ctx, env, wake, ready: VecDeque::new(), failures: 0, took_over };
+    let state = State { ctx, env, wake, ready: VecDeque::new(), failures: 0, took_over, idle: true };
     futures::stream::unfold(state, move |mut st| async move {
         let poll = Duration::from_millis(st.ctx.config.queue_poll_ms);
         let lease_ms = i64::try_from(st.ctx.config.job_lease_secs * 1000).unwrap_or(i64::MAX);
@@ -119,7 +121,10 @@ fn fetch(ctx: WorkerContext, queue: QueueName, wake: Arc<Notify>) -> futures::st
             }
             let free = st.ctx.config.worker_concurrency.saturating_sub(st.ctx.running.count(queue));
             if free > 0 {
-                let take_over = st.took_over.elapsed() >= TAKE_OVER_EVERY;
+                // Looked for when the queue is idle (so it never delays a job that is due),
+                // and under constant load at least every few seconds.
+                let since = st.took_over.elapsed();
+                let take_over = since >= TAKE_OVER_EVERY && (st.idle || since >= TAKE_OVER_EVERY * 5);
                 if take_over {
                     st.took_over = std::time::Instant::now();
                 }
@@ -138,11 +143,11 @@ fn fetch(ctx: WorkerContext, queue: QueueName, wake: Arc<Notify>) -> futures::st
                 .unwrap_or_else(|e| Err(anyhow::anyhow!("the claim task failed: {e}").into()));
                 match claimed {
                     Ok(jobs) if !jobs.is_empty() => {
-                        st.failures = 0;
+                        (st.failures, st.idle) = (0, false);
                         st.ready.extend(jobs);
                         continue;
                     }
-                    Ok(_) => st.failures = 0,
+                    Ok(_) => (st.failures, st.idle) = (0, true),
                     Err(e) => {
                         st.failures += 1;
                         let wait = Duration::from_millis(100 << st.failures.min(6)).min(Duration::from_secs(5));

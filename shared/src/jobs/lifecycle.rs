@@ -60,15 +60,18 @@ pub async fn claim(
             start(db, &ids, lease_ms, &mut stored).await?
         }
     };
+    // Watchers learn at once that their jobs started, before the look for dead workers' jobs.
+    bus.publish_many(&stored).await;
     let room = limit - started.len() as i64;
     if take_over && room > 0 {
+        let mut stored = Vec::new();
         // The jobs started above are this worker's now, whatever happens here.
         match take_over_expired(env, queue, room, lease_ms, &started, &mut stored).await {
             Ok(more) => started.extend(more),
             Err(e) => tracing::warn!(queue = queue.as_str(), error = %e, "taking over dead workers' jobs failed"),
         }
+        bus.publish_many(&stored).await;
     }
-    bus.publish_many(&stored).await;
     Ok(started)
 }
 
