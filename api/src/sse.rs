@@ -85,7 +85,7 @@ async fn stream_over(state: &AppState, job: JobId, last: i64) -> bool {
     }
     // The final event is written just after the status changes: allow for that gap.
     match jobs::get(&state.db.pool, job).await {
-        Ok(Some(j)) => j.status().is_terminal() && j.finished_at.is_some_and(|t| now_ms() - t.millis() > 5_000),
+        Ok(Some(j)) => j.status.is_terminal() && j.finished_at.is_some_and(|t| now_ms() - t.millis() > 5_000),
         Ok(None) => true,
         Err(_) => false,
     }

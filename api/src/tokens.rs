@@ -29,7 +29,7 @@ pub async fn start_session(
 ) -> ApiResult<(SessionId, TokenPair)> {
     let expires_at = now_ms() + state.config.session_max_age_secs * 1000;
     let refresh = random_token();
-    let mut tx = state.db.writer.begin().await?;
+    let mut tx = state.db.begin_write().await?;
     let session = sessions::create(&mut *tx, user, expires_at, user_agent, ip).await?;
     sessions::insert_refresh(&mut *tx, &hash_token(&refresh), session).await?;
     tx.commit().await?;
@@ -67,7 +67,7 @@ pub async fn refresh(state: &AppState, presented: &str) -> ApiResult<TokenPair> 
     let key = &state.keys.refresh;
     if record.rotated_at.is_none() {
         let next = successor_token(key, presented);
-        let mut tx = state.db.writer.begin().await?;
+        let mut tx = state.db.begin_write().await?;
         if sessions::mark_rotated(&mut *tx, &hash).await? {
             sessions::insert_refresh(&mut *tx, &hash_token(&next), record.session_id).await?;
             sessions::touch(&mut *tx, record.session_id).await?;

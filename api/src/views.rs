@@ -73,7 +73,7 @@ impl From<Job> for JobView {
         let json = |s: &Option<String>| s.as_deref().and_then(|s| serde_json::from_str(s).ok());
         Self {
             id: job.id,
-            status: job.status(),
+            status: job.status,
             progress: json(&job.progress),
             result: json(&job.result),
             kind: job.kind,

@@ -58,7 +58,7 @@ both_backends! {
         let app = spawn_app(backend).await;
         let user = app.signup("lostwake@example.com").await;
         let owner: UserId = user.id.parse().unwrap();
-        let mut tx = app.state.db.writer.begin().await.unwrap();
+        let mut tx = app.state.db.begin_write().await.unwrap();
         let id = jobs::enqueue(&mut *tx, Some(owner), &Noop::default()).await.unwrap();
         tx.commit().await.unwrap();
         let job = app.wait_for_status(&user.access, id, "succeeded").await;
@@ -71,7 +71,7 @@ both_backends! {
         let app = spawn_app(backend).await;
         let user = app.signup("future@example.com").await;
         let owner: UserId = user.id.parse().unwrap();
-        let mut tx = app.state.db.writer.begin().await.unwrap();
+        let mut tx = app.state.db.begin_write().await.unwrap();
         let future = jobs::enqueue(&mut *tx, Some(owner), &Noop::default()).await.unwrap();
         sqlx::query("update parley_jobs set kind = 'future_kind' where id = $1")
             .bind(future.to_string())
@@ -216,7 +216,7 @@ both_backends! {
         let app = spawn_app(backend).await;
         let user = app.signup("rollback@example.com").await;
         let owner: UserId = user.id.parse().unwrap();
-        let mut tx = app.state.db.writer.begin().await.unwrap();
+        let mut tx = app.state.db.begin_write().await.unwrap();
         let id = jobs::enqueue(&mut *tx, Some(owner), &Noop::default()).await.unwrap();
         app.state.queue.wake(parley_shared::jobs::QueueName::Default);
         tx.rollback().await.unwrap();

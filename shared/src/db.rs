@@ -84,6 +84,16 @@ impl Db {
         Ok(Self { pool, writer, backend })
     }
 
+    /// A transaction on the writer. On SQLite it takes the write lock at once (`BEGIN
+    /// IMMEDIATE`): a deferred transaction that reads first cannot take it later if another
+    /// process (a `parley-worker` on the same file) wrote meanwhile, and fails at once.
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.writer.begin().await,
+        }
+    }
+
     /// Applies pending migrations.
     pub async fn migrate(&self) -> anyhow::Result<()> {
         let mut migrator: Migrator = match self.backend {

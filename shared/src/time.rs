@@ -8,11 +8,6 @@ pub fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
-/// A stored millisecond timestamp as a UTC date-time.
-pub fn from_ms(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
-}
-
 /// A stored point in time as the domain sees it: UTC, to the millisecond. The column holds
 /// Unix milliseconds; this type decodes straight from it, so rows carry date-times, not
 /// numbers.

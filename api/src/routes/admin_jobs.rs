@@ -66,19 +66,19 @@ pub async fn retry_job(
 ) -> ApiResult<(StatusCode, Json<JobView>)> {
     let id: JobId = id.parse().map_err(|_| ApiError::NotFound)?;
     let job = jobs::get(&state.db.pool, id).await?.ok_or(ApiError::NotFound)?;
-    if job.kind == JobKind::SendEmail && matches!(job.status(), JobStatus::Failed | JobStatus::Cancelled) {
+    if job.kind == JobKind::SendEmail && matches!(job.status, JobStatus::Failed | JobStatus::Cancelled) {
         // An admin's retry is the decision to send an email whose earlier send was cut off
         // (one that went out is still never sent twice). Before the requeue, so the new
         // attempt finds the claim gone.
         parley_shared::store::email_tokens::release_delivery(&state.db.writer, &id.to_string()).await?;
     }
-    let mut tx = state.db.writer.begin().await?;
+    let mut tx = state.db.begin_write().await?;
     let requeued = jobs::requeue(&mut tx, id).await?;
     tx.commit().await?;
     if !requeued {
         return Err(ApiError::StateConflict {
             code: "not_retryable",
-            message: format!("only failed or cancelled jobs can be retried; this one is {}", job.status().as_str()),
+            message: format!("only failed or cancelled jobs can be retried; this one is {}", job.status.as_str()),
         });
     }
     state.queue.wake(job.kind.policy().queue);

@@ -111,7 +111,7 @@ pub async fn update_user(
             return Err(ApiError::field("is_admin", "you cannot take your own admin rights"));
         }
     }
-    let mut tx = state.db.writer.begin().await?;
+    let mut tx = state.db.begin_write().await?;
     if let Some(active) = req.is_active {
         users::set_active(&mut *tx, user.id, active).await?;
         if !active {

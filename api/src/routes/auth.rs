@@ -73,7 +73,7 @@ pub async fn register(
     let hash = state.hasher.hash(password.expose()).await?;
     // The account and its verification email commit together: no account without its
     // email job, no email for an account that was rolled back.
-    let mut tx = state.db.writer.begin().await?;
+    let mut tx = state.db.begin_write().await?;
     let user = users::create(
         &mut *tx,
         users::NewUser {
@@ -225,7 +225,7 @@ pub async fn change_password(
     let Some(new) = new else { return Err(errors.into()) };
     errors.finish()?;
     let hash = state.hasher.hash(new.expose()).await?;
-    let mut tx = state.db.writer.begin().await?;
+    let mut tx = state.db.begin_write().await?;
     users::set_password_hash(&mut *tx, auth.user.id, &hash).await?;
     sessions::revoke_all(&mut *tx, auth.user.id, Some(auth.session), "password_change").await?;
     usecases::email::enqueue(&mut *tx, auth.user.id, EmailKind::PasswordChanged).await?;

@@ -103,7 +103,7 @@ async fn enqueue_processing(
     key: Option<&IdempotencyKey>,
     payload: &ProcessAvatar,
 ) -> ApiResult<Result<JobAccepted, Response>> {
-    let mut tx = state.db.writer.begin().await?;
+    let mut tx = state.db.begin_write().await?;
     let job_id = jobs::enqueue(&mut *tx, Some(payload.user_id), payload).await?;
     let accepted = JobAccepted { job_id };
     match idempotency::commit(key, tx, &state.db.pool, StatusCode::ACCEPTED, &accepted).await? {

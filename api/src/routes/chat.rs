@@ -97,7 +97,7 @@ pub async fn chat(
         Some(Ok(id)) => ModelPick::Config(id),
         Some(Err(_)) => ModelPick::NotAnId,
     };
-    let mut tx = state.db.writer.begin().await?;
+    let mut tx = state.db.begin_write().await?;
     let message =
         PostMessage { user, text, session_id, model, max_active_replies: state.config.llm_max_concurrent_per_user };
     let posted = usecases::chat::post_message(&mut tx, message).await.map_err(|e| match e {

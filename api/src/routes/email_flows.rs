@@ -65,7 +65,7 @@ pub async fn send_verification(
     if let Some(wait) = email_wait(&state, auth.user.id, "verify_email").await? {
         return Err(ApiError::RateLimited { retry_after_secs: wait });
     }
-    let mut tx = state.db.writer.begin().await?;
+    let mut tx = state.db.begin_write().await?;
     let job_id = usecases::email::enqueue(&mut *tx, auth.user.id, EmailKind::VerifyEmail).await?;
     let body = JobAccepted { job_id };
     if let Some(first) = idempotency::commit(key.as_ref(), tx, &state.db.pool, StatusCode::ACCEPTED, &body).await? {
@@ -171,7 +171,7 @@ pub async fn confirm_password_reset(
         return Err(invalid_token());
     }
     let hash = state.hasher.hash(password.expose()).await?;
-    let mut tx = state.db.writer.begin().await?;
+    let mut tx = state.db.begin_write().await?;
     let user = email_tokens::consume(&mut *tx, req.token.trim(), email_tokens::PASSWORD_RESET)
         .await?
         .ok_or_else(invalid_token)?;

@@ -72,10 +72,10 @@ pub async fn cancel_job(
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<JobView>)> {
     let job = visible_job(&state, &auth, &id).await?;
-    if job.status().is_terminal() {
+    if job.status.is_terminal() {
         return Err(ApiError::StateConflict {
             code: "job_finished",
-            message: format!("the job already finished ({})", job.status().as_str()),
+            message: format!("the job already finished ({})", job.status.as_str()),
         });
     }
     cancel(&state, &job).await?;

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use parley_shared::ids::LlmConfigId;
 use parley_shared::store::llm_configs::{self, ConfigFields, LlmConfig};
 use parley_shared::usecases::llm_config::{self, ConfigChanges, ConfigError};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 
 pub fn routes() -> Router<AppState> {
@@ -117,59 +117,13 @@ fn config_id(id: &str) -> ApiResult<LlmConfigId> {
     id.parse().map_err(|_| ApiError::NotFound)
 }
 
-/// A config to create, or the fields to change (PATCH). `api_key: null` removes the key.
-/// Its `Debug` output hides the key.
-#[derive(Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ConfigRequest {
-    pub name: Option<String>,
-    /// `openai`, `openai_compatible` or `anthropic`.
-    pub provider: Option<String>,
-    pub model: Option<String>,
-    #[serde(default, deserialize_with = "present")]
-    pub base_url: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, write_only)]
-    pub api_key: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
-    pub temperature: Option<Option<f64>>,
-    #[serde(default, deserialize_with = "present")]
-    pub max_tokens: Option<Option<i64>>,
-    pub context_window: Option<i64>,
-    pub system_prompt: Option<String>,
-    pub is_default: Option<bool>,
-    pub enabled: Option<bool>,
-}
-
-impl std::fmt::Debug for ConfigRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConfigRequest")
-            .field("name", &self.name)
-            .field("provider", &self.provider)
-            .field("model", &self.model)
-            .field("base_url", &self.base_url)
-            .field("api_key", &self.api_key.as_ref().map(|k| k.as_ref().map(|_| "[redacted]")))
-            .field("temperature", &self.temperature)
-            .field("max_tokens", &self.max_tokens)
-            .field("context_window", &self.context_window)
-            .field("system_prompt", &self.system_prompt)
-            .field("is_default", &self.is_default)
-            .field("enabled", &self.enabled)
-            .finish()
-    }
-}
-
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
-
 /// Creates a config.
-#[utoipa::path(post, path = "/api/llm/configs/", tag = "llm", request_body = ConfigRequest, security(("bearer" = [])), responses(
+#[utoipa::path(post, path = "/api/llm/configs/", tag = "llm", request_body = ConfigChanges, security(("bearer" = [])), responses(
     (status = 201, body = ConfigView), (status = 409, body = ErrorEnvelope), (status = 422, body = ErrorEnvelope)))]
 pub async fn create_config(
     State(state): State<AppState>,
     _admin: AdminUser,
-    Json(req): Json<ConfigRequest>,
+    Json(req): Json<ConfigChanges>,
 ) -> ApiResult<(StatusCode, Json<ConfigView>)> {
     let fields = merge(&state, llm_config::defaults(), req)?;
     let config = llm_config::save(&state.db, None, &fields).await?;
@@ -177,13 +131,13 @@ pub async fn create_config(
 }
 
 /// Changes a config.
-#[utoipa::path(patch, path = "/api/llm/configs/{id}/", tag = "llm", params(("id" = String, Path)), request_body = ConfigRequest, security(("bearer" = [])), responses(
+#[utoipa::path(patch, path = "/api/llm/configs/{id}/", tag = "llm", params(("id" = String, Path)), request_body = ConfigChanges, security(("bearer" = [])), responses(
     (status = 200, body = ConfigView), (status = 404, body = ErrorEnvelope), (status = 422, body = ErrorEnvelope)))]
 pub async fn update_config(
     State(state): State<AppState>,
     _admin: AdminUser,
     Path(id): Path<String>,
-    Json(req): Json<ConfigRequest>,
+    Json(req): Json<ConfigChanges>,
 ) -> ApiResult<Json<ConfigView>> {
     let id = config_id(&id)?;
     let current = llm_configs::get(&state.db.pool, id).await?.ok_or(ApiError::NotFound)?;
@@ -217,21 +171,8 @@ pub async fn delete_config(
 }
 
 /// Validates `req` over `base` with the library's rules.
-fn merge(state: &AppState, base: ConfigFields, req: ConfigRequest) -> ApiResult<ConfigFields> {
-    let changes = ConfigChanges {
-        name: req.name,
-        provider: req.provider,
-        model: req.model,
-        base_url: req.base_url,
-        api_key: req.api_key,
-        temperature: req.temperature,
-        max_tokens: req.max_tokens,
-        context_window: req.context_window,
-        system_prompt: req.system_prompt,
-        is_default: req.is_default,
-        enabled: req.enabled,
-    };
-    llm_config::merge(&state.keys, base, changes).map_err(|e| match e {
+fn merge(state: &AppState, base: ConfigFields, req: ConfigChanges) -> ApiResult<ConfigFields> {
+    llm_config::merge(&state.keys, base, req).map_err(|e| match e {
         ConfigError::Invalid(errors) => errors.into(),
         ConfigError::Other(e) => ApiError::Internal(e),
     })

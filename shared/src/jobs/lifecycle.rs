@@ -45,21 +45,10 @@ pub async fn claim(
     lease_ms: i64,
     take_over: bool,
 ) -> Result<Vec<Job>, StoreError> {
-    let (db, bus) = (&env.db, &env.bus);
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let bus = &env.bus;
     let mut stored = Vec::new();
-    let mut started = match db.backend {
-        // One statement finds, starts and records (no look first, no transaction).
-        Backend::Postgres => {
-            let due = store::start_attempts_with_events(&db.writer, Pick::Due { queue, limit }, lease_ms).await?;
-            stored.extend(due.iter().map(|s| running_event(&s.job, s.seq)));
-            due.into_iter().map(|s| s.job).collect()
-        }
-        Backend::Sqlite => {
-            let ids = store::claimable_due(&db.pool, queue, limit).await?;
-            start(db, &ids, lease_ms, &mut stored).await?
-        }
-    };
+    let mut started = start(&env.db, Pick::Due { queue, limit }, lease_ms, &mut stored).await?;
     // Watchers learn at once that their jobs started, before the look for dead workers' jobs.
     bus.publish_many(&stored).await;
     let room = limit - started.len() as i64;
@@ -92,14 +81,14 @@ async fn take_over_expired(
     }
     let ended = end_abandoned(env, &expired, stored).await?;
     let ids: Vec<String> = expired.into_iter().filter(|id| !ended.iter().any(|j| j.id.to_string() == *id)).collect();
-    start(&env.db, &ids, lease_ms, stored).await
+    start(&env.db, Pick::Ids(&ids), lease_ms, stored).await
 }
 
 /// Gives an interrupted attempt back to the queue (a worker shutting down), not counted as
 /// an attempt; a job with a cancel request ends `cancelled` instead, with its final event.
 /// Whether the attempt still owned the job.
 pub async fn hand_back(env: &JobEnv, job: JobId, attempt: i64) -> Result<bool, StoreError> {
-    let mut tx = env.db.writer.begin().await?;
+    let mut tx = env.db.begin_write().await?;
     let Some(handed) = store::hand_back(&mut tx, job, attempt).await? else { return Ok(false) };
     let mut stored = Vec::new();
     if handed.status == JobStatus::Cancelled {
@@ -111,17 +100,27 @@ pub async fn hand_back(env: &JobEnv, job: JobId, attempt: i64) -> Result<bool, S
     Ok(true)
 }
 
-/// Starts attempts of `ids`, adding their `status` events to `stored`.
-async fn start(db: &Db, ids: &[String], lease_ms: i64, stored: &mut Vec<JobEvent>) -> Result<Vec<Job>, StoreError> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
+/// Starts attempts of the jobs `pick` names, adding their `status` events to `stored`. On
+/// PostgreSQL one statement finds, starts and records them; on SQLite a read finds them and
+/// one transaction starts and records them.
+async fn start(db: &Db, pick: Pick<'_>, lease_ms: i64, stored: &mut Vec<JobEvent>) -> Result<Vec<Job>, StoreError> {
     if db.backend == Backend::Postgres {
-        let started = store::start_attempts_with_events(&db.writer, Pick::Ids(ids), lease_ms).await?;
+        let started = store::start_attempts_with_events(&db.writer, pick, lease_ms).await?;
         stored.extend(started.iter().map(|s| running_event(&s.job, s.seq)));
         return Ok(started.into_iter().map(|s| s.job).collect());
     }
-    let mut tx = db.writer.begin().await?;
+    let due;
+    let ids = match pick {
+        Pick::Ids(ids) => ids,
+        Pick::Due { queue, limit } => {
+            due = store::claimable_due(&db.pool, queue, limit).await?;
+            &due
+        }
+    };
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut tx = db.begin_write().await?;
     let started = store::start_attempts(&mut tx, ids, lease_ms).await?;
     let events: Vec<_> = started.iter().map(|job| (job.id, EventType::Status, running_data(job))).collect();
     stored.extend(job_events::append_in(&mut tx, &events).await?);
@@ -132,7 +131,7 @@ async fn start(db: &Db, ids: &[String], lease_ms: i64, stored: &mut Vec<JobEvent
 /// Ends the expired jobs among `ids` that must not run again, adding their final events to
 /// `stored`.
 async fn end_abandoned(env: &JobEnv, ids: &[String], stored: &mut Vec<JobEvent>) -> Result<Vec<Job>, StoreError> {
-    let mut tx = env.db.writer.begin().await?;
+    let mut tx = env.db.begin_write().await?;
     let ended = store::end_abandoned(&mut tx, ids).await?;
     let mut events = Vec::new();
     for job in &ended {
@@ -176,7 +175,7 @@ pub async fn succeed(env: &JobEnv, job: &Job, result: &Value) -> Result<bool, St
         bus.publish(&event).await;
         return Ok(true);
     }
-    let mut tx = db.writer.begin().await?;
+    let mut tx = db.begin_write().await?;
     if store::finish(&mut tx, job.id, job.attempts, JobStatus::Succeeded, Some(result), None).await?.is_none() {
         return Ok(false);
     }
@@ -190,7 +189,7 @@ pub async fn succeed(env: &JobEnv, job: &Job, result: &Value) -> Result<bool, St
 pub async fn end(env: &JobEnv, job: &Job, status: JobStatus, error: Option<&str>) -> Result<bool, StoreError> {
     let (db, bus) = (&env.db, &env.bus);
     debug_assert!(matches!(status, JobStatus::Failed | JobStatus::Cancelled));
-    let mut tx = db.writer.begin().await?;
+    let mut tx = db.begin_write().await?;
     let error = error.or((status == JobStatus::Cancelled).then_some("cancelled"));
     let Some(status) = store::finish(&mut tx, job.id, job.attempts, status, None, error).await? else {
         return Ok(false);
@@ -211,7 +210,7 @@ pub async fn retry(env: &JobEnv, job: &Job, error: &str, delay: Duration) -> Res
     let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
     let run_after = crate::time::now_ms().saturating_add(delay_ms);
     let (db, bus) = (&env.db, &env.bus);
-    let mut tx = db.writer.begin().await?;
+    let mut tx = db.begin_write().await?;
     let status = store::retry_later(&mut tx, job.id, job.attempts, error, run_after).await?;
     let event = match status {
         Some(JobStatus::Retrying) => (
@@ -246,7 +245,7 @@ pub enum CancelOutcome {
 /// worker taking it over never runs it again) and its worker is told through the event bus.
 pub async fn cancel(env: &JobEnv, id: JobId) -> Result<CancelOutcome, StoreError> {
     let (db, bus) = (&env.db, &env.bus);
-    let mut tx = db.writer.begin().await?;
+    let mut tx = db.begin_write().await?;
     match store::cancel(&mut tx, id).await? {
         None => Ok(CancelOutcome::Finished),
         Some(job) if job.status == JobStatus::Running => {

@@ -172,6 +172,13 @@ impl QueueName {
     }
 }
 
+impl TryFrom<String> for QueueName {
+    type Error = UnknownValue;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value).ok_or(UnknownValue { what: "queue", value })
+    }
+}
+
 /// How a kind is run (what its [`JobSpec`] declares).
 #[derive(Debug, Clone, Copy)]
 pub struct JobPolicy {

@@ -71,39 +71,6 @@ impl JobEvent {
     }
 }
 
-/// Appends an event with the next `seq`.
-pub async fn append<'e, E: Exec<'e> + Copy>(
-    ex: E,
-    job: JobId,
-    event: EventType,
-    data: &serde_json::Value,
-) -> Result<JobEvent, StoreError> {
-    let data = data.to_string();
-    let mut tries = 0;
-    loop {
-        let now = now_ms();
-        let inserted: Result<(i64,), sqlx::Error> = sqlx::query_as(
-            "insert into job_events (job_id, seq, event, data, created_at)
-             select $1, coalesce(max(seq), 0) + 1, $2, $3, $4 from job_events where job_id = $1
-             returning seq",
-        )
-        .bind(job.to_string())
-        .bind(event.as_str())
-        .bind(&data)
-        .bind(now)
-        .fetch_one(ex)
-        .await;
-        match inserted {
-            Ok((seq,)) => {
-                return Ok(JobEvent { job_id: job.to_string(), seq, event, data, created_at: now });
-            }
-            // Two writers picked the same seq; the loser takes the next one.
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() && tries < 5 => tries += 1,
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
 /// Appends one event to each of several jobs, in one statement of the caller's transaction,
 /// which must own those jobs' streams (it holds their rows).
 pub async fn append_in(

@@ -24,7 +24,8 @@ pub struct Job {
     pub id: JobId,
     #[sqlx(try_from = "String")]
     pub kind: JobKind,
-    pub queue: String,
+    #[sqlx(try_from = "String")]
+    pub queue: QueueName,
     pub owner_id: Option<String>,
     pub payload: String,
     #[sqlx(try_from = "String")]
@@ -45,14 +46,6 @@ pub struct Job {
 }
 
 impl Job {
-    pub fn status(&self) -> JobStatus {
-        self.status
-    }
-
-    pub fn kind(&self) -> JobKind {
-        self.kind
-    }
-
     pub fn owner(&self) -> Option<UserId> {
         self.owner_id.as_deref().and_then(|s| s.parse().ok())
     }
@@ -169,20 +162,26 @@ pub async fn start_attempts(conn: &mut AnyConnection, ids: &[String], lease_ms: 
         return Ok(Vec::new());
     }
     let now = now_ms();
-    let sql = format!(
-        "update parley_jobs set status = 'running', attempts = attempts + 1, started_at = coalesce(started_at, $1),
-             lease_until = $2, updated_at = $1
-         where id in ({}) and cancel_requested = false
-           and ((status in ('queued', 'retrying') and run_after <= $1)
-                or (status = 'running' and lease_until < $1 and attempts < max_attempts))
-         returning {COLUMNS}",
-        placeholders(3, ids.len())
-    );
+    let sql = start_statement(&placeholders(3, ids.len()));
     let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now).bind(now + lease_ms);
     for id in ids {
         query = query.bind(id);
     }
     Ok(query.fetch_all(&mut *conn).await?)
+}
+
+/// The update that starts attempts of the jobs `picked` (ids, or a subquery of them) that
+/// are free to take: due waiting jobs, and expired ones with attempts left and no cancel
+/// request. `$1` is now, `$2` the new lease's end.
+fn start_statement(picked: &str) -> String {
+    format!(
+        "update parley_jobs set status = 'running', attempts = attempts + 1, started_at = coalesce(started_at, $1),
+             lease_until = $2, updated_at = $1
+         where id in ({picked}) and cancel_requested = false
+           and ((status in ('queued', 'retrying') and run_after <= $1)
+                or (status = 'running' and lease_until < $1 and attempts < max_attempts))
+         returning {COLUMNS}"
+    )
 }
 
 /// An attempt started by [`start_attempts_with_events`], with the `seq` of its `status` event.
@@ -224,20 +223,15 @@ pub async fn start_attempts_with_events<'e, E: Exec<'e>>(
     };
     let now = now_ms();
     let sql = format!(
-        "with started as (
-             update parley_jobs set status = 'running', attempts = attempts + 1, started_at = coalesce(started_at, $1),
-                 lease_until = $2, updated_at = $1
-             where id in ({picked}) and cancel_requested = false
-               and ((status in ('queued', 'retrying') and run_after <= $1)
-                    or (status = 'running' and lease_until < $1 and attempts < max_attempts))
-             returning {COLUMNS}),
+        "with started as ({}),
          events as (
              insert into job_events (job_id, seq, event, data, created_at)
              select id, coalesce((select max(e.seq) from job_events e where e.job_id = started.id), 0) + 1, 'status',
                  '{{\"status\":\"running\",\"attempt\":' || attempts || '}}', $1
              from started
              returning job_id, seq)
-         select started.*, events.seq from started join events on events.job_id = started.id"
+         select started.*, events.seq from started join events on events.job_id = started.id",
+        start_statement(&picked)
     );
     let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now).bind(now + lease_ms);
     match pick {

@@ -73,10 +73,8 @@ impl From<sqlx::Error> for PostError {
 /// Everything is read through `tx` too: on PostgreSQL the writer is the shared pool, and a
 /// request holding one of its connections must not wait for a second.
 pub async fn post_message(tx: &mut AnyConnection, msg: PostMessage<'_>) -> Result<Posted, PostError> {
-    // First, so the transaction writes before it reads (on SQLite a deferred transaction
-    // that reads first cannot take the write lock once another connection wrote), and so
-    // that the active replies are counted under the user's row lock: concurrent requests
-    // cannot both pass the limit.
+    // The active replies are counted under the user's row lock: concurrent requests cannot
+    // both pass the limit.
     users::lock(&mut *tx, msg.user).await?;
     let existing = match msg.session_id {
         Some(id) => Some(chat::get_session(&mut *tx, id, msg.user).await?.ok_or(PostError::SessionNotFound)?),

@@ -8,26 +8,41 @@ use crate::ids::LlmConfigId;
 use crate::llm::Provider;
 use crate::store::llm_configs::{self, ConfigFields, LlmConfig};
 use crate::{Config, Db, crypto};
+use serde::{Deserialize, Deserializer};
 
 /// The context window of a config that does not say.
 pub const DEFAULT_CONTEXT_WINDOW: i64 = 8192;
 
-/// Fields to set; `None` leaves a field as it is, and `Some(None)` clears a nullable one
-/// (`api_key: Some(None)` removes the key).
-#[derive(Default)]
+/// A config to create, or the fields to change (an admin's PATCH): an absent field stays
+/// as it is, and `null` clears a nullable one (`api_key: null` removes the key). Its `Debug`
+/// output hides the key.
+#[derive(Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = ConfigRequest)]
 pub struct ConfigChanges {
     pub name: Option<String>,
+    /// `openai`, `openai_compatible` or `anthropic`.
     pub provider: Option<String>,
     pub model: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     pub base_url: Option<Option<String>>,
     /// In clear text; stored sealed.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, write_only)]
     pub api_key: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
     pub temperature: Option<Option<f64>>,
+    #[serde(default, deserialize_with = "present")]
     pub max_tokens: Option<Option<i64>>,
     pub context_window: Option<i64>,
     pub system_prompt: Option<String>,
     pub is_default: Option<bool>,
     pub enabled: Option<bool>,
+}
+
+/// A field that is present, `null` or not: `Some(None)` for `null`, `None` when absent.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
 
 impl std::fmt::Debug for ConfigChanges {
@@ -38,7 +53,13 @@ impl std::fmt::Debug for ConfigChanges {
             .field("model", &self.model)
             .field("base_url", &self.base_url)
             .field("api_key", &self.api_key.as_ref().map(|k| k.as_ref().map(|_| "[redacted]")))
-            .finish_non_exhaustive()
+            .field("temperature", &self.temperature)
+            .field("max_tokens", &self.max_tokens)
+            .field("context_window", &self.context_window)
+            .field("system_prompt", &self.system_prompt)
+            .field("is_default", &self.is_default)
+            .field("enabled", &self.enabled)
+            .finish()
     }
 }
 
@@ -150,7 +171,7 @@ pub fn defaults() -> ConfigFields {
 
 /// Writes a config; a new default unsets the old one in the same transaction.
 pub async fn save(db: &Db, id: Option<LlmConfigId>, fields: &ConfigFields) -> Result<LlmConfig, StoreError> {
-    let mut tx = db.writer.begin().await?;
+    let mut tx = db.begin_write().await?;
     let config = match id {
         Some(id) => llm_configs::update(&mut *tx, id, fields).await?,
         None => llm_configs::insert(&mut *tx, fields).await?,
