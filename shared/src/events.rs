@@ -154,6 +154,9 @@ impl EventBus {
 
     /// Publishes already stored events, in order (one round trip to Redis).
     pub async fn publish_many(&self, events: &[JobEvent]) {
+        if events.is_empty() {
+            return;
+        }
         match &self.redis {
             None => events.iter().for_each(|e| self.local.deliver(e.clone())),
             Some(redis) => {
