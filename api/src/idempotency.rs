@@ -10,7 +10,14 @@ use parley_shared::store::{Exec, idempotency};
 use serde::Serialize;
 
 /// The longest key accepted.
-const MAX_KEY_LEN: usize = 200;
+pub const MAX_KEY_LEN: usize = 200;
+/// The key's format in the OpenAPI document: what [`is_valid_key`] accepts.
+pub const KEY_PATTERN: &str = "^[!-~]{1,200}$";
+
+/// 1 to [`MAX_KEY_LEN`] visible ASCII characters (no spaces or controls).
+fn is_valid_key(key: &str) -> bool {
+    (1..=MAX_KEY_LEN).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
+}
 
 /// An idempotency key in a scope (the user and the endpoint).
 #[derive(Debug, Clone)]
@@ -23,7 +30,7 @@ impl IdempotencyKey {
     /// The request's key, if it sent one, scoped to `scope`.
     pub fn from_headers(headers: &HeaderMap, scope: String) -> ApiResult<Option<Self>> {
         let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
-        let key = value.to_str().ok().map(str::trim).filter(|k| !k.is_empty() && k.len() <= MAX_KEY_LEN);
+        let key = value.to_str().ok().filter(|k| is_valid_key(k));
         let key = key.ok_or_else(|| ApiError::BadRequest {
             code: "invalid_idempotency_key",
             message: format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"),

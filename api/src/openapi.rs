@@ -19,10 +19,10 @@ use utoipa::{Modify, OpenApi};
         llm_configs::create_config, llm_configs::update_config, llm_configs::delete_config,
         admin_jobs::queue_stats, admin_jobs::list_all_jobs, admin_jobs::retry_job, admin_jobs::create_noop,
         admin_users::list_users, admin_users::get_user, admin_users::update_user, admin_users::delete_user,
-        health::healthz, health::readyz, docs::openapi_json, docs::docs_page,
+        health::healthz, health::readyz, docs::openapi_json, docs::docs_page, docs::docs_script,
     ),
     components(schemas(crate::error::ErrorEnvelope, crate::error::ErrorBody)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &StandardResponses),
     tags(
         (name = "accounts", description = "Sign-up, sign-in, sessions and profile"),
         (name = "jobs", description = "Durable jobs: status, events, cancellation"),
@@ -43,4 +43,87 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
         );
     }
+}
+
+/// The answers every operation of a kind can give, added where a route's own list leaves
+/// them out, so that the document says exactly what the server does:
+/// - with a bearer requirement: 401 (a missing, bad or expired token);
+/// - with a JSON or multipart body: 400 (unreadable), 413 (too large), 415 (wrong content
+///   type) and 422 (well-formed but refused);
+/// - with query parameters: 400 (unparsable) and 422 (a value out of range);
+/// - with path parameters: 404;
+/// - with an `Idempotency-Key` header: 400 (a key that breaks its format).
+struct StandardResponses;
+
+impl Modify for StandardResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::ParameterIn;
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+                &mut item.head,
+                &mut item.options,
+                &mut item.trace,
+            ];
+            for op in operations.into_iter().flatten() {
+                let params = op.parameters.as_deref().unwrap_or_default();
+                let has = |place: ParameterIn| params.iter().any(|p| p.parameter_in == place);
+                let (query, path) = (has(ParameterIn::Query), has(ParameterIn::Path));
+                let idempotent = params.iter().any(|p| p.name.eq_ignore_ascii_case("idempotency-key"));
+                for param in op.parameters.iter_mut().flatten() {
+                    if param.name.eq_ignore_ascii_case("idempotency-key") {
+                        param.schema = Some(idempotency_key_schema());
+                    }
+                }
+                let body = op.request_body.is_some();
+                let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+                let mut add = |status: &str, description: &str| {
+                    op.responses.responses.entry(status.to_owned()).or_insert_with(|| error_response(description));
+                };
+                if secured {
+                    add("401", "a missing, malformed or expired access token, or an ended session");
+                }
+                if body {
+                    add("400", "the body cannot be read (`invalid_json`, `invalid_body`)");
+                    add("413", "the body is larger than allowed");
+                    add("415", "the body's content type is not the one expected");
+                    add("422", "the body is well-formed but refused (`validation_error` names the fields)");
+                }
+                if query {
+                    add("400", "the query string cannot be parsed (`invalid_query`)");
+                    add("422", "a query parameter is out of range (`validation_error`)");
+                }
+                if idempotent {
+                    add("400", "the `Idempotency-Key` header breaks its format (`invalid_header`)");
+                }
+                if path {
+                    add("404", "no such resource, or not the caller's");
+                }
+            }
+        }
+    }
+}
+
+fn error_response(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+    use utoipa::openapi::{Content, Ref, ResponseBuilder};
+    ResponseBuilder::new()
+        .description(description)
+        .content("application/json", Content::new(Some(Ref::from_schema_name("ErrorEnvelope"))))
+        .build()
+        .into()
+}
+
+fn idempotency_key_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    use crate::idempotency::{KEY_PATTERN, MAX_KEY_LEN};
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(MAX_KEY_LEN))
+        .pattern(Some(KEY_PATTERN))
+        .into()
 }

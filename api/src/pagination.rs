@@ -12,6 +12,7 @@ pub const MAX_LIMIT: i64 = 100;
 #[derive(Debug, Default, Deserialize, IntoParams)]
 pub struct PageQuery {
     /// 1 to 100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,

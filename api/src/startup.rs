@@ -147,7 +147,10 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         mailer,
         templates,
         media: Arc::new(parley_shared::media::LocalMediaStore::new(&config.media_dir)),
-        llm: parley_shared::llm::LlmClient::new(Duration::from_secs(config.llm_stall_secs)),
+        llm: parley_shared::llm::LlmClient::new(
+            Duration::from_secs(config.llm_stall_secs),
+            parley_shared::llm::HostPolicy { allow_private: config.llm_allow_private_hosts },
+        ),
         config: Arc::new(config),
     })
 }

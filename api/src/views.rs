@@ -62,10 +62,23 @@ pub struct JobView {
     pub max_attempts: i64,
     pub progress: Option<Value>,
     pub result: Option<Value>,
+    /// What went wrong, as the job's owner is told (a provider failure is named by its class).
     pub error: Option<String>,
+    /// Admin views only: the full text behind `error` (a provider's own message, with keys
+    /// redacted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_detail: Option<String>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl JobView {
+    /// The job as an admin sees it: with the error's detail.
+    pub fn for_admin(job: Job) -> Self {
+        let detail = job.error_detail.clone();
+        Self { error_detail: detail, ..Self::from(job) }
+    }
 }
 
 impl From<Job> for JobView {
@@ -80,6 +93,7 @@ impl From<Job> for JobView {
             attempts: job.attempts,
             max_attempts: job.max_attempts,
             error: job.error,
+            error_detail: None,
             created_at: job.created_at.0,
             started_at: job.started_at.map(DateTime::from),
             finished_at: job.finished_at.map(DateTime::from),

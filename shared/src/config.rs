@@ -72,6 +72,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// How `POST /api/auth/register/` answers (`PARLEY_REGISTRATION_MODE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegistrationMode {
+    /// 201 with a signed-in session; 409 for a taken email or username.
+    Open,
+    /// 202 "check your email" for every valid request, taken address or not, in the same
+    /// time: a new account gets its verification email, the owner of a taken address a
+    /// notice instead, and nobody gets tokens.
+    EnumerationSafe,
+}
+
 /// Argon2id cost parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Argon2Params {
@@ -107,6 +118,9 @@ pub struct Config {
     pub password_hash_concurrency: usize,
     pub login_ip_per_minute: u32,
     pub login_account_per_minute: u32,
+    /// Whether registration tells a taken address apart (`open`) or answers every sign-up
+    /// the same way (`enumeration_safe`).
+    pub registration_mode: RegistrationMode,
     pub trusted_proxies: Vec<IpAddr>,
     pub admin_email: Option<String>,
     pub admin_password: Option<SecretString>,
@@ -142,6 +156,9 @@ pub struct Config {
     pub llm_bootstrap: Option<LlmBootstrap>,
     /// A provider stream that sends nothing for this long is abandoned (and retried).
     pub llm_stall_secs: u64,
+    /// Whether provider base URLs may point at loopback and private addresses (a local
+    /// Ollama). Link-local and cloud-metadata addresses are always refused.
+    pub llm_allow_private_hosts: bool,
     pub llm_max_concurrent_per_user: i64,
     pub llm_max_message_chars: usize,
     /// The config (by name) that writes session titles; the session's own when unset.
@@ -244,6 +261,11 @@ impl Config {
             password_hash_concurrency: v.positive("PARLEY_PASSWORD_HASH_CONCURRENCY", cpus)?,
             login_ip_per_minute: v.positive("PARLEY_LOGIN_IP_PER_MINUTE", 30)?,
             login_account_per_minute: v.positive("PARLEY_LOGIN_ACCOUNT_PER_MINUTE", 10)?,
+            registration_mode: match v.string("PARLEY_REGISTRATION_MODE").as_deref() {
+                None | Some("open") => RegistrationMode::Open,
+                Some("enumeration_safe") => RegistrationMode::EnumerationSafe,
+                Some(_) => return Err(v.error("PARLEY_REGISTRATION_MODE", "expected open or enumeration_safe")),
+            },
             trusted_proxies: v.list("PARLEY_TRUSTED_PROXIES")?,
             admin_email: v.string("PARLEY_ADMIN_EMAIL"),
             admin_password: v.secret("PARLEY_ADMIN_PASSWORD", 0)?,
@@ -317,6 +339,11 @@ impl Config {
                 (None, Some(_)) => return Err(v.error("PARLEY_LLM_PROVIDER", "is required with PARLEY_LLM_MODEL")),
             },
             llm_stall_secs: v.positive("PARLEY_LLM_STALL_SECS", 30)?,
+            llm_allow_private_hosts: match v.string("PARLEY_LLM_ALLOW_PRIVATE_HOSTS").as_deref() {
+                None | Some("true") => true,
+                Some("false") => false,
+                Some(_) => return Err(v.error("PARLEY_LLM_ALLOW_PRIVATE_HOSTS", "expected true or false")),
+            },
             llm_max_concurrent_per_user: v.positive("PARLEY_LLM_MAX_CONCURRENT_PER_USER", 2)?,
             llm_max_message_chars: v.positive("PARLEY_LLM_MAX_MESSAGE_CHARS", 32_000)?,
             llm_title_config: v.string("PARLEY_LLM_TITLE_CONFIG"),

@@ -18,6 +18,7 @@ pub enum TemplateName {
     VerifyEmail,
     PasswordReset,
     PasswordChanged,
+    RegistrationAttempt,
 }
 
 impl TemplateName {
@@ -26,6 +27,7 @@ impl TemplateName {
             TemplateName::VerifyEmail => "verify_email",
             TemplateName::PasswordReset => "password_reset",
             TemplateName::PasswordChanged => "password_changed",
+            TemplateName::RegistrationAttempt => "registration_attempt",
         }
     }
 }
@@ -65,7 +67,9 @@ impl Templates {
             hb.register_partial("layouts/base.html", include_str!("../../email_templates/layouts/base.html.hbs"))?;
             hb.register_partial("layouts/base.txt", include_str!("../../email_templates/layouts/base.txt.hbs"))?;
         }
-        for (name, source) in template_files!("verify_email", "password_reset", "password_changed") {
+        for (name, source) in
+            template_files!("verify_email", "password_reset", "password_changed", "registration_attempt")
+        {
             let target = if name.ends_with(".html") { &mut html } else { &mut text };
             target.register_template_string(name, source).with_context(|| format!("template {name}"))?;
         }

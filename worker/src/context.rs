@@ -40,7 +40,10 @@ impl WorkerContext {
         let mailer = Mailer::from_config(&config)?;
         let media: Arc<dyn MediaStore> = Arc::new(LocalMediaStore::new(&config.media_dir));
         let keys = Arc::new(Keys::load(&config, &db).await?);
-        let llm = LlmClient::new(std::time::Duration::from_secs(config.llm_stall_secs));
+        let llm = LlmClient::new(
+            std::time::Duration::from_secs(config.llm_stall_secs),
+            parley_shared::llm::HostPolicy { allow_private: config.llm_allow_private_hosts },
+        );
         let templates = Arc::new(Templates::new()?);
         let running = Arc::default();
         Ok(Self { config: Arc::new(config), db, queue, bus, mailer, templates, media, keys, llm, running })

@@ -10,7 +10,8 @@ use futures::FutureExt;
 use parley_shared::domain::mask_emails;
 use parley_shared::jobs::lifecycle;
 use parley_shared::jobs::{JobStatus, backoff_delay};
-use parley_shared::store::jobs::Job;
+use parley_shared::llm::UserFacing;
+use parley_shared::store::jobs::{self as job_store, Job};
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -87,8 +88,14 @@ async fn run(ctx: &WorkerContext, job: Job, mut signal: watch::Receiver<Signal>)
                 tracing::info!(duration_ms, "job succeeded");
             }
         }
-        Ended::Done(Outcome::Failed(error)) => fail(ctx, &job, &format!("{error:#}")).await?,
-        Ended::Done(Outcome::Retry { error, after }) => retry_or_fail(ctx, &job, &format!("{error:#}"), after).await?,
+        Ended::Done(Outcome::Failed(error)) => {
+            fail(ctx, &job, &format!("{error:#}")).await?;
+            record_detail(ctx, &job, &error).await;
+        }
+        Ended::Done(Outcome::Retry { error, after }) => {
+            retry_or_fail(ctx, &job, &format!("{error:#}"), after).await?;
+            record_detail(ctx, &job, &error).await;
+        }
         Ended::TimedOut => {
             let error = format!("timed out after {} s", policy.timeout.as_secs());
             retry_or_fail(ctx, &job, &error, None).await?;
@@ -125,6 +132,17 @@ async fn retry_or_fail(
         });
     }
     Ok(())
+}
+
+/// Keeps the full (redacted) text of a provider failure for admins: the job's owner was told
+/// only the class of failure. Best effort: the outcome itself is already recorded.
+async fn record_detail(ctx: &WorkerContext, job: &Job, error: &anyhow::Error) {
+    let Some(failure) = error.downcast_ref::<UserFacing>() else { return };
+    let detail = failure.detail();
+    tracing::warn!(error = %mask_emails(&detail), "provider call failed");
+    if let Err(e) = job_store::set_error_detail(&ctx.db.writer, job.id, job.attempts, &detail).await {
+        tracing::warn!(error = %e, "recording a job's error detail");
+    }
 }
 
 async fn fail(ctx: &WorkerContext, job: &Job, error: &str) -> anyhow::Result<()> {

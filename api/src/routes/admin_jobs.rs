@@ -53,7 +53,7 @@ pub async fn list_all_jobs(
     let status = filter.parse()?;
     let (limit, cursor) = page.parse::<JobId>()?;
     let rows = jobs::list(&state.db.pool, None, status, cursor, limit + 1).await?;
-    Ok(Json(Page::from_rows(rows, limit, |j| j.id.to_string(), JobView::from)))
+    Ok(Json(Page::from_rows(rows, limit, |j| j.id.to_string(), JobView::for_admin)))
 }
 
 /// Runs a failed or cancelled job again, with a fresh attempt budget.

@@ -9,7 +9,10 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use parley_shared::StoreError;
+use parley_shared::config::RegistrationMode;
 use parley_shared::domain::{DisplayName, Email, Password, Username};
 use parley_shared::jobs::{EmailKind, JobSpec};
 use parley_shared::store::{sessions, users};
@@ -46,10 +49,24 @@ fn user_agent(headers: &HeaderMap) -> &str {
     headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
-/// Creates an account and signs it in.
+/// What an enumeration-safe registration answers to every valid request.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegistrationAccepted {
+    /// Always `check_your_email`.
+    #[schema(example = "check_your_email")]
+    pub status: &'static str,
+    pub message: &'static str,
+}
+
+/// Creates an account. In the default `open` mode it answers 201 with the account signed in
+/// (409 for a taken email or username). With `PARLEY_REGISTRATION_MODE=enumeration_safe`
+/// every valid request answers 202 "check your email", in the same time, whether the address
+/// is new or taken: a new account gets its verification email and no tokens; the owner of a
+/// taken address gets a notice instead.
 #[utoipa::path(post, path = "/api/auth/register/", tag = "accounts", request_body = RegisterRequest, responses(
-    (status = 201, body = AuthResponse),
-    (status = 409, description = "email or username taken", body = ErrorEnvelope),
+    (status = 201, description = "open mode: the account, signed in", body = AuthResponse),
+    (status = 202, description = "enumeration_safe mode: check your email", body = RegistrationAccepted),
+    (status = 409, description = "email or username taken (username only, in enumeration_safe mode)", body = ErrorEnvelope),
     (status = 422, description = "invalid fields", body = ErrorEnvelope),
     (status = 429, description = "too many attempts from this address; see Retry-After", body = ErrorEnvelope)))]
 pub async fn register(
@@ -57,7 +74,7 @@ pub async fn register(
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
     Json(req): Json<RegisterRequest>,
-) -> ApiResult<(StatusCode, Json<AuthResponse>)> {
+) -> ApiResult<Response> {
     let mut errors = FieldErrors::default();
     let email = errors.check("email", Email::parse(&req.email));
     let password = errors.check("password", Password::parse(&req.password));
@@ -70,11 +87,13 @@ pub async fn register(
 
     // Hashing is costly: sign-ups share the address's sign-in quota.
     state.login_limiter.check_ip(ip)?;
+    // Hashed in both modes and for a taken address too, so the answer takes as long.
     let hash = state.hasher.hash(password.expose()).await?;
+    let safe = state.config.registration_mode == RegistrationMode::EnumerationSafe;
     // The account and its verification email commit together: no account without its
     // email job, no email for an account that was rolled back.
     let mut tx = state.db.begin_write().await?;
-    let user = users::create(
+    let created = users::create(
         &mut *tx,
         users::NewUser {
             email: &email,
@@ -84,14 +103,45 @@ pub async fn register(
             is_admin: false,
         },
     )
-    .await?;
+    .await;
+    let user = match created {
+        Ok(user) => user,
+        Err(StoreError::Conflict { field: "email" }) if safe => {
+            tx.rollback().await?;
+            notify_taken_address(&state, &email).await?;
+            return Ok(check_your_email());
+        }
+        Err(e) => return Err(e.into()),
+    };
     usecases::email::enqueue(&mut *tx, user.id, EmailKind::VerifyEmail).await?;
     tx.commit().await?;
     state.queue.wake(parley_shared::jobs::SendEmail::QUEUE);
     tracing::info!(user.id = %user.id, email = %email.masked(), "account registered");
+    if safe {
+        return Ok(check_your_email());
+    }
     let (_, tokens) = tokens::start_session(&state, user.id, user_agent(&headers), &ip.to_string()).await?;
     let user = UserProfile::new(&user, &state.config);
-    Ok((StatusCode::CREATED, Json(AuthResponse { user, tokens })))
+    Ok((StatusCode::CREATED, Json(AuthResponse { user, tokens })).into_response())
+}
+
+fn check_your_email() -> Response {
+    let body = RegistrationAccepted {
+        status: "check_your_email",
+        message: "if the address can be used, an email is on its way: follow its link to go on",
+    };
+    (StatusCode::ACCEPTED, Json(body)).into_response()
+}
+
+/// Tells the owner of `email` that someone tried to register with it.
+async fn notify_taken_address(state: &AppState, email: &Email) -> ApiResult<()> {
+    let mut tx = state.db.begin_write().await?;
+    let Some(owner) = users::by_email(&mut *tx, email).await? else { return Ok(()) };
+    usecases::email::enqueue(&mut *tx, owner.id, EmailKind::RegistrationAttempt).await?;
+    tx.commit().await?;
+    state.queue.wake(parley_shared::jobs::SendEmail::QUEUE);
+    tracing::info!(user.id = %owner.id, email = %email.masked(), "registration attempt with a taken address");
+    Ok(())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

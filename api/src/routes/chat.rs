@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
+use parley_shared::domain::{check_line, check_text};
 use parley_shared::ids::{ChatSessionId, LlmConfigId, MessageId};
 use parley_shared::jobs::JobSpec;
 use parley_shared::jobs::LlmCompletion;
@@ -87,6 +88,7 @@ pub async fn chat(
     if text.chars().count() > max {
         return Err(ApiError::field("message", format!("must be at most {max} characters")));
     }
+    check_text(text).map_err(|e| ApiError::field("message", e.0))?;
     // Text that is not an id names nothing: answered like an unknown id.
     let session_id = match req.session_id.as_deref() {
         Some(id) => Some(id.parse().map_err(|_| ApiError::NotFound)?),
@@ -238,6 +240,13 @@ pub async fn list_sessions(
         return Err(ApiError::field("search", format!("must be at most {MAX_SEARCH_CHARS} characters")));
     }
     let tag = q.tag.as_deref().map(str::trim).filter(|s| !s.is_empty());
+    let mut errors = FieldErrors::default();
+    for (name, value) in [("search", search), ("tag", tag)] {
+        if let Some(value) = value {
+            errors.check(name, check_line(value));
+        }
+    }
+    errors.finish()?;
     let rows = chat::list_sessions(&state.db.pool, auth.user.id, search, tag, cursor, limit + 1).await?;
     Ok(Json(Page::from_rows(rows, limit, |s| s.id.to_string(), SessionView::from)))
 }
@@ -279,6 +288,9 @@ pub async fn update_session(
     if title.as_ref().is_some_and(|t| t.is_empty() || t.chars().count() > 200) {
         errors.add("title", "must be 1 to 200 characters");
     }
+    if let Some(title) = &title {
+        errors.check("title", check_line(title));
+    }
     let tags = req.tags.map(|tags| {
         let mut seen = std::collections::HashSet::new();
         tags.iter().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty() && seen.insert(t.clone())).collect::<Vec<_>>()
@@ -287,6 +299,11 @@ pub async fn update_session(
         && (tags.len() > MAX_TAGS || tags.iter().any(|t| t.chars().count() > 50))
     {
         errors.add("tags", format!("at most {MAX_TAGS} tags of at most 50 characters"));
+    }
+    if let Some(tags) = &tags
+        && let Some(bad) = tags.iter().find_map(|t| check_line(t).err())
+    {
+        errors.add("tags", bad.0);
     }
     errors.finish()?;
     // After validation, where an unknown id is found out too.

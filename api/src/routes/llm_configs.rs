@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use chrono::{DateTime, Utc};
 use parley_shared::ids::LlmConfigId;
+use parley_shared::llm::HostPolicy;
 use parley_shared::store::llm_configs::{self, ConfigFields, LlmConfig};
 use parley_shared::usecases::llm_config::{self, ConfigChanges, ConfigError};
 use serde::Serialize;
@@ -172,8 +173,9 @@ pub async fn delete_config(
 
 /// Validates `req` over `base` with the library's rules.
 fn merge(state: &AppState, base: ConfigFields, req: ConfigChanges) -> ApiResult<ConfigFields> {
-    llm_config::merge(&state.keys, base, req).map_err(|e| match e {
-        ConfigError::Invalid(errors) => errors.into(),
-        ConfigError::Other(e) => ApiError::Internal(e),
-    })
+    llm_config::merge(&state.keys, HostPolicy { allow_private: state.config.llm_allow_private_hosts }, base, req)
+        .map_err(|e| match e {
+            ConfigError::Invalid(errors) => errors.into(),
+            ConfigError::Other(e) => ApiError::Internal(e),
+        })
 }

@@ -19,6 +19,7 @@ use axum::extract::DefaultBodyLimit;
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_json_body_bytes;
+    let headers = crate::headers::SecurityHeaders::new(&state.config.public_url);
     Router::new()
         .merge(auth::routes())
         .merge(email_flows::routes())
@@ -36,4 +37,5 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
         .merge(docs::assets())
+        .layer(axum::middleware::from_fn_with_state(headers, crate::headers::set))
 }

@@ -36,6 +36,9 @@ impl Password {
         if chars > MAX_CHARS {
             return Err(ParseError::new(format!("must be at most {MAX_CHARS} characters")));
         }
+        if raw.trim().is_empty() {
+            return Err(ParseError::new("must not be only whitespace"));
+        }
         if COMMON.contains(&raw.to_lowercase()) {
             return Err(ParseError::new("is too common; choose a less guessable password"));
         }
@@ -50,6 +53,13 @@ impl Password {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refuses_a_password_of_only_whitespace() {
+        assert!(Password::parse("          ").is_err());
+        assert!(Password::parse("\t\n\u{a0}        ").is_err());
+        assert!(Password::parse("  a long one with spaces  ").is_ok());
+    }
 
     #[test]
     fn the_common_list_has_at_least_ten_thousand_entries() {

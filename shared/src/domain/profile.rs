@@ -33,9 +33,7 @@ impl DisplayName {
         if s.chars().count() > 100 {
             return Err(ParseError::new("must be at most 100 characters"));
         }
-        if s.chars().any(char::is_control) {
-            return Err(ParseError::new("must not contain control characters"));
-        }
+        super::check_line(s)?;
         Ok(Self(s.to_owned()))
     }
     pub fn as_str(&self) -> &str {
@@ -43,7 +41,7 @@ impl DisplayName {
     }
 }
 
-/// At most 1000 characters.
+/// At most 1000 characters; line breaks and tabs, no other control characters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Bio(String);
 
@@ -52,6 +50,7 @@ impl Bio {
         if raw.chars().count() > 1000 {
             return Err(ParseError::new("must be at most 1000 characters"));
         }
+        super::check_text(raw)?;
         Ok(Self(raw.trim().to_owned()))
     }
     pub fn as_str(&self) -> &str {
@@ -75,5 +74,7 @@ mod tests {
     fn display_names_refuse_control_characters() {
         assert!(DisplayName::parse("Ann \u{7}").is_err());
         assert_eq!(DisplayName::parse(" Ann B ").unwrap().as_str(), "Ann B");
+        assert!(Bio::parse("a\0b").is_err());
+        assert!(Bio::parse("two\nlines\tand a tab").is_ok());
     }
 }

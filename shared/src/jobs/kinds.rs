@@ -14,6 +14,8 @@ pub enum EmailKind {
     VerifyEmail,
     PasswordReset,
     PasswordChanged,
+    /// Someone tried to register with the address (enumeration-safe registration).
+    RegistrationAttempt,
 }
 
 /// `send_email`: the job makes any token itself, so no secret sits in the queue.

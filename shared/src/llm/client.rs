@@ -3,11 +3,14 @@
 
 use super::anthropic::{self, AnthropicParser};
 use super::error::classify_http;
+use super::hosts::{ADDRESS_REFUSED, HostPolicy};
 use super::openai::{self, OpenAiParser};
 use super::sse::{drive, error_chain};
 use super::{ChatMessage, LlmError, Provider, ProviderSettings, StreamItem};
+use futures::StreamExt;
 use futures::stream::BoxStream;
 use reqwest::header::HeaderValue;
+use secrecy::ExposeSecret;
 use std::time::Duration;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -19,17 +22,22 @@ const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 pub struct LlmClient {
     http: reqwest::Client,
     stall_timeout: Duration,
+    hosts: HostPolicy,
 }
 
 impl LlmClient {
     /// A client that gives up on a provider that sends nothing for `stall_timeout`, be it
     /// before the response headers or between two reads of the body.
-    pub fn new(stall_timeout: Duration) -> Self {
-        Self::with_builder(reqwest::Client::builder(), stall_timeout)
+    ///
+    /// Requests reach only the addresses `hosts` allows: every address a name resolves to is
+    /// checked, and an address written in the URL too.
+    pub fn new(stall_timeout: Duration, hosts: HostPolicy) -> Self {
+        Self::with_builder(reqwest::Client::builder(), stall_timeout, hosts)
     }
 
-    pub(super) fn with_builder(builder: reqwest::ClientBuilder, stall_timeout: Duration) -> Self {
+    pub(super) fn with_builder(builder: reqwest::ClientBuilder, stall_timeout: Duration, hosts: HostPolicy) -> Self {
         let http = builder
+            .dns_resolver(hosts.resolver())
             .connect_timeout(CONNECT_TIMEOUT)
             // A redirect would carry `x-api-key` to wherever it points (reqwest only strips
             // `Authorization` across hosts), and an API answering a POST with one is
@@ -38,7 +46,7 @@ impl LlmClient {
             .user_agent(concat!("parley/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("the HTTP client's TLS backend initialises");
-        Self { http, stall_timeout }
+        Self { http, stall_timeout, hosts }
     }
 
     pub fn stall_timeout(&self) -> Duration {
@@ -50,8 +58,26 @@ impl LlmClient {
     /// The stream yields items until the provider's end marker, and ends after the first
     /// error it yields ([`LlmError::Stalled`], [`LlmError::Connection`], [`LlmError::Protocol`],
     /// or an error the provider sent inside the stream). Dropping it closes the connection.
+    ///
+    /// Every error's text has the configured key removed by value (see
+    /// [`LlmError::without_secret`]), whatever the provider quoted.
     #[tracing::instrument(skip_all, fields(llm.provider = %settings.provider, llm.model = %settings.model))]
     pub async fn stream_chat(
+        &self,
+        settings: &ProviderSettings,
+        messages: &[ChatMessage],
+    ) -> Result<BoxStream<'static, Result<StreamItem, LlmError>>, LlmError> {
+        let stream = self.start_stream(settings, messages).await;
+        let Some(key) = settings.api_key.as_ref().map(|k| k.expose_secret().to_owned()) else {
+            return stream;
+        };
+        match stream {
+            Err(e) => Err(e.without_secret(&key)),
+            Ok(items) => Ok(items.map(move |item| item.map_err(|e| e.without_secret(&key))).boxed()),
+        }
+    }
+
+    async fn start_stream(
         &self,
         settings: &ProviderSettings,
         messages: &[ChatMessage],
@@ -60,6 +86,15 @@ impl LlmClient {
             Provider::Openai | Provider::OpenaiCompatible => openai::build_request(&self.http, settings, messages)?,
             Provider::Anthropic => anthropic::build_request(&self.http, settings, messages)?,
         };
+        // Names are checked by the resolver; an address in the URL never reaches it.
+        let literal = match request.url().host() {
+            Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+            _ => None,
+        };
+        if let Some(reason) = literal.and_then(|ip| self.hosts.refusal(ip)) {
+            return Err(LlmError::BadRequest(format!("{ADDRESS_REFUSED}: {reason}")));
+        }
         let response = match tokio::time::timeout(self.stall_timeout, self.http.execute(request)).await {
             Err(_) => return Err(LlmError::Stalled(self.stall_timeout)),
             Ok(Err(err)) => return Err(send_error(err)),
@@ -97,7 +132,12 @@ fn send_error(err: reqwest::Error) -> LlmError {
     if err.is_builder() {
         return builder_error(err);
     }
-    LlmError::Connection(format!("sending the request: {}", error_chain(&err.without_url())))
+    let chain = error_chain(&err.without_url());
+    // The resolver refused every address of the name: no retry can change that.
+    if chain.contains(ADDRESS_REFUSED) {
+        return LlmError::BadRequest(format!("sending the request: {chain}"));
+    }
+    LlmError::Connection(format!("sending the request: {chain}"))
 }
 
 pub(super) fn builder_error(err: reqwest::Error) -> LlmError {

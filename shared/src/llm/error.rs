@@ -71,6 +71,97 @@ impl LlmError {
     }
 }
 
+impl LlmError {
+    /// What a user is told: the class of failure in Parley's words, never the provider's own
+    /// text (it can quote the key, or internals an admin should see first). The full,
+    /// redacted text is the error's `Display`, for admins and logs.
+    pub fn public_message(&self) -> String {
+        match self {
+            LlmError::Auth(_) => "the provider rejected Parley's credentials; an admin has been told".into(),
+            LlmError::BadRequest(_) => {
+                "the provider refused the request (model or settings); an admin has been told".into()
+            }
+            LlmError::ContextTooLong(_) => "the conversation is too long for the model's context window".into(),
+            LlmError::RateLimited { .. } => "the provider is rate limiting requests".into(),
+            LlmError::Server { status, .. } => format!("the provider had an error (status {status})"),
+            LlmError::Connection(_) => "could not reach the provider".into(),
+            LlmError::Stalled(d) => format!("the provider sent nothing for {d:?}"),
+            LlmError::Protocol(_) => "the provider sent a malformed response".into(),
+        }
+    }
+
+    /// The same error with `secret` (the key the request was sent with) removed from its
+    /// text: the exact value, and any word holding a run of its first or last eight
+    /// characters (a masked `3f9a1c0d****6978`, a quoted `?api_key=...`). This is on top of
+    /// the pattern-based redaction, which cannot know a key without a telltale shape.
+    pub fn without_secret(self, secret: &str) -> Self {
+        let r = |text: String| redact_secret(&text, secret);
+        match self {
+            LlmError::Auth(m) => LlmError::Auth(r(m)),
+            LlmError::BadRequest(m) => LlmError::BadRequest(r(m)),
+            LlmError::ContextTooLong(m) => LlmError::ContextTooLong(r(m)),
+            LlmError::RateLimited { message, retry_after } => {
+                LlmError::RateLimited { message: r(message), retry_after }
+            }
+            LlmError::Server { status, message, retry_after } => {
+                LlmError::Server { status, message: r(message), retry_after }
+            }
+            LlmError::Connection(m) => LlmError::Connection(r(m)),
+            LlmError::Stalled(d) => LlmError::Stalled(d),
+            LlmError::Protocol(m) => LlmError::Protocol(r(m)),
+        }
+    }
+}
+
+/// A failed provider call as users see it: `Display` is [`LlmError::public_message`] (and
+/// there is no `source`, so an error chain never reaches the provider's text); the redacted
+/// detail stays available to admins through [`UserFacing::detail`].
+#[derive(Debug)]
+pub struct UserFacing(pub LlmError);
+
+impl UserFacing {
+    /// The redacted provider text, for admins and logs.
+    pub fn detail(&self) -> String {
+        self.0.to_string()
+    }
+}
+
+impl std::fmt::Display for UserFacing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.public_message())
+    }
+}
+
+impl std::error::Error for UserFacing {}
+
+/// `text` without `secret`: see [`LlmError::without_secret`].
+pub fn redact_secret(text: &str, secret: &str) -> String {
+    const RUN: usize = 8;
+    let secret = secret.trim();
+    if secret.is_empty() {
+        return text.to_owned();
+    }
+    let text = text.replace(secret, "[redacted]");
+    let chars: Vec<char> = secret.chars().collect();
+    if chars.len() < RUN {
+        return text;
+    }
+    let head: String = chars[..RUN].iter().collect();
+    let tail: String = chars[chars.len() - RUN..].iter().collect();
+    let mut out = String::with_capacity(text.len());
+    for (i, word) in text.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        if word.contains(&head) || word.contains(&tail) {
+            out.push_str("[redacted]");
+        } else {
+            out.push_str(word);
+        }
+    }
+    out
+}
+
 /// Classifies a non-2xx response from its status, headers and (possibly partial) body.
 pub(crate) fn classify_http(status: u16, headers: &HeaderMap, body: &str) -> LlmError {
     let retry_after = retry_after(headers, Utc::now());
@@ -274,6 +365,37 @@ mod tests {
         // Model names and the like stay readable.
         let text = error_message("model claude-3-5-sonnet-20241022 not found (request req_0123456789abcdef0123)");
         assert_eq!(text, "model claude-3-5-sonnet-20241022 not found (request req_0123456789abcdef0123)");
+    }
+
+    #[test]
+    fn the_configured_key_is_redacted_by_value() {
+        let key = "3f9a1c0d5e6b7a8f9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f6978";
+        let masked = "3f9a1c0d****6978";
+        let cases = [
+            format!(r#"{{"error":{{"message":"Incorrect API key provided: {key}"}}}}"#),
+            format!("key {masked} refused"),
+            format!("see https://llm.example/v1?api_key={key}&x=1"),
+            "tail only: ...d9e0f6978\tand more".to_owned(),
+        ];
+        for body in cases {
+            let err = classify_http(401, &HeaderMap::new(), &body).without_secret(key);
+            let text = err.to_string();
+            assert!(!text.contains(key) && !text.contains("3f9a1c0d") && !text.contains("d9e0f6978"), "{text}");
+            assert!(!err.public_message().contains("3f9a"), "{}", err.public_message());
+        }
+        assert_eq!(redact_secret("nothing here", key), "nothing here");
+        assert_eq!(redact_secret("short abc key", "abc"), "short [redacted] key");
+        assert_eq!(redact_secret("no secret", ""), "no secret");
+    }
+
+    #[test]
+    fn users_see_the_class_of_failure_not_the_provider_text() {
+        let err = classify_http(401, &HeaderMap::new(), r#"{"error":{"message":"Incorrect API key provided: zz"}}"#);
+        let public = UserFacing(err);
+        assert_eq!(public.to_string(), "the provider rejected Parley's credentials; an admin has been told");
+        assert!(public.detail().contains("Incorrect API key provided"));
+        let chained = format!("{:#}", anyhow::Error::new(public));
+        assert!(!chained.contains("Incorrect"), "{chained}");
     }
 
     #[test]

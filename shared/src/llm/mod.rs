@@ -16,6 +16,7 @@
 mod anthropic;
 mod client;
 mod error;
+mod hosts;
 mod openai;
 mod sse;
 #[cfg(test)]
@@ -25,7 +26,8 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 pub use client::LlmClient;
-pub use error::LlmError;
+pub use error::{LlmError, UserFacing, redact_secret};
+pub use hosts::HostPolicy;
 
 /// The wire protocol a model config speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -99,7 +99,7 @@ fn client() -> LlmClient {
 }
 
 fn client_with_stall(stall: Duration) -> LlmClient {
-    LlmClient::with_builder(reqwest::Client::builder().no_proxy(), stall)
+    LlmClient::with_builder(reqwest::Client::builder().no_proxy(), stall, super::HostPolicy::default())
 }
 
 fn settings(provider: Provider, base_url: String, api_key: Option<&str>) -> ProviderSettings {

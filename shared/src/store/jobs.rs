@@ -15,7 +15,7 @@ use crate::time::{Timestamp, now_ms};
 use sqlx::AnyConnection;
 
 pub(crate) const COLUMNS: &str = "id, kind, queue, owner_id, payload, status, attempts, max_attempts, progress, result, \
-    error, run_after, lease_until, cancel_requested, created_at, started_at, finished_at, updated_at";
+    error, error_detail, run_after, lease_until, cancel_requested, created_at, started_at, finished_at, updated_at";
 
 /// A job row. A kind or status the code does not know fails to decode.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -35,6 +35,8 @@ pub struct Job {
     pub progress: Option<String>,
     pub result: Option<String>,
     pub error: Option<String>,
+    /// The full (redacted) text behind `error`, for admins only.
+    pub error_detail: Option<String>,
     pub run_after: Timestamp,
     pub lease_until: Option<Timestamp>,
     #[sqlx(try_from = "DbBool")]
@@ -258,7 +260,7 @@ pub async fn succeed_with_event<'e, E: Exec<'e>>(
     let now = now_ms();
     Ok(sqlx::query_as(
         "with finished as (
-             update parley_jobs set status = 'succeeded', result = $3, error = null, finished_at = $4,
+             update parley_jobs set status = 'succeeded', result = $3, error = null, error_detail = null, finished_at = $4,
                  lease_until = null, updated_at = $4
              where id = $1 and attempts = $2 and status = 'running' returning id)
          insert into job_events (job_id, seq, event, data, created_at)
@@ -342,7 +344,7 @@ pub async fn finish(
     let row: Option<(String,)> = sqlx::query_as(
         "update parley_jobs set status = case when $3 = 'failed' and cancel_requested then 'cancelled' else $3 end,
              result = $4, error = case when $3 = 'failed' and cancel_requested then 'cancelled' else $5 end,
-             finished_at = $6, lease_until = null, updated_at = $6
+             error_detail = null, finished_at = $6, lease_until = null, updated_at = $6
          where id = $1 and attempts = $2 and status = 'running' returning status",
     )
     .bind(id.to_string())
@@ -370,7 +372,7 @@ pub async fn retry_later(
         "update parley_jobs set
              status = case when cancel_requested then 'cancelled' else 'retrying' end,
              finished_at = case when cancel_requested then $5 else null end,
-             error = $3, run_after = $4, lease_until = null, updated_at = $5
+             error = $3, error_detail = null, run_after = $4, lease_until = null, updated_at = $5
          where id = $1 and attempts = $2 and status = 'running' returning status",
     )
     .bind(id.to_string())
@@ -403,12 +405,24 @@ pub async fn hand_back(conn: &mut AnyConnection, id: JobId, attempt: i64) -> Res
         .await?)
 }
 
+/// Records the admin-only detail of the error attempt `attempt` ended with.
+pub async fn set_error_detail<'e, E: Exec<'e>>(ex: E, id: JobId, attempt: i64, detail: &str) -> Result<(), StoreError> {
+    sqlx::query("update parley_jobs set error_detail = $3 where id = $1 and attempts = $2")
+        .bind(id.to_string())
+        .bind(attempt)
+        .bind(detail)
+        .execute(ex)
+        .await?;
+    Ok(())
+}
+
 /// Puts a failed or cancelled job back in the queue with a fresh attempt budget and a fresh
 /// event stream (admin retry).
 pub async fn requeue(conn: &mut AnyConnection, id: JobId) -> Result<bool, StoreError> {
     let now = now_ms();
     let done = sqlx::query(
-        "update parley_jobs set status = 'queued', attempts = 0, error = null, result = null, finished_at = null,
+        "update parley_jobs set status = 'queued', attempts = 0, error = null, error_detail = null, result = null,
+             finished_at = null,
              run_after = $2, cancel_requested = false, updated_at = $2
          where id = $1 and status in ('failed', 'cancelled')",
     )

@@ -2,10 +2,10 @@
 //! the `PARLEY_LLM_*` quick-start config.
 
 use crate::auth::Keys;
-use crate::domain::FieldErrors;
+use crate::domain::{FieldErrors, check_line, check_text};
 use crate::error::StoreError;
 use crate::ids::LlmConfigId;
-use crate::llm::Provider;
+use crate::llm::{HostPolicy, Provider};
 use crate::store::llm_configs::{self, ConfigFields, LlmConfig};
 use crate::{Config, Db, crypto};
 use serde::{Deserialize, Deserializer};
@@ -73,7 +73,13 @@ pub enum ConfigError {
 }
 
 /// Applies `req` over `base` (the current config, or [`defaults`]) and validates the result.
-pub fn merge(keys: &Keys, base: ConfigFields, req: ConfigChanges) -> Result<ConfigFields, ConfigError> {
+/// `hosts` decides which base URLs are allowed.
+pub fn merge(
+    keys: &Keys,
+    hosts: HostPolicy,
+    base: ConfigFields,
+    req: ConfigChanges,
+) -> Result<ConfigFields, ConfigError> {
     let mut errors = FieldErrors::default();
     let mut f = base;
     // The stored key was given for one endpoint: it is not sent anywhere else unless the
@@ -133,10 +139,20 @@ pub fn merge(keys: &Keys, base: ConfigFields, req: ConfigChanges) -> Result<Conf
         && !(url.starts_with("http://") || url.starts_with("https://"))
     {
         errors.add("base_url", "must be an http:// or https:// URL");
+    } else if let Some(url) = &f.base_url
+        && let Err(reason) = hosts.check_url(url)
+    {
+        errors.add("base_url", reason);
     }
     if f.model.is_empty() {
         errors.add("model", "is required");
     }
+    errors.check("name", check_line(&f.name));
+    errors.check("model", check_line(&f.model));
+    if let Some(url) = &f.base_url {
+        errors.check("base_url", check_line(url));
+    }
+    errors.check("system_prompt", check_text(&f.system_prompt));
     // Anthropic's Messages API takes at most 1; OpenAI-style APIs at most 2.
     let max_temperature = if f.provider == "anthropic" { 1.0 } else { 2.0 };
     if f.temperature.is_some_and(|t| !(0.0..=max_temperature).contains(&t)) {
@@ -198,7 +214,8 @@ pub async fn bootstrap(db: &Db, keys: &Keys, config: &Config) -> anyhow::Result<
         is_default: Some(true),
         ..ConfigChanges::default()
     };
-    let fields = merge(keys, defaults(), changes).map_err(|e| anyhow::anyhow!("PARLEY_LLM_* settings: {e}"))?;
+    let hosts = HostPolicy { allow_private: config.llm_allow_private_hosts };
+    let fields = merge(keys, hosts, defaults(), changes).map_err(|e| anyhow::anyhow!("PARLEY_LLM_* settings: {e}"))?;
     match save(db, None, &fields).await {
         // Another process made it meanwhile.
         Ok(_) | Err(StoreError::Conflict { .. }) => {}

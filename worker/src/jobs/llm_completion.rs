@@ -9,7 +9,7 @@ use parley_shared::crypto;
 use parley_shared::events::StreamWriter;
 use parley_shared::ids::{LlmConfigId, MessageId};
 use parley_shared::jobs::{GenerateTitle, JobSpec, LlmCompletion};
-use parley_shared::llm::{LlmError, Provider, ProviderSettings, StreamItem};
+use parley_shared::llm::{LlmError, Provider, ProviderSettings, StreamItem, UserFacing};
 use parley_shared::store::chat::{self, MessageRole, MessageStatus, Outcome};
 use parley_shared::store::job_events::EventType;
 use parley_shared::store::jobs::{self as job_store, Job};
@@ -175,7 +175,7 @@ pub fn provider_settings(ctx: &WorkerContext, config: &LlmConfig) -> Result<Prov
 /// Records a failed attempt on the message and maps the provider error to a job error.
 async fn fail(ctx: &WorkerContext, job: &Job, message_id: MessageId, text: &str, error: LlmError) -> JobError {
     let last = !error.is_retryable() || job.attempts >= job.max_attempts;
-    let msg = error.to_string();
+    let msg = error.public_message();
     let status = if last { MessageStatus::Failed } else { MessageStatus::Pending };
     let outcome = Outcome { error: Some(&msg), ..Outcome::new(status, text) };
     if let Err(e) = chat::finish_message(&ctx.db.writer, message_id, &outcome).await {
@@ -184,11 +184,10 @@ async fn fail(ctx: &WorkerContext, job: &Job, message_id: MessageId, text: &str,
     to_job_error(error)
 }
 
+/// The job error of a provider failure: its owner sees the class of failure, admins the
+/// redacted detail (see [`UserFacing`]).
 pub fn to_job_error(error: LlmError) -> JobError {
-    if error.is_retryable() {
-        let retry_after = error.retry_after();
-        JobError::Retryable { error: anyhow::Error::new(error), retry_after }
-    } else {
-        JobError::Fatal(anyhow::Error::new(error))
-    }
+    let (retryable, retry_after) = (error.is_retryable(), error.retry_after());
+    let error = anyhow::Error::new(UserFacing(error));
+    if retryable { JobError::Retryable { error, retry_after } } else { JobError::Fatal(error) }
 }

@@ -28,6 +28,7 @@ async fn send(p: SendEmail, ctx: &WorkerContext, job: &Job) -> Result<serde_json
         EmailKind::VerifyEmail => TemplateName::VerifyEmail,
         EmailKind::PasswordReset => TemplateName::PasswordReset,
         EmailKind::PasswordChanged => TemplateName::PasswordChanged,
+        EmailKind::RegistrationAttempt => TemplateName::RegistrationAttempt,
     };
     if template == TemplateName::VerifyEmail && user.email_verified {
         return Ok(json!({"skipped": "the address is already verified"}));
@@ -75,7 +76,7 @@ async fn prepare_and_send(ctx: &WorkerContext, user: &User, template: TemplateNa
             let token = email_tokens::issue(pool, user.id, email_tokens::PASSWORD_RESET, RESET_TTL_SECS).await?;
             (format!("{base}/reset-password?token={token}"), "30 minutes")
         }
-        TemplateName::PasswordChanged => (format!("{base}/reset-password"), ""),
+        TemplateName::PasswordChanged | TemplateName::RegistrationAttempt => (format!("{base}/reset-password"), ""),
     };
     let context = json!({"display_name": user.display_name, "link": link, "expires_in": expires_in});
     let email = ctx.templates.render(template, &context).map_err(JobError::Fatal)?;
