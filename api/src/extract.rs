@@ -20,10 +20,20 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Json(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        // Every request body is an object: serde would also take a struct from an array.
+        let value = match axum::Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(axum::Json(value)) => value,
+            Err(rejection) => return Err(json_rejection(rejection)),
+        };
+        if !value.is_object() {
+            return Err(ApiError::Unprocessable {
+                code: "invalid_body",
+                message: "the body must be a JSON object".to_owned(),
+            });
         }
+        serde_json::from_value(value)
+            .map(Json)
+            .map_err(|e| ApiError::Unprocessable { code: "invalid_body", message: format!("invalid body: {e}") })
     }
 }
 

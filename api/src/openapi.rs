@@ -47,7 +47,8 @@ impl Modify for BearerAuth {
 
 /// The answers every operation of a kind can give, added where a route's own list leaves
 /// them out, so that the document says exactly what the server does:
-/// - with a bearer requirement: 401 (a missing, bad or expired token);
+/// - with a bearer requirement: 401 (a missing, bad or expired token), and 403 on admin
+///   routes;
 /// - with a JSON or multipart body: 400 (unreadable), 413 (too large), 415 (wrong content
 ///   type) and 422 (well-formed but refused);
 /// - with query parameters: 400 (unparsable) and 422 (a value out of range);
@@ -58,7 +59,8 @@ struct StandardResponses;
 impl Modify for StandardResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::path::ParameterIn;
-        for item in openapi.paths.paths.values_mut() {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let admin_path = path.starts_with("/api/admin/") || path.starts_with("/api/llm/configs");
             let operations = [
                 &mut item.get,
                 &mut item.put,
@@ -81,11 +83,15 @@ impl Modify for StandardResponses {
                 }
                 let body = op.request_body.is_some();
                 let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+                let admin_only = secured && admin_path;
                 let mut add = |status: &str, description: &str| {
                     op.responses.responses.entry(status.to_owned()).or_insert_with(|| error_response(description));
                 };
                 if secured {
                     add("401", "a missing, malformed or expired access token, or an ended session");
+                }
+                if admin_only {
+                    add("403", "the caller is not an admin");
                 }
                 if body {
                     add("400", "the body cannot be read (`invalid_json`, `invalid_body`)");

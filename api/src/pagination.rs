@@ -15,6 +15,7 @@ pub struct PageQuery {
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
     pub cursor: Option<String>,
 }
 
@@ -25,9 +26,13 @@ impl PageQuery {
         if !(1..=MAX_LIMIT).contains(&limit) {
             return Err(ApiError::field("limit", format!("must be between 1 and {MAX_LIMIT}")));
         }
+        // Cursors are ids in their hyphenated form, as `next_cursor` gives them.
         let cursor = match self.cursor.as_deref() {
-            None | Some("") => None,
-            Some(c) => Some(c.parse().map_err(|_| ApiError::field("cursor", "is not a valid cursor"))?),
+            None => None,
+            Some(c) if c.len() == 36 && c.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') => {
+                Some(c.parse().map_err(|_| ApiError::field("cursor", "is not a valid cursor"))?)
+            }
+            Some(_) => return Err(ApiError::field("cursor", "is not a valid cursor")),
         };
         Ok((limit, cursor))
     }

@@ -104,13 +104,14 @@ impl From<Job> for JobView {
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct JobFilter {
     /// Only jobs in this status.
+    #[param(value_type = Option<JobStatus>)]
     pub status: Option<String>,
 }
 
 impl JobFilter {
     pub fn parse(&self) -> ApiResult<Option<JobStatus>> {
         match self.status.as_deref() {
-            None | Some("") => Ok(None),
+            None => Ok(None),
             Some(s) => JobStatus::parse(s).map(Some).ok_or_else(|| {
                 ApiError::field("status", "must be one of queued, running, retrying, succeeded, failed, cancelled")
             }),

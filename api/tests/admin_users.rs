@@ -84,9 +84,9 @@ both_backends! {
         let own = app.url(&format!("/api/admin/users/{}/", me["id"].as_str().unwrap()));
         for body in [json!({"is_active": false}), json!({"is_admin": false})] {
             let res = app.client.patch(&own).bearer_auth(&admin.access).json(&body).send().await.unwrap();
-            assert_error(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_error").await;
+            assert_error(res, StatusCode::CONFLICT, "own_account").await;
         }
-        assert_error(app.client.delete(&own).bearer_auth(&admin.access).send().await.unwrap(), StatusCode::UNPROCESSABLE_ENTITY, "validation_error").await;
+        assert_error(app.client.delete(&own).bearer_auth(&admin.access).send().await.unwrap(), StatusCode::CONFLICT, "own_account").await;
 
         let user = app.signup("promoted@example.com").await;
         let url = app.url(&format!("/api/admin/users/{}/", user.id));

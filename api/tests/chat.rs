@@ -472,8 +472,9 @@ async fn sessions_can_be_renamed_tagged_searched_and_deleted() {
         .await
         .unwrap();
     assert_error(res, StatusCode::NOT_FOUND, "not_found").await;
+    // `session_id` is a required parameter.
     let res = app.client.get(app.url("/api/llm/messages/")).bearer_auth(&user.access).send().await.unwrap();
-    assert_error(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_error").await;
+    assert_error(res, StatusCode::BAD_REQUEST, "invalid_query").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

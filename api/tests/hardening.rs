@@ -182,4 +182,39 @@ both_backends! {
         assert!(job["error"].as_str().unwrap().starts_with("the provider refused") || job["error"].as_str().unwrap().starts_with("could not reach"), "{job}");
         assert_eq!(fake.request_count(), 0, "nothing reached the private address");
     }
+
+    async fn bodies_are_read_as_the_document_says(backend: Backend) {
+        let vars = [("PARLEY_ADMIN_EMAIL", ADMIN.0), ("PARLEY_ADMIN_PASSWORD", ADMIN.1), ("PARLEY_WORKERS", "0")];
+        let app = spawn_app_with(backend, &vars).await;
+        let admin = app.signin(ADMIN.0, ADMIN.1).await;
+        // A whole number written as a float is the integer it names; a fraction is not.
+        let res = app.post_json("/api/llm/configs/", &json!({"name": "m", "provider": "openai_compatible",
+            "model": "m", "base_url": "http://127.0.0.1:9/v1", "max_tokens": 8192.0, "context_window": 16384.0,
+            "is_default": true}), Some(&admin.access)).await;
+        assert_eq!(res.status(), StatusCode::CREATED);
+        assert_eq!(res.json::<Value>().await.unwrap()["max_tokens"], 8192);
+        let res = app.post_json("/api/llm/configs/", &json!({"name": "f", "provider": "openai",
+            "model": "m", "max_tokens": 10.5}), Some(&admin.access)).await;
+        assert_error(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body").await;
+        // A create needs name, provider and model.
+        let res = app.post_json("/api/llm/configs/", &json!({"name": "x"}), Some(&admin.access)).await;
+        assert_error(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body").await;
+        // A body is an object: an array is refused even where every field is optional.
+        let user = app.signup("bodies@example.com").await;
+        let res = app.client.patch(app.url("/api/users/me/")).bearer_auth(&user.access).json(&json!([null, null])).send().await.unwrap();
+        assert_error(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body").await;
+        // An unknown model is not found, like an unknown session.
+        let res = app.post_json("/api/llm/chat/", &json!({"message": "hi", "config_id": "nope"}), Some(&user.access)).await;
+        assert_error(res, StatusCode::NOT_FOUND, "not_found").await;
+        // Sign-out takes no body, `{}` or `null`.
+        for body in ["null", "{}", ""] {
+            let account = app.signin("bodies@example.com", PASSWORD).await;
+            let res = app.client.post(app.url("/api/auth/logout/")).bearer_auth(&account.access)
+                .header("content-type", "application/json").body(body).send().await.unwrap();
+            assert_eq!(res.status(), StatusCode::NO_CONTENT, "{body:?}");
+        }
+        // A cursor is an id as `next_cursor` gives it.
+        let res = app.client.get(app.url("/api/jobs/?cursor=")).bearer_auth(&user.access).send().await.unwrap();
+        assert_error(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_error").await;
+    }
 }

@@ -1,7 +1,7 @@
 //! Queue operations for admins: counts per status, every job, retrying a failed one, and a
 //! no-op job to check the pipeline end to end.
 
-use crate::error::{ApiError, ApiResult, ErrorEnvelope};
+use crate::error::{ApiError, ApiResult, ErrorEnvelope, FieldErrors};
 use crate::extract::{AdminUser, Json, Query};
 use crate::pagination::{Page, PageQuery};
 use crate::state::AppState;
@@ -94,9 +94,14 @@ pub async fn create_noop(
     admin: AdminUser,
     Json(noop): Json<Noop>,
 ) -> ApiResult<(StatusCode, Json<JobAccepted>)> {
+    let mut errors = FieldErrors::default();
     if noop.sleep_ms > 600_000 {
-        return Err(ApiError::field("sleep_ms", "must be at most 600000"));
+        errors.add("sleep_ms", "must be at most 600000");
     }
+    if noop.fail_times > 1000 {
+        errors.add("fail_times", "must be at most 1000");
+    }
+    errors.finish()?;
     let job_id = jobs::enqueue(&state.db.writer, Some(admin.0.user.id), &noop).await?;
     state.queue.wake(Noop::QUEUE);
     Ok((StatusCode::ACCEPTED, Json(JobAccepted { job_id })))

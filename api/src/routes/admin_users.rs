@@ -95,7 +95,7 @@ pub struct AdminUserUpdate {
 /// Deactivates or reactivates an account, or grants or takes admin rights.
 #[utoipa::path(patch, path = "/api/admin/users/{id}/", tag = "admin", params(("id" = String, Path)), request_body = AdminUserUpdate, security(("bearer" = [])), responses(
     (status = 200, body = AdminUserView), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
-    (status = 422, description = "an admin cannot deactivate or demote their own account", body = ErrorEnvelope)))]
+    (status = 409, description = "`own_account`: an admin cannot deactivate or demote their own account", body = ErrorEnvelope)))]
 pub async fn update_user(
     State(state): State<AppState>,
     admin: AdminUser,
@@ -105,10 +105,10 @@ pub async fn update_user(
     let mut user = find(&state, &id).await?;
     if user.id == admin.0.user.id {
         if req.is_active == Some(false) {
-            return Err(ApiError::field("is_active", "you cannot deactivate your own account"));
+            return Err(own_account("you cannot deactivate your own account"));
         }
         if req.is_admin == Some(false) {
-            return Err(ApiError::field("is_admin", "you cannot take your own admin rights"));
+            return Err(own_account("you cannot take your own admin rights"));
         }
     }
     let mut tx = state.db.begin_write().await?;
@@ -131,7 +131,7 @@ pub async fn update_user(
 /// Deletes an account and everything it owns; every session ends.
 #[utoipa::path(delete, path = "/api/admin/users/{id}/", tag = "admin", params(("id" = String, Path)), security(("bearer" = [])), responses(
     (status = 204, description = "deleted"), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
-    (status = 422, description = "an admin cannot delete their own account here", body = ErrorEnvelope)))]
+    (status = 409, description = "`own_account`: an admin deletes their own account with DELETE /api/users/me/", body = ErrorEnvelope)))]
 pub async fn delete_user(
     State(state): State<AppState>,
     admin: AdminUser,
@@ -139,9 +139,14 @@ pub async fn delete_user(
 ) -> ApiResult<StatusCode> {
     let user = find(&state, &id).await?;
     if user.id == admin.0.user.id {
-        return Err(ApiError::field("id", "delete your own account with DELETE /api/users/me/"));
+        return Err(own_account("delete your own account with DELETE /api/users/me/"));
     }
     parley_shared::usecases::accounts::delete(&state.db, state.media.as_ref(), &user).await?;
     tracing::info!(user.id = %user.id, "account deleted by an admin");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// What an admin may not do to their own account through these routes.
+fn own_account(message: &str) -> ApiError {
+    ApiError::StateConflict { code: "own_account", message: message.to_owned() }
 }

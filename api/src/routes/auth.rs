@@ -31,9 +31,20 @@ pub fn routes() -> Router<AppState> {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RegisterRequest {
+    /// An address with one `@` and a dotted domain; surrounding whitespace is trimmed.
+    #[schema(
+        max_length = 254,
+        pattern = r"^\s*[^\s@<>\u0000-\u001F\u007F-\u009F]{1,64}@(?:[^\W_]|-)+(?:\.(?:[^\W_]|-)+)+\s*$"
+    )]
     pub email: String,
+    /// 8 to 128 characters, not only whitespace, and not a commonly used password.
+    #[schema(min_length = 8, max_length = 128, pattern = r"^[\s\S]*\S[\s\S]*$")]
     pub password: String,
+    /// 3 to 30 letters, digits, `_`, `.` or `-`; empty or `null` for none.
+    #[schema(max_length = 30, pattern = r"^([A-Za-z0-9_.-]{3,30})?$")]
     pub username: Option<String>,
+    /// At most 100 characters on one line.
+    #[schema(max_length = 100, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub display_name: Option<String>,
 }
 
@@ -79,7 +90,7 @@ pub async fn register(
     let email = errors.check("email", Email::parse(&req.email));
     let password = errors.check("password", Password::parse(&req.password));
     let username =
-        req.username.as_deref().filter(|u| !u.trim().is_empty()).map(|u| errors.check("username", Username::parse(u)));
+        req.username.as_deref().filter(|u| !u.is_empty()).map(|u| errors.check("username", Username::parse(u)));
     let display_name = req.display_name.as_deref().map(|d| errors.check("display_name", DisplayName::parse(d)));
     let (Some(email), Some(password)) = (email, password) else { return Err(errors.into()) };
     errors.finish()?;
@@ -230,13 +241,16 @@ pub async fn logout(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> ApiResult<StatusCode> {
     let body = body.map_err(|r| crate::extract::rejection("invalid_body", r.status(), r.body_text()))?;
+    // No body, or `null`, is the default request.
     let req: LogoutRequest = if body.iter().all(u8::is_ascii_whitespace) {
         LogoutRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest {
-            code: "invalid_body",
-            message: format!("the body is not a valid logout request: {e}"),
-        })?
+        serde_json::from_slice::<Option<LogoutRequest>>(&body)
+            .map_err(|e| ApiError::BadRequest {
+                code: "invalid_body",
+                message: format!("the body is not a valid logout request: {e}"),
+            })?
+            .unwrap_or_default()
     };
     let pool = &state.db.writer;
     match req.scope {
@@ -254,6 +268,8 @@ pub async fn logout(
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ChangePasswordRequest {
     pub current_password: String,
+    /// 8 to 128 characters, not only whitespace, and not a commonly used password.
+    #[schema(min_length = 8, max_length = 128, pattern = r"^[\s\S]*\S[\s\S]*$")]
     pub new_password: String,
 }
 

@@ -32,10 +32,19 @@ fn image_error(e: AvatarError) -> ApiError {
     }
 }
 
+/// The upload form.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct AvatarUpload {
+    /// The image: PNG, JPEG, WebP or GIF.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
 /// Uploads an avatar (multipart field `file`, PNG, JPEG, WebP or GIF, at most 5 MB). The
 /// type is read from the content; a job crops and resizes it.
 #[utoipa::path(post, path = "/api/users/me/avatar/", tag = "accounts", security(("bearer" = [])),
-    request_body(content_type = "multipart/form-data", description = "a `file` field"), responses(
+    request_body(content = AvatarUpload, content_type = "multipart/form-data"), responses(
     (status = 202, body = JobAccepted),
     (status = 413, body = ErrorEnvelope),
     (status = 422, description = "not an image, an unsupported type, or too many pixels", body = ErrorEnvelope)))]

@@ -27,7 +27,10 @@ const MAX_SEARCH_CHARS: usize = 200;
 /// `max_message_chars`: the longest message, whose JSON body may be larger than the general
 /// body limit (up to 4 bytes a character, 6 when escaped).
 pub fn routes(max_message_chars: usize, max_json_body_bytes: usize) -> Router<AppState> {
-    let chat_body_limit = max_json_body_bytes.max(max_message_chars.saturating_mul(6).saturating_add(4096));
+    // Up to 12 bytes a character (an escaped surrogate pair), so that a message a little
+    // over the limit is answered 422 rather than 413.
+    let chat_body_limit =
+        max_json_body_bytes.max(max_message_chars.saturating_add(1).saturating_mul(12).saturating_add(16 * 1024));
     Router::new()
         .route("/api/llm/chat", post(chat).layer(axum::extract::DefaultBodyLimit::max(chat_body_limit)))
         .route("/api/llm/messages", get(list_messages))
@@ -37,10 +40,19 @@ pub fn routes(max_message_chars: usize, max_json_body_bytes: usize) -> Router<Ap
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ChatRequest {
+    /// Not blank; line breaks and tabs but no other control characters; at most
+    /// `PARLEY_LLM_MAX_MESSAGE_CHARS` characters (32,000 by default).
+    #[schema(
+        min_length = 1,
+        max_length = 32000,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     pub message: String,
     /// Continue this session; a new one is created when absent.
+    #[schema(max_length = 64)]
     pub session_id: Option<String>,
     /// A model from `GET /api/llm/models/`; the session's or the default when absent.
+    #[schema(max_length = 64)]
     pub config_id: Option<String>,
 }
 
@@ -80,15 +92,15 @@ pub async fn chat(
     {
         return Ok(first);
     }
-    let text = req.message.trim();
     let max = state.config.llm_max_message_chars;
+    if req.message.chars().count() > max {
+        return Err(ApiError::field("message", format!("must be at most {max} characters")));
+    }
+    check_text(&req.message).map_err(|e| ApiError::field("message", e.0))?;
+    let text = req.message.trim();
     if text.is_empty() {
         return Err(ApiError::field("message", "is required"));
     }
-    if text.chars().count() > max {
-        return Err(ApiError::field("message", format!("must be at most {max} characters")));
-    }
-    check_text(text).map_err(|e| ApiError::field("message", e.0))?;
     // Text that is not an id names nothing: answered like an unknown id.
     let session_id = match req.session_id.as_deref() {
         Some(id) => Some(id.parse().map_err(|_| ApiError::NotFound)?),
@@ -104,7 +116,7 @@ pub async fn chat(
         PostMessage { user, text, session_id, model, max_active_replies: state.config.llm_max_concurrent_per_user };
     let posted = usecases::chat::post_message(&mut tx, message).await.map_err(|e| match e {
         PostError::SessionNotFound => ApiError::NotFound,
-        PostError::UnknownModel => ApiError::field("config_id", "is not an enabled model"),
+        PostError::UnknownModel => ApiError::NotFound,
         PostError::NoModel => {
             ApiError::Unavailable { code: "no_model", message: "no model is configured; an admin must add one".into() }
         }
@@ -171,7 +183,8 @@ impl From<Message> for MessageView {
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct MessagesQuery {
-    pub session_id: Option<String>,
+    /// The session whose messages to list.
+    pub session_id: String,
 }
 
 /// A session's messages, oldest first.
@@ -183,9 +196,7 @@ pub async fn list_messages(
     Query(q): Query<MessagesQuery>,
     Query(page): Query<PageQuery>,
 ) -> ApiResult<Json<Page<MessageView>>> {
-    let session_id =
-        q.session_id.filter(|s| !s.is_empty()).ok_or_else(|| ApiError::field("session_id", "is required"))?;
-    let session_id = session_id.parse().map_err(|_| ApiError::NotFound)?;
+    let session_id = q.session_id.parse().map_err(|_| ApiError::NotFound)?;
     let session = chat::get_session(&state.db.pool, session_id, auth.user.id).await?.ok_or(ApiError::NotFound)?;
     let (limit, cursor) = page.parse::<MessageId>()?;
     let rows = chat::list_messages(&state.db.pool, session.id, cursor, limit + 1).await?;
@@ -219,9 +230,11 @@ impl From<Session> for SessionView {
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct SessionsQuery {
-    /// Matches titles and message text.
+    /// Matches titles and message text (at most 200 characters, one line).
+    #[param(max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub search: Option<String>,
     /// Only sessions with this tag.
+    #[param(pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub tag: Option<String>,
 }
 
@@ -235,13 +248,13 @@ pub async fn list_sessions(
     Query(page): Query<PageQuery>,
 ) -> ApiResult<Json<Page<SessionView>>> {
     let (limit, cursor) = page.parse::<ChatSessionId>()?;
-    let search = q.search.as_deref().map(str::trim).filter(|s| !s.is_empty());
-    if search.is_some_and(|s| s.chars().count() > MAX_SEARCH_CHARS) {
+    if q.search.as_deref().is_some_and(|s| s.chars().count() > MAX_SEARCH_CHARS) {
         return Err(ApiError::field("search", format!("must be at most {MAX_SEARCH_CHARS} characters")));
     }
+    let search = q.search.as_deref().map(str::trim).filter(|s| !s.is_empty());
     let tag = q.tag.as_deref().map(str::trim).filter(|s| !s.is_empty());
     let mut errors = FieldErrors::default();
-    for (name, value) in [("search", search), ("tag", tag)] {
+    for (name, value) in [("search", q.search.as_deref()), ("tag", q.tag.as_deref())] {
         if let Some(value) = value {
             errors.check(name, check_line(value));
         }
@@ -270,9 +283,36 @@ fn session_id(id: &str) -> ApiResult<ChatSessionId> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SessionUpdate {
+    /// 1 to 200 characters, not blank, one line.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub title: Option<String>,
-    pub tags: Option<Vec<String>>,
+    /// At most 20 tags of at most 50 characters, one line each; blank tags and repeats are
+    /// dropped.
+    #[schema(max_items = 20)]
+    pub tags: Option<Vec<Tag>>,
 }
+
+/// A session tag: at most 50 characters on one line.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub struct Tag(pub String);
+
+impl utoipa::PartialSchema for Tag {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .max_length(Some(50))
+            .pattern(Some(parley_shared::domain::LINE_PATTERN))
+            .into()
+    }
+}
+
+impl ToSchema for Tag {}
 
 /// Renames a session or sets its tags.
 #[utoipa::path(patch, path = "/api/llm/sessions/{id}/", tag = "llm", params(("id" = String, Path)), request_body = SessionUpdate, security(("bearer" = [])), responses(
@@ -284,27 +324,26 @@ pub async fn update_session(
     Json(req): Json<SessionUpdate>,
 ) -> ApiResult<Json<SessionView>> {
     let mut errors = FieldErrors::default();
-    let title = req.title.map(|t| t.trim().to_owned());
-    if title.as_ref().is_some_and(|t| t.is_empty() || t.chars().count() > 200) {
-        errors.add("title", "must be 1 to 200 characters");
-    }
-    if let Some(title) = &title {
+    if let Some(title) = &req.title {
+        if title.trim().is_empty() || title.chars().count() > 200 {
+            errors.add("title", "must be 1 to 200 characters, not blank");
+        }
         errors.check("title", check_line(title));
+    }
+    let title = req.title.map(|t| t.trim().to_owned());
+    if req.tags.as_ref().is_some_and(|tags| {
+        tags.len() > MAX_TAGS || tags.iter().any(|t| t.0.chars().count() > 50 || check_line(&t.0).is_err())
+    }) {
+        errors
+            .add("tags", format!("at most {MAX_TAGS} tags of at most 50 characters each, without control characters"));
     }
     let tags = req.tags.map(|tags| {
         let mut seen = std::collections::HashSet::new();
-        tags.iter().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty() && seen.insert(t.clone())).collect::<Vec<_>>()
+        tags.iter()
+            .map(|t| t.0.trim().to_owned())
+            .filter(|t| !t.is_empty() && seen.insert(t.clone()))
+            .collect::<Vec<_>>()
     });
-    if let Some(tags) = &tags
-        && (tags.len() > MAX_TAGS || tags.iter().any(|t| t.chars().count() > 50))
-    {
-        errors.add("tags", format!("at most {MAX_TAGS} tags of at most 50 characters"));
-    }
-    if let Some(tags) = &tags
-        && let Some(bad) = tags.iter().find_map(|t| check_line(t).err())
-    {
-        errors.add("tags", bad.0);
-    }
     errors.finish()?;
     // After validation, where an unknown id is found out too.
     let id = session_id(&id)?;

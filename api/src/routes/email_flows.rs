@@ -148,6 +148,8 @@ async fn reset_request(state: &AppState, email: &str) -> ApiResult<()> {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ResetConfirm {
     pub token: String,
+    /// 8 to 128 characters, not only whitespace, and not a commonly used password.
+    #[schema(min_length = 8, max_length = 128, pattern = r"^[\s\S]*\S[\s\S]*$")]
     pub new_password: String,
 }
 

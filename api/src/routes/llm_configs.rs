@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use parley_shared::ids::LlmConfigId;
 use parley_shared::llm::HostPolicy;
 use parley_shared::store::llm_configs::{self, ConfigFields, LlmConfig};
-use parley_shared::usecases::llm_config::{self, ConfigChanges, ConfigError};
+use parley_shared::usecases::llm_config::{self, ConfigChanges, ConfigError, NewConfig};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -119,21 +119,22 @@ fn config_id(id: &str) -> ApiResult<LlmConfigId> {
 }
 
 /// Creates a config.
-#[utoipa::path(post, path = "/api/llm/configs/", tag = "llm", request_body = ConfigChanges, security(("bearer" = [])), responses(
+#[utoipa::path(post, path = "/api/llm/configs/", tag = "llm", request_body = NewConfig, security(("bearer" = [])), responses(
     (status = 201, body = ConfigView), (status = 409, body = ErrorEnvelope), (status = 422, body = ErrorEnvelope)))]
 pub async fn create_config(
     State(state): State<AppState>,
     _admin: AdminUser,
-    Json(req): Json<ConfigChanges>,
+    Json(req): Json<NewConfig>,
 ) -> ApiResult<(StatusCode, Json<ConfigView>)> {
-    let fields = merge(&state, llm_config::defaults(), req)?;
+    let fields = merge(&state, llm_config::defaults(), req.into())?;
     let config = llm_config::save(&state.db, None, &fields).await?;
     Ok((StatusCode::CREATED, Json(config.into())))
 }
 
 /// Changes a config.
 #[utoipa::path(patch, path = "/api/llm/configs/{id}/", tag = "llm", params(("id" = String, Path)), request_body = ConfigChanges, security(("bearer" = [])), responses(
-    (status = 200, body = ConfigView), (status = 404, body = ErrorEnvelope), (status = 422, body = ErrorEnvelope)))]
+    (status = 200, body = ConfigView), (status = 404, body = ErrorEnvelope),
+    (status = 409, description = "the name is taken", body = ErrorEnvelope), (status = 422, body = ErrorEnvelope)))]
 pub async fn update_config(
     State(state): State<AppState>,
     _admin: AdminUser,

@@ -28,9 +28,15 @@ pub async fn me(State(state): State<AppState>, auth: AuthUser) -> Json<UserProfi
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProfileRequest {
+    /// 3 to 30 letters, digits, `_`, `.` or `-`; empty or `null` clears it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 30, pattern = r"^([A-Za-z0-9_.-]{3,30})?$")]
     pub username: Option<Option<String>>,
+    /// At most 100 characters on one line.
+    #[schema(max_length = 100, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub display_name: Option<String>,
+    /// At most 1,000 characters; line breaks and tabs, no other control characters.
+    #[schema(max_length = 1000, pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$")]
     pub bio: Option<String>,
 }
 
@@ -52,7 +58,7 @@ pub async fn update_me(
         username: match req.username {
             None => None,
             Some(None) => Some(None),
-            Some(Some(u)) if u.trim().is_empty() => Some(None),
+            Some(Some(u)) if u.is_empty() => Some(None),
             Some(Some(u)) => errors.check("username", Username::parse(&u)).map(Some),
         },
         display_name: req.display_name.and_then(|d| errors.check("display_name", DisplayName::parse(&d))),

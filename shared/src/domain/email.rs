@@ -14,7 +14,7 @@ impl Email {
         if s.is_empty() {
             return Err(ParseError::new("is required"));
         }
-        if s.len() > 254 {
+        if s.chars().count() > 254 {
             return Err(ParseError::new("must be at most 254 characters"));
         }
         let Some((local, domain)) = s.rsplit_once('@') else {
@@ -27,7 +27,7 @@ impl Email {
             && !domain.contains("..")
             && domain.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '.');
         let local_ok = !local.is_empty()
-            && local.len() <= 64
+            && local.chars().count() <= 64
             && !local.chars().any(|c| c.is_whitespace() || c.is_control() || c == '@' || c == '<' || c == '>');
         if !domain_ok || !local_ok {
             return Err(ParseError::new("is not a valid address"));

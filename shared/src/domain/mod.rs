@@ -2,6 +2,7 @@
 
 mod email;
 mod field_errors;
+pub mod numbers;
 mod password;
 mod profile;
 

@@ -36,7 +36,8 @@ impl Password {
         if chars > MAX_CHARS {
             return Err(ParseError::new(format!("must be at most {MAX_CHARS} characters")));
         }
-        if raw.trim().is_empty() {
+        // `\x1c`..`\x1f` count as whitespace too, as in the documented pattern's `\S`.
+        if raw.chars().all(|c| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)) {
             return Err(ParseError::new("must not be only whitespace"));
         }
         if COMMON.contains(&raw.to_lowercase()) {

@@ -2,13 +2,14 @@
 
 use super::ParseError;
 
-/// 3 to 30 characters: letters, digits, `_`, `.`, `-`. Unique (case-insensitively).
+/// 3 to 30 characters: letters, digits, `_`, `.`, `-`, taken exactly as sent. Unique
+/// (case-insensitively).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Username(String);
 
 impl Username {
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
-        let s = raw.trim();
+        let s = raw;
         let n = s.chars().count();
         if !(3..=30).contains(&n) {
             return Err(ParseError::new("must be 3 to 30 characters"));
@@ -23,17 +24,17 @@ impl Username {
     }
 }
 
-/// At most 100 characters, no control characters.
+/// At most 100 characters (as sent, before trimming), no control characters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DisplayName(String);
 
 impl DisplayName {
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
-        let s = raw.trim();
-        if s.chars().count() > 100 {
+        if raw.chars().count() > 100 {
             return Err(ParseError::new("must be at most 100 characters"));
         }
-        super::check_line(s)?;
+        super::check_line(raw)?;
+        let s = raw.trim();
         Ok(Self(s.to_owned()))
     }
     pub fn as_str(&self) -> &str {
@@ -67,6 +68,7 @@ mod tests {
         assert!(Username::parse("ann_b.c-d").is_ok());
         assert!(Username::parse("ab").is_err());
         assert!(Username::parse("has space").is_err());
+        assert!(Username::parse(" ann ").is_err(), "taken exactly as sent");
         assert!(Username::parse(&"a".repeat(31)).is_err());
     }
 

@@ -103,9 +103,13 @@ impl JobSpec for GenerateTitle {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Noop {
-    #[serde(default)]
+    /// At most 600,000 (ten minutes).
+    #[serde(default, deserialize_with = "crate::domain::numbers::integer")]
+    #[schema(minimum = 0, maximum = 600000)]
     pub sleep_ms: u64,
-    #[serde(default)]
+    /// At most 1,000.
+    #[serde(default, deserialize_with = "crate::domain::numbers::integer")]
+    #[schema(minimum = 0, maximum = 1000)]
     pub fail_times: u32,
     /// Fail with an error that retrying cannot fix.
     #[serde(default)]

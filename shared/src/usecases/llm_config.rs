@@ -20,24 +20,119 @@ pub const DEFAULT_CONTEXT_WINDOW: i64 = 8192;
 #[serde(deny_unknown_fields)]
 #[schema(as = ConfigRequest)]
 pub struct ConfigChanges {
+    /// 1 to 100 characters, not blank, one line.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: Option<String>,
     /// `openai`, `openai_compatible` or `anthropic`.
+    #[schema(pattern = r"^(openai|openai_compatible|anthropic)$")]
     pub provider: Option<String>,
+    /// The provider's model name: 1 to 200 characters, not blank, one line.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub model: Option<String>,
+    /// The API root, `http://` or `https://` (required for `openai_compatible`); never a
+    /// link-local or cloud-metadata address, nor a private one when
+    /// `PARLEY_LLM_ALLOW_PRIVATE_HOSTS=false`. `null` or blank: the provider's default.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, pattern = r"^\s*(https?://\S+)?\s*$")]
     pub base_url: Option<Option<String>>,
-    /// In clear text; stored sealed.
+    /// In clear text; stored sealed, never answered.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>, write_only)]
     pub api_key: Option<Option<String>>,
+    /// 0 to 2 (0 to 1 for `anthropic`).
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<f64>, minimum = 0, maximum = 2)]
     pub temperature: Option<Option<f64>>,
-    #[serde(default, deserialize_with = "present")]
+    /// 1 to 1,000,000 completion tokens.
+    #[serde(default, deserialize_with = "crate::domain::numbers::present_integer")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 1000000)]
     pub max_tokens: Option<Option<i64>>,
+    /// 256 to 10,000,000 tokens.
+    #[serde(default, deserialize_with = "crate::domain::numbers::optional_integer")]
+    #[schema(minimum = 256, maximum = 10000000)]
     pub context_window: Option<i64>,
+    /// Line breaks and tabs, no other control characters.
+    #[schema(pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$")]
     pub system_prompt: Option<String>,
     pub is_default: Option<bool>,
     pub enabled: Option<bool>,
+}
+
+/// A config to create: as [`ConfigChanges`], with `name`, `provider` and `model` required.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = NewConfigRequest)]
+pub struct NewConfig {
+    /// 1 to 100 characters, not blank, one line.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
+    pub name: String,
+    /// `openai`, `openai_compatible` or `anthropic`.
+    #[schema(pattern = r"^(openai|openai_compatible|anthropic)$")]
+    pub provider: String,
+    /// The provider's model name: 1 to 200 characters, not blank, one line.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
+    pub model: String,
+    /// The API root, `http://` or `https://` (required for `openai_compatible`); never a
+    /// link-local or cloud-metadata address, nor a private one when
+    /// `PARLEY_LLM_ALLOW_PRIVATE_HOSTS=false`. `null` or blank: the provider's default.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, pattern = r"^\s*(https?://\S+)?\s*$")]
+    pub base_url: Option<Option<String>>,
+    /// In clear text; stored sealed, never answered.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, write_only)]
+    pub api_key: Option<Option<String>>,
+    /// 0 to 2 (0 to 1 for `anthropic`).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<f64>, minimum = 0, maximum = 2)]
+    pub temperature: Option<Option<f64>>,
+    /// 1 to 1,000,000 completion tokens.
+    #[serde(default, deserialize_with = "crate::domain::numbers::present_integer")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 1000000)]
+    pub max_tokens: Option<Option<i64>>,
+    /// 256 to 10,000,000 tokens.
+    #[serde(default, deserialize_with = "crate::domain::numbers::optional_integer")]
+    #[schema(minimum = 256, maximum = 10000000)]
+    pub context_window: Option<i64>,
+    /// Line breaks and tabs, no other control characters.
+    #[schema(pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$")]
+    pub system_prompt: Option<String>,
+    pub is_default: Option<bool>,
+    pub enabled: Option<bool>,
+}
+
+impl From<NewConfig> for ConfigChanges {
+    fn from(c: NewConfig) -> Self {
+        Self {
+            name: Some(c.name),
+            provider: Some(c.provider),
+            model: Some(c.model),
+            base_url: c.base_url,
+            api_key: c.api_key,
+            temperature: c.temperature,
+            max_tokens: c.max_tokens,
+            context_window: c.context_window,
+            system_prompt: c.system_prompt,
+            is_default: c.is_default,
+            enabled: c.enabled,
+        }
+    }
 }
 
 /// A field that is present, `null` or not: `Some(None)` for `null`, `None` when absent.
@@ -90,13 +185,24 @@ pub fn merge(
         f.api_key_enc = None;
     }
     if let Some(name) = req.name {
+        if name.chars().count() > 100 {
+            errors.add("name", "must be 1 to 100 characters");
+        }
+        errors.check("name", check_line(&name));
         f.name = name.trim().to_owned();
     }
     if let Some(p) = req.provider {
         f.provider = p;
     }
     if let Some(m) = req.model {
+        if m.chars().count() > 200 {
+            errors.add("model", "must be at most 200 characters");
+        }
+        errors.check("model", check_line(&m));
         f.model = m.trim().to_owned();
+    }
+    if let Some(Some(url)) = &req.base_url {
+        errors.check("base_url", check_line(url));
     }
     if let Some(url) = req.base_url {
         f.base_url = url.map(|u| u.trim().trim_end_matches('/').to_owned()).filter(|u| !u.is_empty());
@@ -125,7 +231,7 @@ pub fn merge(
     if let Some(e) = req.enabled {
         f.enabled = e;
     }
-    if f.name.is_empty() || f.name.chars().count() > 100 {
+    if f.name.is_empty() {
         errors.add("name", "must be 1 to 100 characters");
     }
     match Provider::parse(&f.provider) {
@@ -146,11 +252,6 @@ pub fn merge(
     }
     if f.model.is_empty() {
         errors.add("model", "is required");
-    }
-    errors.check("name", check_line(&f.name));
-    errors.check("model", check_line(&f.model));
-    if let Some(url) = &f.base_url {
-        errors.check("base_url", check_line(url));
     }
     errors.check("system_prompt", check_text(&f.system_prompt));
     // Anthropic's Messages API takes at most 1; OpenAI-style APIs at most 2.
