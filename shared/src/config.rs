@@ -107,6 +107,8 @@ pub struct Config {
     pub password_hash_concurrency: usize,
     pub login_ip_per_minute: u32,
     pub login_account_per_minute: u32,
+    /// Requests a minute each personal API key may make (`PARLEY_API_KEY_RPM`).
+    pub api_key_rpm: u32,
     pub trusted_proxies: Vec<IpAddr>,
     pub admin_email: Option<String>,
     pub admin_password: Option<SecretString>,
@@ -244,6 +246,7 @@ impl Config {
             password_hash_concurrency: v.positive("PARLEY_PASSWORD_HASH_CONCURRENCY", cpus)?,
             login_ip_per_minute: v.positive("PARLEY_LOGIN_IP_PER_MINUTE", 30)?,
             login_account_per_minute: v.positive("PARLEY_LOGIN_ACCOUNT_PER_MINUTE", 10)?,
+            api_key_rpm: v.positive("PARLEY_API_KEY_RPM", 60)?,
             trusted_proxies: v.list("PARLEY_TRUSTED_PROXIES")?,
             admin_email: v.string("PARLEY_ADMIN_EMAIL"),
             admin_password: v.secret("PARLEY_ADMIN_PASSWORD", 0)?,
