@@ -215,7 +215,8 @@ pub async fn chat_completions(
     let mut response = if parsed.stream {
         stream_response(state, started.job, meta, parsed.include_usage)
     } else {
-        whole_response(&state, started.job, &meta).await?
+        // An error after the job started still names it.
+        whole_response(&state, started.job, &meta).await.unwrap_or_else(IntoResponse::into_response)
     };
     let headers = response.headers_mut();
     headers.insert(JOB_HEADER, header_value(&started.job.to_string()));
