@@ -222,6 +222,31 @@ both_backends! {
         assert_eq!(sessions["items"], json!([]));
     }
 
+    async fn a_retry_with_the_same_idempotency_key_answers_from_the_first_job(backend: Backend) {
+        let fake = FakeLlm::openai(vec![Step::reply(&["once"])]).await;
+        let (app, _) = app_with_model(backend, &fake, &[]).await;
+        let user = app.signup("idem@example.com").await;
+        let key = key_of(&app, &user).await;
+        let send = |stream: bool| {
+            let mut body = hi();
+            body["stream"] = json!(stream);
+            app.client.post(app.url("/v1/chat/completions")).bearer_auth(&key).header("idempotency-key", "req-1").json(&body).send()
+        };
+        let first = send(false).await.unwrap();
+        let job = first.headers()["x-parley-job-id"].to_str().unwrap().to_owned();
+        let first: Value = first.json().await.unwrap();
+        let again = send(false).await.unwrap();
+        assert_eq!(again.headers()["x-parley-job-id"].to_str().unwrap(), job);
+        let again: Value = again.json().await.unwrap();
+        assert_eq!((&again["id"], &again["choices"]), (&first["id"], &first["choices"]));
+        // Streamed, the retry replays the same job's text.
+        let streamed = send(true).await.unwrap();
+        assert_eq!(streamed.headers()["x-parley-job-id"].to_str().unwrap(), job);
+        let text = streamed.text().await.unwrap();
+        assert!(text.contains("\"content\":\"once\"") && text.ends_with("data: [DONE]\n\n"), "{text}");
+        assert_eq!(fake.request_count(), 1);
+    }
+
     async fn a_streamed_completion_sends_openai_chunks_usage_and_done(backend: Backend) {
         let fake = FakeLlm::openai(vec![Step::reply(&["Bon", "jour"])]).await;
         let (app, _) = app_with_model(backend, &fake, &[]).await;

@@ -6,6 +6,7 @@
 //! client that lost the connection can fetch the answer from the job or resume its events.
 //! Requests authenticate with a personal API key; errors come in OpenAI's shape.
 
+use crate::idempotency::IdempotencyKey;
 use crate::sse::event_feed;
 use crate::state::AppState;
 use crate::v1::{ApiKeyAuth, OpenAiError, OpenAiErrorEnvelope};
@@ -24,7 +25,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use parley_shared::auth::api_keys::Scope;
-use parley_shared::ids::JobId;
+use parley_shared::ids::{ApiCompletionId, ChatSessionId, JobId};
 use parley_shared::jobs::{ApiCompletion, JobSpec};
 use parley_shared::llm::{ChatMessage, Role};
 use parley_shared::store::api_completions::CompletionRequest;
@@ -149,9 +150,11 @@ pub struct ChatCompletion {
 /// Creates a chat completion: a durable job whose id comes in `X-Parley-Job-Id`. With
 /// `stream` true the answer is OpenAI's `data:` chunks, then `data: [DONE]`. Needs the
 /// `chat` scope. `X-Parley-Session: new` (or a session id) keeps the conversation as a chat
-/// session, named in `X-Parley-Session-Id`.
+/// session, named in `X-Parley-Session-Id`. A retry with the same `Idempotency-Key` answers
+/// from the first request's job instead of starting another.
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "openai", request_body = ChatCompletionRequestDoc,
-    params(("X-Parley-Session" = Option<String>, Header, description = "`new`, or a chat session id to continue")),
+    params(("X-Parley-Session" = Option<String>, Header, description = "`new`, or a chat session id to continue"),
+        ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key answers from the first request's job")),
     security(("api_key" = [])), responses(
     (status = 200, body = ChatCompletion, description = "the completion; with `stream` true, `text/event-stream` chunks",
         headers(("X-Parley-Job-Id" = String, description = "the job answering the request"))),
@@ -191,6 +194,13 @@ pub async fn chat_completions(
         }
         Some(c) => c,
     };
+    let user = auth.key.user_id;
+    let key = IdempotencyKey::from_headers(&headers, format!("user:{user}:v1-chat-completions"))?;
+    if let Some(key) = &key
+        && let Some(first) = key.first_body(&state.db.pool).await?
+    {
+        return attach(state, &first, &raw.model, parsed.stream, parsed.include_usage).await;
+    }
     let mut tx = state.db.begin_write().await?;
     let call = StartCompletion {
         user: auth.key.user_id,
@@ -203,27 +213,66 @@ pub async fn chat_completions(
         StartError::SessionNotFound => OpenAiError::not_found("session_not_found", "No such chat session."),
         StartError::Store(e) => e.into(),
     })?;
+    let first = Attached { job: started.job, completion: started.completion, session_id: started.session_id };
+    if let Some(key) = &key
+        && !key.store(&mut *tx, StatusCode::OK, &first).await?
+    {
+        // A concurrent retry with the same key started the call first.
+        tx.rollback().await?;
+        let first = key.first_body(&state.db.pool).await?.ok_or_else(OpenAiError::internal)?;
+        return attach(state, &first, &raw.model, parsed.stream, parsed.include_usage).await;
+    }
     tx.commit().await?;
     state.queue.wake(ApiCompletion::QUEUE);
     tracing::info!(job.id = %started.job, api_key.id = %auth.key.id, stream = parsed.stream, "API completion started");
+    Ok(answer(state, &first, &raw.model, parsed.stream, parsed.include_usage).await)
+}
 
+/// The call a request started: what an `Idempotency-Key` stores, so that a retry of the
+/// request answers from the same job.
+#[derive(Debug, Serialize, Deserialize)]
+struct Attached {
+    #[serde(rename = "job_id")]
+    job: JobId,
+    #[serde(rename = "completion_id")]
+    completion: ApiCompletionId,
+    session_id: Option<ChatSessionId>,
+}
+
+/// Answers a retried request from the job of the first one.
+async fn attach(
+    state: AppState,
+    first: &Value,
+    model: &str,
+    stream: bool,
+    include_usage: bool,
+) -> Result<Response, OpenAiError> {
+    let first: Attached = serde_json::from_value(first.clone()).map_err(|e| {
+        tracing::error!(error = %e, "an idempotency record of another shape");
+        OpenAiError::internal()
+    })?;
+    Ok(answer(state, &first, model, stream, include_usage).await)
+}
+
+/// The job's answer, streamed or whole, with the headers naming the job and session.
+async fn answer(state: AppState, call: &Attached, model: &str, stream: bool, include_usage: bool) -> Response {
     let meta = ChunkMeta {
-        id: format!("chatcmpl-{}", started.completion),
+        id: format!("chatcmpl-{}", call.completion),
         created: chrono::Utc::now().timestamp(),
-        model: raw.model.clone(),
+        model: model.to_owned(),
     };
-    let mut response = if parsed.stream {
-        stream_response(state, started.job, meta, parsed.include_usage)
+    let mut response = if stream {
+        stream_response(state, call.job, meta, include_usage)
     } else {
         // An error after the job started still names it.
-        whole_response(&state, started.job, &meta).await.unwrap_or_else(IntoResponse::into_response)
+        whole_response(&state, call.job, &meta).await.unwrap_or_else(IntoResponse::into_response)
     };
     let headers = response.headers_mut();
-    headers.insert(JOB_HEADER, header_value(&started.job.to_string()));
-    if let Some(session) = started.session_id {
+    headers.insert(JOB_HEADER, header_value(&call.job.to_string()));
+    if let Some(session) = call.session_id {
         headers.insert(SESSION_ID_HEADER, header_value(&session.to_string()));
     }
-    Ok(response)
+    response
 }
 
 fn header_value(text: &str) -> HeaderValue {
