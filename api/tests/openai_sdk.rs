@@ -4,7 +4,9 @@
 //! and the key rate limit raise the SDK's matching exceptions.
 //!
 //! The Python interpreter comes from `PARLEY_OPENAI_SDK_PYTHON` (a virtualenv with `openai`
-//! installed, which `.ci/run` makes); without it the test is skipped, except in CI.
+//! installed, which `.ci/run` makes); without it the test is skipped, except in CI. When
+//! `PARLEY_OPENAI_NODE_MODULES` names a `node_modules` with the Node `openai` package, one
+//! streamed completion goes through it too (`check_openai_node.cjs`).
 
 mod common;
 
@@ -25,6 +27,12 @@ fn python() -> Option<String> {
         "CI is set but PARLEY_OPENAI_SDK_PYTHON is not: the OpenAI SDK test would be skipped"
     );
     python
+}
+
+/// The `node_modules` holding the Node `openai` package (`PARLEY_OPENAI_NODE_MODULES`, which
+/// `.ci/run` sets); without it the Node check is skipped.
+fn node_modules() -> Option<String> {
+    std::env::var("PARLEY_OPENAI_NODE_MODULES").ok().filter(|p| !p.is_empty())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,10 +78,27 @@ async fn the_official_openai_python_package_works_against_parley() {
     let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "the OpenAI SDK checks failed\n{stdout}\n{stderr}");
     assert!(stdout.contains("ok rate_limit_raises_rate_limit_error"), "{stdout}");
+    if let Some(modules) = node_modules() {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openai_sdk/check_openai_node.cjs");
+        let run = tokio::process::Command::new("node")
+            .arg(script)
+            .env("PARLEY_OPENAI_NODE_MODULES", modules)
+            .env("PARLEY_BASE_URL", app.url("/v1"))
+            .env("PARLEY_KEY", keys[0]["key"].as_str().unwrap())
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .kill_on_drop(true)
+            .output();
+        let output =
+            tokio::time::timeout(Duration::from_secs(60), run).await.expect("the script ends").expect("node runs");
+        let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(output.status.success(), "the OpenAI Node SDK check failed\n{stdout}\n{stderr}");
+        assert!(stdout.contains("ok node streaming"), "{stdout}");
+    }
     // Every completion was a job of the key's owner.
     let jobs: Value =
         app.client.get(app.url("/api/jobs/")).bearer_auth(&user.access).send().await.unwrap().json().await.unwrap();
     let completions = jobs["items"].as_array().unwrap().iter().filter(|j| j["kind"] == "api_completion");
     let results: Vec<&Value> = completions.map(|j| &j["result"]["content"]).collect();
-    assert_eq!(results, [&json!("Hello there"), &json!("Hello there")], "{jobs}");
+    let expected = if node_modules().is_some() { 3 } else { 2 };
+    assert_eq!(results, vec![&json!("Hello there"); expected], "{jobs}");
 }
