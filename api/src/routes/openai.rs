@@ -113,8 +113,7 @@ pub struct ChatCompletionRequestDoc {
     (status = 404, description = "unknown model or session", body = OpenAiErrorEnvelope),
     (status = 413, description = "the body is too large", body = OpenAiErrorEnvelope),
     (status = 429, description = "the key's rate limit (see Retry-After)", body = OpenAiErrorEnvelope),
-    (status = 502, description = "the provider failed after the job's retries", body = OpenAiErrorEnvelope),
-    (status = 503, description = "the job could not run (no usable model)", body = OpenAiErrorEnvelope)))]
+    (status = 502, description = "the provider failed after the job's retries, or the job was cancelled", body = OpenAiErrorEnvelope)))]
 pub async fn chat_completions(
     State(state): State<AppState>,
     auth: ApiKeyAuth,

@@ -92,11 +92,6 @@ impl OpenAiError {
         Self::new(StatusCode::BAD_GATEWAY, "api_error", Some("provider_error"), message)
     }
 
-    /// 503: nothing can answer until an operator acts.
-    pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", Some("unavailable"), message)
-    }
-
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
