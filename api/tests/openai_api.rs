@@ -313,7 +313,7 @@ both_backends! {
     }
 
     async fn a_completion_opting_into_a_session_is_kept_as_a_chat(backend: Backend) {
-        let fake = FakeLlm::openai(vec![Step::reply(&["Four."]), Step::reply(&["Eight."])]).await;
+        let fake = FakeLlm::openai(vec![Step::reply(&["Four."]), Step::reply(&["Sums"]), Step::reply(&["Eight."])]).await;
         let (app, _) = app_with_model(backend, &fake, &[]).await;
         let user = app.signup("kept@example.com").await;
         let key = key_of(&app, &user).await;
@@ -321,6 +321,16 @@ both_backends! {
         let res = app.client.post(app.url("/v1/chat/completions")).bearer_auth(&key).header("x-parley-session", "new").json(&first).send().await.unwrap();
         assert_eq!(res.status(), StatusCode::OK);
         let session = res.headers()["x-parley-session-id"].to_str().unwrap().to_owned();
+        // Its first reply gets a generated title, as a chat's does.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let s: Value = app.client.get(app.url(&format!("/api/llm/sessions/{session}/"))).bearer_auth(&user.access).send().await.unwrap().json().await.unwrap();
+            if s["title"] == "Sums" {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{s}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let second = json!({"model": "fake", "messages": [
             {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "Four."}, {"role": "user", "content": "Times two?"}]});
         let res = app.client.post(app.url("/v1/chat/completions")).bearer_auth(&key).header("x-parley-session", &session).json(&second).send().await.unwrap();

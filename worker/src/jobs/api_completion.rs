@@ -8,12 +8,13 @@ use super::{CancelSignal, JobError, Outcome as JobOutcome, RunJob};
 use crate::WorkerContext;
 use futures::StreamExt;
 use parley_shared::events::StreamWriter;
-use parley_shared::jobs::ApiCompletion;
+use parley_shared::ids::MessageId;
+use parley_shared::jobs::{ApiCompletion, GenerateTitle, JobSpec};
 use parley_shared::llm::StreamItem;
 use parley_shared::store::api_completions;
-use parley_shared::store::chat::{self, MessageStatus, Outcome};
+use parley_shared::store::chat::{self, MessageRole, MessageStatus, Outcome};
 use parley_shared::store::job_events::{self, EventType};
-use parley_shared::store::jobs::Job;
+use parley_shared::store::jobs::{self as job_store, Job};
 use parley_shared::store::llm_configs;
 use serde_json::json;
 
@@ -93,6 +94,7 @@ async fn complete(
                 error: None,
             };
             chat::finish_message(writer, message_id, &outcome).await?;
+            title_new_session(ctx, job, message_id).await?;
         }
         Ok(JobOutcome::Succeeded(json!({
             "completion_id": call.id,
@@ -111,6 +113,20 @@ async fn complete(
     let value = answered?;
     closed?;
     Ok(value)
+}
+
+/// After the first reply of a chat session the call started, a `generate_title` job names it,
+/// as after a chat's first reply.
+async fn title_new_session(ctx: &WorkerContext, job: &Job, message_id: MessageId) -> Result<(), JobError> {
+    let pool = &ctx.db.pool;
+    let Some(message) = chat::get_message(pool, message_id).await? else { return Ok(()) };
+    let Some(session) = chat::session_by_id(pool, message.session_id).await? else { return Ok(()) };
+    let history = chat::history_before(pool, session.id, message.id, 100).await?;
+    if session.title_is_auto && history.iter().all(|m| m.role == MessageRole::User) {
+        job_store::enqueue(&ctx.db.writer, job.owner(), &GenerateTitle { session_id: session.id }).await?;
+        ctx.queue.wake(GenerateTitle::QUEUE);
+    }
+    Ok(())
 }
 
 /// Ends the call as cancelled; a chat reply it was filling keeps the text it has.
