@@ -48,8 +48,16 @@ impl IdempotencyKey {
         }))
     }
 
-    /// Stores the answer in the request's transaction.
-    async fn store<'e>(&self, ex: impl Exec<'e>, status: StatusCode, body: &impl Serialize) -> ApiResult<bool> {
+    /// The stored first answer's body, if there is one (for an endpoint that answers a
+    /// retry with more than the stored JSON, such as a stream of the first request's job).
+    pub async fn first_body<'e>(&self, ex: impl Exec<'e>) -> ApiResult<Option<serde_json::Value>> {
+        let stored = idempotency::get(ex, &self.scope, &self.key).await?;
+        Ok(stored.map(|(_, body)| serde_json::from_str(&body).unwrap_or_default()))
+    }
+
+    /// Stores the answer in the request's transaction; false when a concurrent retry with
+    /// the same key stored its answer first.
+    pub async fn store<'e>(&self, ex: impl Exec<'e>, status: StatusCode, body: &impl Serialize) -> ApiResult<bool> {
         let json = serde_json::to_string(body).map_err(anyhow::Error::from)?;
         Ok(idempotency::put(ex, &self.scope, &self.key, i64::from(status.as_u16()), &json).await?)
     }

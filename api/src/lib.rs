@@ -12,6 +12,7 @@ pub mod sse;
 pub mod startup;
 pub mod state;
 pub mod tokens;
+pub mod v1;
 pub mod views;
 
 pub use startup::Application;

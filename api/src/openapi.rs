@@ -1,6 +1,8 @@
 //! The OpenAPI 3.1 document of every route.
 
-use crate::routes::{admin_jobs, admin_users, auth, avatar, chat, docs, email_flows, health, jobs, llm_configs, users};
+use crate::routes::{
+    admin_jobs, admin_users, api_keys, auth, avatar, chat, docs, email_flows, health, jobs, llm_configs, openai, users,
+};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -20,6 +22,8 @@ use utoipa::{Modify, OpenApi};
         admin_jobs::queue_stats, admin_jobs::list_all_jobs, admin_jobs::retry_job, admin_jobs::create_noop,
         admin_users::list_users, admin_users::get_user, admin_users::update_user, admin_users::delete_user,
         health::healthz, health::readyz, docs::openapi_json, docs::docs_page, docs::docs_script,
+        api_keys::create_key, api_keys::list_keys, api_keys::revoke_key, api_keys::admin_list_keys,
+        api_keys::admin_revoke_key, openai::list_models, openai::chat_completions,
     ),
     components(schemas(crate::error::ErrorEnvelope, crate::error::ErrorBody)),
     modifiers(&BearerAuth, &StandardResponses),
@@ -28,6 +32,8 @@ use utoipa::{Modify, OpenApi};
         (name = "jobs", description = "Durable jobs: status, events, cancellation"),
         (name = "llm", description = "Chat with LLMs: configs, models, sessions, messages"),
         (name = "admin", description = "User management and queue operations for admins"),
+        (name = "api-keys", description = "Personal API keys for the OpenAI-compatible endpoints"),
+        (name = "openai", description = "OpenAI-compatible endpoints: authenticated by a personal API key, errors in OpenAI's shape"),
         (name = "operations", description = "Health, readiness and this documentation"),
     )
 )]
@@ -41,6 +47,16 @@ impl Modify for BearerAuth {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("sk-parley-...")
+                    .description(Some("A personal API key; accepted on the /v1 endpoints only"))
+                    .build(),
+            ),
         );
     }
 }
@@ -60,6 +76,11 @@ impl Modify for StandardResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::path::ParameterIn;
         for (path, item) in openapi.paths.paths.iter_mut() {
+            // The OpenAI-compatible routes answer in OpenAI's error shape and document it
+            // themselves.
+            if path.starts_with("/v1/") {
+                continue;
+            }
             let admin_path = path.starts_with("/api/admin/") || path.starts_with("/api/llm/configs");
             let operations = [
                 &mut item.get,

@@ -64,6 +64,38 @@ impl LoginLimiter {
     }
 }
 
+/// Requests per minute per personal API key (`PARLEY_API_KEY_RPM`), with governor's GCRA:
+/// a full minute's quota may come at once, then requests are let through as it refills.
+pub struct ApiKeyLimiter {
+    by_key: DefaultKeyedRateLimiter<parley_shared::ids::ApiKeyId>,
+    clock: DefaultClock,
+}
+
+impl std::fmt::Debug for ApiKeyLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKeyLimiter")
+    }
+}
+
+impl ApiKeyLimiter {
+    pub fn new(per_minute: u32) -> Self {
+        let quota = Quota::per_minute(NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN));
+        Self { by_key: RateLimiter::keyed(quota), clock: DefaultClock::default() }
+    }
+
+    /// Counts one request with `key`; `Err` with the seconds to wait when its quota is used.
+    pub fn check(&self, key: parley_shared::ids::ApiKeyId) -> Result<(), u64> {
+        self.by_key
+            .check_key(&key)
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()).as_secs_f64().ceil().max(1.0) as u64)
+    }
+
+    /// Forgets keys whose quota is full again.
+    pub fn sweep(&self) {
+        self.by_key.retain_recent();
+    }
+}
+
 /// The key of a client address: IPv4 as it is, IPv6 by its /64 (one host or site usually
 /// holds a whole /64, and could otherwise take fresh quotas by changing address).
 fn client_key(ip: IpAddr) -> IpAddr {
@@ -83,6 +115,16 @@ fn client_key(ip: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_api_key_has_its_own_quota() {
+        let limiter = ApiKeyLimiter::new(2);
+        let (a, b) = (parley_shared::ids::ApiKeyId::new(), parley_shared::ids::ApiKeyId::new());
+        assert!(limiter.check(a).is_ok() && limiter.check(a).is_ok());
+        let wait = limiter.check(a).unwrap_err();
+        assert!((1..=30).contains(&wait), "{wait}");
+        assert!(limiter.check(b).is_ok());
+    }
 
     #[test]
     fn ipv6_clients_share_the_quota_of_their_64() {

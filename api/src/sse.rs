@@ -18,7 +18,15 @@ const RESYNC: Duration = Duration::from_secs(1);
 /// The SSE stream of `job` after `after`: stored events first, then live ones, in `seq`
 /// order without gaps or repeats.
 pub fn event_stream(state: AppState, job: JobId, after: i64) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(256);
+    let stream = tokio_stream::wrappers::ReceiverStream::new(event_feed(state, job, after));
+    let stream = futures::StreamExt::map(stream, |event| Ok(sse_event(&event)));
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+/// The events of `job` after `after`, in `seq` order without gaps or repeats, until its final
+/// event; the feed stops when the receiver is dropped.
+pub fn event_feed(state: AppState, job: JobId, after: i64) -> tokio::sync::mpsc::Receiver<JobEvent> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<JobEvent>(256);
     tokio::spawn(async move {
         let mut live = state.bus.subscribe(job);
         let mut last = after;
@@ -38,7 +46,7 @@ pub fn event_stream(state: AppState, job: JobId, after: i64) -> Sse<impl Stream<
             for event in backlog {
                 last = event.seq;
                 let terminal = event.is_terminal();
-                if tx.send(sse_event(&event)).await.is_err() || terminal {
+                if tx.send(event).await.is_err() || terminal {
                     return;
                 }
             }
@@ -52,7 +60,7 @@ pub fn event_stream(state: AppState, job: JobId, after: i64) -> Sse<impl Stream<
                     Ok(Ok(event)) if event.job_id == job_key && event.seq == last + 1 => {
                         last = event.seq;
                         let terminal = event.is_terminal();
-                        if tx.send(sse_event(&event)).await.is_err() || terminal {
+                        if tx.send(event).await.is_err() || terminal {
                             return;
                         }
                     }
@@ -73,8 +81,7 @@ pub fn event_stream(state: AppState, job: JobId, after: i64) -> Sse<impl Stream<
             }
         }
     });
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-    Sse::new(futures::StreamExt::map(stream, Ok)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    rx
 }
 
 /// Whether nothing can follow event `last`: it was the final event (a resume after the

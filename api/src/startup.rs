@@ -1,6 +1,6 @@
 //! Building and running the application.
 
-use crate::ratelimit::LoginLimiter;
+use crate::ratelimit::{ApiKeyLimiter, LoginLimiter};
 use crate::routes;
 use crate::state::AppState;
 use anyhow::Context;
@@ -71,11 +71,13 @@ impl Application {
             }));
         }
         let limiter = self.state.login_limiter.clone();
+        let key_limiter = self.state.api_key_limiter.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             loop {
                 tick.tick().await;
                 limiter.sweep();
+                key_limiter.sweep();
             }
         });
         let request_id = HeaderName::from_static("x-request-id");
@@ -142,6 +144,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         jwt,
         keys: Arc::new(keys),
         login_limiter,
+        api_key_limiter: Arc::new(ApiKeyLimiter::new(config.api_key_rpm)),
         queue,
         bus,
         mailer,

@@ -1,6 +1,6 @@
 //! The application state every handler shares (cheap to clone).
 
-use crate::ratelimit::LoginLimiter;
+use crate::ratelimit::{ApiKeyLimiter, LoginLimiter};
 use parley_shared::auth::{JwtKeys, Keys, PasswordHasher};
 use parley_shared::events::EventBus;
 use parley_shared::queue::Queue;
@@ -15,6 +15,7 @@ pub struct AppState {
     pub jwt: JwtKeys,
     pub keys: Arc<Keys>,
     pub login_limiter: Arc<LoginLimiter>,
+    pub api_key_limiter: Arc<ApiKeyLimiter>,
     pub queue: Queue,
     pub bus: EventBus,
     /// Used only by in-process workers; handlers never send mail themselves.

@@ -282,6 +282,52 @@ both_backends! {
         assert_eq!(message(&app, &user.access, session, reply_id).await["content"], "first second");
     }
 
+    async fn an_in_stream_error_with_a_string_code_is_read_by_its_code(backend: Backend) {
+        // LiteLLM's proxy sends the code as a string and a type name of its own.
+        let throttled = json!({"message": "litellm.RateLimitError: slow down", "type": "throttling_error", "param": null, "code": "429"});
+        let refused = json!({"message": "litellm.AuthenticationError: bad key", "type": "auth_error", "param": null, "code": "401"});
+        let fake = FakeLlm::openai(vec![Step::stream_error(&[], throttled), Step::reply(&["ok"]), Step::stream_error(&[], refused)]).await;
+        let (app, _) = app_with_model(backend, &fake, "openai_compatible", "sk-test", &[]).await;
+        let user = app.signup("litellm@example.com").await;
+        let accepted = send(&app, &user.access, json!({"message": "hi"})).await;
+        let events = common::sse::collect(&app, &user.access, accepted["stream_url"].as_str().unwrap(), None).await;
+        let retrying = events.iter().find(|e| e.data["status"] == "retrying").expect("a retry");
+        let error = retrying.data["error"].as_str().unwrap();
+        assert_eq!(error, "the provider is rate limiting requests");
+        assert_eq!(deltas(&events), "ok");
+        // An in-stream 401 fails at once instead of being retried.
+        let accepted = send(&app, &user.access, json!({"message": "again", "session_id": accepted["session_id"]})).await;
+        let job = app.wait_for_status(&user.access, accepted["job_id"].as_str().unwrap(), "failed").await;
+        assert_eq!(job["attempts"], 1, "{job}");
+        assert!(job["error"].as_str().unwrap().contains("credentials"), "{job}");
+    }
+
+    async fn a_whole_json_message_answering_a_stream_is_accepted_on_the_anthropic_path(backend: Backend) {
+        let fake = FakeLlm::anthropic(vec![Step::whole_json(&["Bonjour", " !"])]).await;
+        let (app, _) = app_with_model(backend, &fake, "anthropic", "sk-ant", &[]).await;
+        let user = app.signup("wholejson@example.com").await;
+        let accepted = send(&app, &user.access, json!({"message": "salut"})).await;
+        let events = common::sse::collect(&app, &user.access, accepted["stream_url"].as_str().unwrap(), None).await;
+        assert_eq!(deltas(&events), "Bonjour !");
+        assert_eq!(events.last().unwrap().event, "done");
+        let job = app.job(&user.access, accepted["job_id"].as_str().unwrap()).await;
+        assert_eq!(job["attempts"], 1, "{job}");
+        let reply = message(&app, &user.access, accepted["session_id"].as_str().unwrap(), accepted["assistant_message_id"].as_str().unwrap()).await;
+        assert_eq!((reply["status"].as_str(), reply["completion_tokens"].as_i64()), (Some("complete"), Some(2)));
+    }
+
+    async fn a_retry_after_an_attempt_without_text_sends_no_restart(backend: Backend) {
+        let fake = FakeLlm::openai(vec![Step::error(500, "boom", None), Step::stream_error(&[], json!({"message": "overloaded", "type": "server_error", "code": null})), Step::reply(&["fine"])]).await;
+        let (app, _) = app_with_model(backend, &fake, "openai_compatible", "sk-test", &[]).await;
+        let user = app.signup("norestart@example.com").await;
+        let accepted = send(&app, &user.access, json!({"message": "hi"})).await;
+        let events = common::sse::collect(&app, &user.access, accepted["stream_url"].as_str().unwrap(), None).await;
+        assert_eq!(deltas(&events), "fine");
+        assert_eq!(events.iter().filter(|e| e.data["status"] == "retrying").count(), 2);
+        assert!(events.iter().all(|e| e.data["status"] != "restarted"), "{events:?}");
+        assert_eq!(app.job(&user.access, accepted["job_id"].as_str().unwrap()).await["attempts"], 3);
+    }
+
     async fn the_anthropic_provider_streams_a_reply(backend: Backend) {
         let fake = FakeLlm::anthropic(vec![Step::reply(&["Bonjour", " !"])]).await.require_key("sk-ant");
         let (app, _) = app_with_model(backend, &fake, "anthropic", "sk-ant", &[]).await;

@@ -121,6 +121,8 @@ pub struct Config {
     /// Whether registration tells a taken address apart (`open`) or answers every sign-up
     /// the same way (`enumeration_safe`).
     pub registration_mode: RegistrationMode,
+    /// Requests a minute each personal API key may make (`PARLEY_API_KEY_RPM`).
+    pub api_key_rpm: u32,
     pub trusted_proxies: Vec<IpAddr>,
     pub admin_email: Option<String>,
     pub admin_password: Option<SecretString>,
@@ -266,6 +268,7 @@ impl Config {
                 Some("enumeration_safe") => RegistrationMode::EnumerationSafe,
                 Some(_) => return Err(v.error("PARLEY_REGISTRATION_MODE", "expected open or enumeration_safe")),
             },
+            api_key_rpm: v.positive("PARLEY_API_KEY_RPM", 60)?,
             trusted_proxies: v.list("PARLEY_TRUSTED_PROXIES")?,
             admin_email: v.string("PARLEY_ADMIN_EMAIL"),
             admin_password: v.secret("PARLEY_ADMIN_PASSWORD", 0)?,

@@ -66,6 +66,15 @@ id_type!(
     LlmConfigId
 );
 
+id_type!(
+    /// A personal API key (for the OpenAI-compatible `/v1` endpoints).
+    ApiKeyId
+);
+id_type!(
+    /// One call of the OpenAI-compatible chat completions endpoint.
+    ApiCompletionId
+);
+
 macro_rules! id_conversions {
     ($($name:ident),*) => {$(
         impl TryFrom<String> for $name {
@@ -84,7 +93,7 @@ macro_rules! id_conversions {
     )*};
 }
 
-id_conversions!(UserId, SessionId, JobId, ChatSessionId, MessageId, LlmConfigId);
+id_conversions!(UserId, SessionId, JobId, ChatSessionId, MessageId, LlmConfigId, ApiKeyId, ApiCompletionId);
 
 /// A nullable id column, for `#[sqlx(try_from = "crate::ids::NullableId")]` on an
 /// `Option<...Id>` field (`Option` cannot take a `TryFrom<Option<String>>`): null reads as

@@ -116,7 +116,8 @@ pub async fn update_user(
         users::set_active(&mut *tx, user.id, active).await?;
         if !active {
             let ended = sessions::revoke_all(&mut *tx, user.id, None, "deactivated").await?;
-            tracing::info!(user.id = %user.id, sessions = ended, "account deactivated");
+            let keys = parley_shared::store::api_keys::revoke_all(&mut *tx, user.id).await?;
+            tracing::info!(user.id = %user.id, sessions = ended, api_keys = keys, "account deactivated");
         }
     }
     if let Some(is_admin) = req.is_admin {

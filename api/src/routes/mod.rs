@@ -2,6 +2,7 @@
 
 pub mod admin_jobs;
 pub mod admin_users;
+pub mod api_keys;
 pub mod auth;
 pub mod avatar;
 pub mod chat;
@@ -10,6 +11,7 @@ pub mod email_flows;
 pub mod health;
 pub mod jobs;
 pub mod llm_configs;
+pub mod openai;
 pub mod users;
 
 use crate::error::ApiError;
@@ -31,6 +33,8 @@ pub fn router(state: AppState) -> Router {
         .merge(admin_users::routes())
         .merge(chat::routes(state.config.llm_max_message_chars, body_limit))
         .merge(llm_configs::routes())
+        .merge(api_keys::routes())
+        .merge(openai::routes(state.config.llm_max_message_chars, body_limit))
         .merge(docs::routes())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -51,6 +51,13 @@ pub enum Step {
     /// without the terminal frames (`[DONE]` / `message_stop`). A non-streaming request gets
     /// nothing for `stall_ms`, then the connection closes without a response.
     Stall { chunks: Vec<String>, stall_ms: u64 },
+    /// Answers the whole completion as JSON (`content-type: application/json`) even to a
+    /// streaming request, as some proxies do; usage (7, number of chunks).
+    WholeJson { chunks: Vec<String> },
+    /// Streams `chunks` as deltas, then an error object inside the stream and ends: OpenAI
+    /// `data: {"error": error}`, Anthropic an `error` event `{"type": "error", "error": error}`.
+    /// A non-streaming request gets `error` in a 500.
+    StreamError { chunks: Vec<String>, error: Value },
 }
 
 impl Step {
@@ -78,6 +85,16 @@ impl Step {
     /// Sends `chunks`, then nothing for `stall_ms`, then ends the body.
     pub fn stall(chunks: &[&str], stall_ms: u64) -> Step {
         Step::Stall { chunks: strings(chunks), stall_ms }
+    }
+
+    /// The whole completion of `chunks` as JSON, whether or not the request streams.
+    pub fn whole_json(chunks: &[&str]) -> Step {
+        Step::WholeJson { chunks: strings(chunks) }
+    }
+
+    /// Streams `chunks`, then the error object `error` inside the stream.
+    pub fn stream_error(chunks: &[&str], error: Value) -> Step {
+        Step::StreamError { chunks: strings(chunks), error }
     }
 
     /// Sends `chunks`, then nothing until the client goes away or the fake is dropped.
@@ -297,28 +314,21 @@ async fn handle(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes
     let mut shutdown = inner.shutdown.clone();
     match inner.next_step() {
         Step::Error { status, message, retry_after } => error_response(provider, status, &message, retry_after),
+        Step::WholeJson { chunks } => {
+            let completion_tokens = chunks.len() as u32;
+            axum::Json(whole_body(provider, &model, &chunks.concat(), 7, completion_tokens)).into_response()
+        }
         step if streaming => stream_response(inner, step, model, include_usage),
+        Step::StreamError { error, .. } => {
+            (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(json!({"error": error}))).into_response()
+        }
         Step::Reply { chunks, first_token_ms, between_ms, prompt_tokens, completion_tokens } => {
             let total = first_token_ms + between_ms * (chunks.len().saturating_sub(1) as u64);
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(total.min(FOREVER_MS))) => {}
                 _ = shutdown.changed() => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
             }
-            let text = chunks.concat();
-            let body = match provider {
-                Provider::OpenAi => json!({
-                    "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                    "usage": usage_openai(prompt_tokens, completion_tokens),
-                }),
-                Provider::Anthropic => json!({
-                    "id": "msg_1", "type": "message", "role": "assistant", "model": model,
-                    "content": [{"type": "text", "text": text}],
-                    "stop_reason": "end_turn", "stop_sequence": null,
-                    "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens},
-                }),
-            };
-            axum::Json(body).into_response()
+            axum::Json(whole_body(provider, &model, &chunks.concat(), prompt_tokens, completion_tokens)).into_response()
         }
         Step::Stall { stall_ms, .. } => {
             tokio::select! {
@@ -329,6 +339,23 @@ async fn handle(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes
                 futures::stream::once(async { Err::<Bytes, _>(std::io::Error::other("the fake LLM cut the body")) });
             Response::builder().header(header::CONTENT_TYPE, "application/json").body(Body::from_stream(cut)).unwrap()
         }
+    }
+}
+
+/// The provider's non-streaming answer.
+fn whole_body(provider: Provider, model: &str, text: &str, prompt_tokens: u32, completion_tokens: u32) -> Value {
+    match provider {
+        Provider::OpenAi => json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": usage_openai(prompt_tokens, completion_tokens),
+        }),
+        Provider::Anthropic => json!({
+            "id": "msg_1", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens},
+        }),
     }
 }
 
@@ -467,7 +494,13 @@ async fn openai_stream(out: &mut Out, step: Step, model: &str, include_usage: bo
             }
             out.pause(stall_ms).await
         }
-        Step::Error { .. } => unreachable!("errors are answered before streaming"),
+        Step::StreamError { chunks, error } => {
+            for text in &chunks {
+                out.send(openai_chunk(model, text_delta(text), Value::Null)).await?;
+            }
+            out.send(format!("data: {}\n\n", json!({"error": error}))).await
+        }
+        Step::Error { .. } | Step::WholeJson { .. } => unreachable!("answered before streaming"),
     }
 }
 
@@ -520,6 +553,13 @@ async fn anthropic_stream(out: &mut Out, step: Step, model: &str) -> Result<(), 
             }
             out.pause(stall_ms).await
         }
-        Step::Error { .. } => unreachable!("errors are answered before streaming"),
+        Step::StreamError { chunks, error } => {
+            anthropic_preamble(out, model, 7).await?;
+            for text in &chunks {
+                out.send(anthropic_delta(text)).await?;
+            }
+            out.send(event("error", json!({"type": "error", "error": error}))).await
+        }
+        Step::Error { .. } | Step::WholeJson { .. } => unreachable!("answered before streaming"),
     }
 }

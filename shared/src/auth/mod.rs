@@ -1,5 +1,7 @@
-//! Authentication primitives: password hashing, access tokens (JWT) and opaque tokens.
+//! Authentication primitives: password hashing, access tokens (JWT), opaque tokens and
+//! personal API keys.
 
+pub mod api_keys;
 mod jwt;
 mod keys;
 mod password;

@@ -2,7 +2,7 @@
 
 use super::{JobEnd, JobKind, JobSpec, JobStatus, QueueName};
 use crate::error::StoreError;
-use crate::ids::{ChatSessionId, MessageId};
+use crate::ids::{ApiCompletionId, ChatSessionId, MessageId};
 use crate::store::chat::{self, MessageStatus};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -80,6 +80,33 @@ impl JobSpec for LlmCompletion {
         let message_status =
             if end.status == JobStatus::Cancelled { MessageStatus::Cancelled } else { MessageStatus::Failed };
         chat::close_open_reply(end.conn, self.message_id, message_status, end.error).await
+    }
+}
+
+/// `api_completion`: answers one call of the OpenAI-compatible chat completions endpoint, with
+/// the retries, timeout and queue of a chat reply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiCompletion {
+    pub completion_id: ApiCompletionId,
+    /// The chat reply it also fills, when the call opted into a chat session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<MessageId>,
+}
+
+impl JobSpec for ApiCompletion {
+    const KIND: JobKind = JobKind::ApiCompletion;
+    const QUEUE: QueueName = LlmCompletion::QUEUE;
+    const MAX_ATTEMPTS: u32 = LlmCompletion::MAX_ATTEMPTS;
+    const TIMEOUT: Duration = LlmCompletion::TIMEOUT;
+    const BASE_BACKOFF: Duration = LlmCompletion::BASE_BACKOFF;
+    const MAX_BACKOFF: Duration = LlmCompletion::MAX_BACKOFF;
+
+    /// A chat reply it was filling is closed as a chat reply's job would close it.
+    async fn on_end(&self, end: JobEnd<'_>) -> Result<(), StoreError> {
+        match self.message_id {
+            Some(message_id) => LlmCompletion { message_id }.on_end(end).await,
+            None => Ok(()),
+        }
     }
 }
 

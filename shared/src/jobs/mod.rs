@@ -70,6 +70,8 @@ pub enum JobKind {
     LlmCompletion,
     /// Names a chat session after its first exchange.
     GenerateTitle,
+    /// Streams the answer of one call of the OpenAI-compatible chat completions endpoint.
+    ApiCompletion,
     /// Does nothing (or sleeps/fails as its payload says): for benchmarks and operations checks.
     Noop,
 }
@@ -100,13 +102,23 @@ macro_rules! with_job_type {
                 type $t = $crate::jobs::Noop;
                 $body
             }
+            $crate::jobs::JobKind::ApiCompletion => {
+                type $t = $crate::jobs::ApiCompletion;
+                $body
+            }
         }
     };
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 5] =
-        [JobKind::SendEmail, JobKind::ProcessAvatar, JobKind::LlmCompletion, JobKind::GenerateTitle, JobKind::Noop];
+    pub const ALL: [JobKind; 6] = [
+        JobKind::SendEmail,
+        JobKind::ProcessAvatar,
+        JobKind::LlmCompletion,
+        JobKind::GenerateTitle,
+        JobKind::Noop,
+        JobKind::ApiCompletion,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -115,6 +127,7 @@ impl JobKind {
             JobKind::LlmCompletion => "llm_completion",
             JobKind::GenerateTitle => "generate_title",
             JobKind::Noop => "noop",
+            JobKind::ApiCompletion => "api_completion",
         }
     }
 
@@ -262,6 +275,7 @@ mod tests {
     fn interactive_kinds_never_share_a_queue_with_bulk_work() {
         assert_eq!(JobKind::LlmCompletion.policy().queue, QueueName::Interactive);
         assert_eq!(JobKind::GenerateTitle.policy().queue, QueueName::Interactive);
+        assert_eq!(JobKind::ApiCompletion.policy().queue, QueueName::Interactive);
         assert_eq!(JobKind::SendEmail.policy().queue, QueueName::Default);
     }
 }

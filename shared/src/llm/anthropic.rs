@@ -23,6 +23,8 @@ pub(crate) struct MessagesRequest<'a> {
     messages: Vec<Message<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f32>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    stop_sequences: &'a [String],
     stream: bool,
 }
 
@@ -60,6 +62,7 @@ pub(crate) fn request_body<'a>(settings: &'a ProviderSettings, messages: &'a [Ch
             .map(|m| Message { role: m.role.as_str(), content: &m.content })
             .collect(),
         temperature: settings.temperature,
+        stop_sequences: &settings.stop,
         stream: true,
     }
 }
@@ -127,6 +130,36 @@ impl EventParser for AnthropicParser {
     }
 }
 
+/// A whole message answered (as JSON) to a streaming request, as some proxies do: its items
+/// in stream order, or the error it holds. Anything else is a protocol error that says so.
+pub(crate) fn whole_message(body: &Value) -> Result<Vec<StreamItem>, LlmError> {
+    if body["type"] == "error" || body.get("error").is_some_and(|e| !e.is_null()) {
+        return Err(classify_stream_error(body));
+    }
+    if body["type"] != "message" || !body["content"].is_array() {
+        return Err(LlmError::Protocol(
+            "the provider answered a streaming request with JSON that is not a message".into(),
+        ));
+    }
+    let mut items = Vec::new();
+    if let Some(model) = body["model"].as_str().filter(|m| !m.is_empty()) {
+        items.push(StreamItem::Model(model.to_owned()));
+    }
+    let blocks = body["content"].as_array().into_iter().flatten();
+    let text: String = blocks.filter(|b| b["type"] == "text").filter_map(|b| b["text"].as_str()).collect();
+    if !text.is_empty() {
+        items.push(StreamItem::Delta(text));
+    }
+    let reason = body["stop_reason"].as_str().unwrap_or("end_turn");
+    items.push(StreamItem::Finish { reason: reason.to_owned() });
+    let usage = &body["usage"];
+    if let (Some(prompt_tokens), Some(completion)) = (prompt_tokens(usage), usage["output_tokens"].as_u64()) {
+        let completion_tokens = u32::try_from(completion).unwrap_or(u32::MAX);
+        items.push(StreamItem::Usage { prompt_tokens, completion_tokens });
+    }
+    Ok(items)
+}
+
 /// All prompt tokens: uncached input plus cache writes and cache reads, which Anthropic
 /// counts apart.
 fn prompt_tokens(usage: &Value) -> Option<u32> {
@@ -149,6 +182,7 @@ mod tests {
             model: "claude-sonnet-4-5".into(),
             temperature: None,
             max_tokens: None,
+            stop: Vec::new(),
         }
     }
 

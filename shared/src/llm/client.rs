@@ -16,6 +16,8 @@ use std::time::Duration;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Enough of an error body for its message; a proxy's HTML page can be large.
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+/// The largest whole message accepted in place of a stream.
+const MAX_JSON_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 /// Streams chat completions. Cheap to clone: one connection pool shared by all clones.
 #[derive(Clone, Debug)]
@@ -106,6 +108,16 @@ impl LlmClient {
             let body = read_error_body(response, self.stall_timeout).await;
             return Err(classify_http(status, &headers, &body));
         }
+        if is_json(response.headers()) {
+            // A proxy that ignores `stream: true` answers with the whole message.
+            let body = read_json_body(response, self.stall_timeout).await?;
+            let items = match settings.provider {
+                Provider::Openai | Provider::OpenaiCompatible => openai::whole_completion(&body)?,
+                Provider::Anthropic => anthropic::whole_message(&body)?,
+            };
+            tracing::debug!(http.status = status, "LLM answered a streaming request with a whole message");
+            return Ok(futures::stream::iter(items.into_iter().map(Ok)).boxed());
+        }
         tracing::debug!(http.status = status, "LLM stream started");
         let body = response.bytes_stream();
         Ok(match settings.provider {
@@ -113,6 +125,32 @@ impl LlmClient {
             Provider::Anthropic => drive(body, self.stall_timeout, AnthropicParser::default()),
         })
     }
+}
+
+/// Whether a response declares a JSON body (rather than server-sent events).
+fn is_json(headers: &reqwest::header::HeaderMap) -> bool {
+    let content_type = headers.get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || essence.ends_with("+json")
+}
+
+/// A whole JSON body, read with the stall timeout on every read and a size limit.
+async fn read_json_body(mut response: reqwest::Response, stall: Duration) -> Result<serde_json::Value, LlmError> {
+    let mut body = Vec::new();
+    loop {
+        match tokio::time::timeout(stall, response.chunk()).await {
+            Err(_) => return Err(LlmError::Stalled(stall)),
+            Ok(Err(err)) => {
+                return Err(LlmError::Connection(format!("reading the response: {}", error_chain(&err.without_url()))));
+            }
+            Ok(Ok(None)) => break,
+            Ok(Ok(Some(chunk))) => body.extend_from_slice(&chunk),
+        }
+        if body.len() > MAX_JSON_BODY_BYTES {
+            return Err(LlmError::Protocol(format!("a JSON answer larger than {MAX_JSON_BODY_BYTES} bytes")));
+        }
+    }
+    serde_json::from_slice(&body).map_err(|e| LlmError::Protocol(format!("a JSON answer that does not parse: {e}")))
 }
 
 /// The start of an error response's body; whatever arrived if reading it fails or stalls.

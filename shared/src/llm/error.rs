@@ -171,13 +171,21 @@ pub(crate) fn classify_http(status: u16, headers: &HeaderMap, body: &str) -> Llm
 
 /// Classifies an error object sent inside a 200 stream: OpenAI's `{"error": {...}}`, or
 /// Anthropic's `{"type": "error", "error": {...}}`. Such errors carry no HTTP status, so one
-/// is inferred from the error's numeric `code` or its `code`/`type` name; an unknown error
-/// is a server error, as it happened after the provider accepted the request.
+/// is inferred from the error's `code` (a number, or a number in a string as LiteLLM's proxy
+/// sends it), else from its `code`/`type` name (known names first, then the words in it, so
+/// `throttling_error` or `AuthenticationError` are read too); an unknown error is a server
+/// error, as it happened after the provider accepted the request.
 pub(crate) fn classify_stream_error(payload: &Value) -> LlmError {
     let error = payload.get("error").unwrap_or(payload);
-    let numeric = error.get("code").and_then(Value::as_u64).and_then(|c| u16::try_from(c).ok());
-    let named = ["code", "type"].iter().find_map(|k| error.get(k).and_then(Value::as_str).and_then(status_of_kind));
-    let status = numeric.filter(|c| (400..=599).contains(c)).or(named).unwrap_or(500);
+    let status_code = |v: &Value| {
+        let code = v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))?;
+        u16::try_from(code).ok().filter(|c| (400..=599).contains(c))
+    };
+    let numeric = error.get("code").and_then(status_code).or_else(|| error.get("status").and_then(status_code));
+    let names: Vec<&str> = ["code", "type"].iter().filter_map(|k| error.get(k).and_then(Value::as_str)).collect();
+    let named =
+        || names.iter().find_map(|n| status_of_kind(n)).or_else(|| names.iter().find_map(|n| status_of_words(n)));
+    let status = numeric.or_else(named).unwrap_or(500);
     let body = payload.to_string();
     classify(status, None, error_message(&body), &body)
 }
@@ -227,6 +235,30 @@ fn status_of_kind(kind: &str) -> Option<u16> {
         "api_error" | "server_error" => 500,
         "timeout_error" => 504,
         _ => return None,
+    })
+}
+
+/// The HTTP status an error name hints at by its words, for names no table lists
+/// (`throttling_error`, Python exception names such as `RateLimitError`).
+fn status_of_words(name: &str) -> Option<u16> {
+    let name: String = name.chars().filter(char::is_ascii_alphanumeric).collect::<String>().to_ascii_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| name.contains(w));
+    Some(if has(&["ratelimit", "throttl", "toomanyrequests", "quota"]) {
+        429
+    } else if has(&["auth", "apikey", "unauthori"]) {
+        401
+    } else if has(&["permission", "forbidden"]) {
+        403
+    } else if has(&["notfound"]) {
+        404
+    } else if has(&["badrequest", "invalidrequest", "unprocessable", "validation", "contextwindow", "contextlength"]) {
+        400
+    } else if has(&["timeout"]) {
+        504
+    } else if has(&["overload", "unavailable"]) {
+        503
+    } else {
+        return None;
     })
 }
 
@@ -442,6 +474,20 @@ mod tests {
             ),
             (r#"{"error":{"code":503,"message":"Loading model","type":"unavailable_error"}}"#, "server", Some(503)),
             (r#"{"error":{"message":"something odd"}}"#, "server", Some(500)),
+            // LiteLLM's proxy: the code is a string, the type a name of its own.
+            (
+                r#"{"error":{"message":"litellm.RateLimitError: RateLimitError: OpenAIException - slow","type":"throttling_error","param":null,"code":"429"}}"#,
+                "rate_limited",
+                None,
+            ),
+            (r#"{"error":{"message":"bad key","type":"auth_error","param":null,"code":"401"}}"#, "auth", None),
+            (r#"{"error":{"message":"bad","type":"None","param":null,"code":"400"}}"#, "bad_request", None),
+            (r#"{"error":{"message":"down","type":"None","code":"503"}}"#, "server", Some(503)),
+            // No code: the words of the type.
+            (r#"{"error":{"message":"slow","type":"throttling_error"}}"#, "rate_limited", None),
+            (r#"{"error":{"message":"who?","type":"AuthenticationError"}}"#, "auth", None),
+            (r#"{"error":{"message":"no","type":"BadRequestError"}}"#, "bad_request", None),
+            (r#"{"error":{"message":"odd","type":"weird_error","code":"E42"}}"#, "server", Some(500)),
         ];
         for (payload, kind, status) in cases {
             let err = classify_stream_error(&serde_json::from_str(payload).unwrap());

@@ -76,6 +76,8 @@ pub struct ProviderSettings {
     pub temperature: Option<f32>,
     /// Completion token limit; Anthropic requires one and gets 1024 when unset.
     pub max_tokens: Option<u32>,
+    /// Sequences that end the completion (none: the model's own end).
+    pub stop: Vec<String>,
 }
 
 /// The author of a chat message.
@@ -98,7 +100,7 @@ impl Role {
 }
 
 /// One message of the conversation sent to the model.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatMessage {
     pub role: Role,
     pub content: String,

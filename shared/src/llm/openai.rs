@@ -8,7 +8,7 @@ use super::{ChatMessage, LlmError, Provider, ProviderSettings, Role, StreamItem}
 use async_openai::types::chat::{
     ChatCompletionRequestAssistantMessage, ChatCompletionRequestMessage, ChatCompletionRequestSystemMessage,
     ChatCompletionRequestUserMessage, ChatCompletionStreamOptions, CreateChatCompletionRequest,
-    CreateChatCompletionStreamResponse,
+    CreateChatCompletionStreamResponse, StopConfiguration,
 };
 use reqwest::header::AUTHORIZATION;
 use secrecy::ExposeSecret;
@@ -45,6 +45,7 @@ pub(crate) fn request_body(settings: &ProviderSettings, messages: &[ChatMessage]
         temperature: settings.temperature,
         max_completion_tokens: settings.max_tokens.filter(|_| is_openai),
         max_tokens: settings.max_tokens.filter(|_| !is_openai),
+        stop: (!settings.stop.is_empty()).then(|| StopConfiguration::StringArray(settings.stop.clone())),
         ..Default::default()
     }
 }
@@ -104,6 +105,36 @@ impl EventParser for OpenAiParser {
             (false, false) => Err(LlmError::Protocol("the response held no server-sent events".into())),
         }
     }
+}
+
+/// A whole completion answered (as JSON) to a streaming request: its items in stream order,
+/// or the error it holds. Anything else is a protocol error that says so.
+pub(crate) fn whole_completion(body: &Value) -> Result<Vec<StreamItem>, LlmError> {
+    if body.get("error").is_some_and(|e| !e.is_null()) {
+        return Err(classify_stream_error(body));
+    }
+    let choice = &body["choices"][0];
+    let Some(message) = choice.get("message").filter(|m| m.is_object()) else {
+        return Err(LlmError::Protocol(
+            "the provider answered a streaming request with JSON that is not a completion".into(),
+        ));
+    };
+    let mut items = Vec::new();
+    if let Some(model) = body["model"].as_str().filter(|m| !m.is_empty()) {
+        items.push(StreamItem::Model(model.to_owned()));
+    }
+    if let Some(text) = message["content"].as_str().filter(|t| !t.is_empty()) {
+        items.push(StreamItem::Delta(text.to_owned()));
+    }
+    let reason = choice["finish_reason"].as_str().unwrap_or("stop");
+    items.push(StreamItem::Finish { reason: reason.to_owned() });
+    if let Some(usage) = body.get("usage").filter(|u| u.is_object()) {
+        items.push(StreamItem::Usage {
+            prompt_tokens: tokens(&usage["prompt_tokens"]),
+            completion_tokens: tokens(&usage["completion_tokens"]),
+        });
+    }
+    Ok(items)
 }
 
 /// The parts of a chunk we use (only the first choice: we never ask for more than one).
@@ -178,6 +209,7 @@ mod tests {
             model: "gpt-4o-mini".into(),
             temperature: None,
             max_tokens: None,
+            stop: Vec::new(),
         }
     }
 

@@ -110,6 +110,7 @@ fn settings(provider: Provider, base_url: String, api_key: Option<&str>) -> Prov
         model: "test-model".into(),
         temperature: None,
         max_tokens: None,
+        stop: Vec::new(),
     }
 }
 
@@ -290,4 +291,66 @@ fn settings_debug_output_hides_the_api_key() {
     let debug = format!("{s:?}");
     assert!(!debug.contains("sk-very-secret"), "{debug}");
     assert!(debug.contains("test-model"));
+}
+
+fn json_response(body: &str) -> Vec<Step> {
+    let head =
+        format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+    vec![Step::Send(head.into_bytes())]
+}
+
+#[tokio::test]
+async fn a_whole_json_message_answering_a_stream_is_accepted() {
+    let message = r#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-test","content":[{"type":"text","text":"Hello"},{"type":"text","text":" there"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":9,"output_tokens":2}}"#;
+    let server = fake_server(json_response(message)).await;
+    let s = settings(Provider::Anthropic, server.base_url, Some("k"));
+    let items = ok_items(collect(client().stream_chat(&s, &[ChatMessage::user("Hi")]).await.unwrap()).await);
+    assert_eq!(
+        items,
+        [
+            StreamItem::Model("claude-test".into()),
+            StreamItem::Delta("Hello there".into()),
+            StreamItem::Finish { reason: "end_turn".into() },
+            StreamItem::Usage { prompt_tokens: 9, completion_tokens: 2 },
+        ]
+    );
+
+    let completion = r#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Hi"},"finish_reason":"length"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
+    let server = fake_server(json_response(completion)).await;
+    let s = settings(Provider::OpenaiCompatible, server.base_url, None);
+    let items = ok_items(collect(client().stream_chat(&s, &[ChatMessage::user("Hi")]).await.unwrap()).await);
+    assert_eq!(
+        items,
+        [
+            StreamItem::Model("m".into()),
+            StreamItem::Delta("Hi".into()),
+            StreamItem::Finish { reason: "length".into() },
+            StreamItem::Usage { prompt_tokens: 3, completion_tokens: 1 },
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_json_answer_to_a_stream_that_is_no_message_fails_clearly_and_an_error_in_it_is_classified() {
+    let server = fake_server(json_response(r#"{"hello":"world"}"#)).await;
+    let s = settings(Provider::Anthropic, server.base_url, Some("k"));
+    let err = client().stream_chat(&s, &[ChatMessage::user("Hi")]).await.err().unwrap();
+    assert!(matches!(&err, LlmError::Protocol(m) if m.contains("not a message")), "{err:?}");
+
+    let error = r#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}"#;
+    let server = fake_server(json_response(error)).await;
+    let s = settings(Provider::Anthropic, server.base_url, Some("k"));
+    let err = client().stream_chat(&s, &[ChatMessage::user("Hi")]).await.err().unwrap();
+    assert!(matches!(err, LlmError::Auth(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn an_in_stream_error_with_a_string_code_is_classified_by_it() {
+    let sse = "data: {\"error\":{\"message\":\"litellm.RateLimitError: slow\",\"type\":\"throttling_error\",\"param\":null,\"code\":\"429\"}}\n\n";
+    let server = fake_server(close_delimited_sse(sse.as_bytes(), usize::MAX)).await;
+    let s = settings(Provider::OpenaiCompatible, server.base_url, None);
+    let mut results = collect(client().stream_chat(&s, &[ChatMessage::user("Hi")]).await.unwrap()).await;
+    let err = results.pop().unwrap().unwrap_err();
+    assert!(matches!(err, LlmError::RateLimited { .. }), "{err:?}");
+    assert!(results.is_empty());
 }

@@ -150,6 +150,19 @@ pub async fn last_seq<'e, E: Exec<'e>>(ex: E, job: JobId) -> Result<i64, StoreEr
         .await?)
 }
 
+/// Whether the job's stream holds text (`delta` events) since its last `restarted` status:
+/// watchers then hold text of an attempt that a new one replaces.
+pub async fn has_text_since_restart<'e, E: Exec<'e>>(ex: E, job: JobId) -> Result<bool, StoreError> {
+    let count: i64 = sqlx::query_scalar(
+        "select count(*) from job_events where job_id = $1 and event = 'delta' and seq > coalesce(
+             (select max(seq) from job_events where job_id = $1 and event = 'status' and data like '%\"restarted\"%'), 0)",
+    )
+    .bind(job.to_string())
+    .fetch_one(ex)
+    .await?;
+    Ok(count > 0)
+}
+
 /// Deletes the event streams of jobs that finished before `before` (ms); returns how many
 /// events went.
 pub async fn prune_finished<'e, E: Exec<'e>>(ex: E, before: i64) -> Result<u64, StoreError> {

@@ -2,6 +2,8 @@
 //! caller can compose several writes, and an enqueue, in one transaction. The SQL is the
 //! portable subset that SQLite and PostgreSQL share.
 
+pub mod api_completions;
+pub mod api_keys;
 pub mod chat;
 pub mod email_tokens;
 pub mod idempotency;

@@ -2,6 +2,7 @@
 //! run them stay thin: a handler parses, calls one of these, and shapes the answer.
 
 pub mod accounts;
+pub mod api_completion;
 pub mod chat;
 pub mod email;
 pub mod llm_config;

@@ -11,7 +11,7 @@ use parley_shared::ids::{LlmConfigId, MessageId};
 use parley_shared::jobs::{GenerateTitle, JobSpec, LlmCompletion};
 use parley_shared::llm::{LlmError, Provider, ProviderSettings, StreamItem, UserFacing};
 use parley_shared::store::chat::{self, MessageRole, MessageStatus, Outcome};
-use parley_shared::store::job_events::EventType;
+use parley_shared::store::job_events::{self, EventType};
 use parley_shared::store::jobs::{self as job_store, Job};
 use parley_shared::store::llm_configs::{self, LlmConfig};
 use serde_json::json;
@@ -55,9 +55,12 @@ async fn complete(
     let mut events = StreamWriter::open(&ctx.db, &ctx.bus, job.id).await?;
     let replied: Result<JobOutcome, JobError> = async {
         if job.attempts > 1 || !message.content.is_empty() {
-            // Watchers drop what they have of the failed attempt's text.
             chat::save_partial(writer, message.id, "", MessageStatus::Pending).await?;
-            events.emit(EventType::Status, json!({"status": "restarted", "attempt": job.attempts}))?;
+            // Watchers drop what they have of the failed attempt's text; an attempt that
+            // sent none has nothing to replace.
+            if job_events::has_text_since_restart(pool, job.id).await? {
+                events.emit(EventType::Status, json!({"status": "restarted", "attempt": job.attempts}))?;
+            }
         }
         let mut text = String::new();
         let (mut usage, mut finish, mut model) = (None, None, Some(config.model.clone()));
@@ -169,6 +172,7 @@ pub fn provider_settings(ctx: &WorkerContext, config: &LlmConfig) -> Result<Prov
         model: config.model.clone(),
         temperature: config.temperature.map(|t| t as f32),
         max_tokens: config.max_tokens.map(|t| t as u32),
+        stop: Vec::new(),
     })
 }
 

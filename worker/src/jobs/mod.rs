@@ -2,6 +2,7 @@
 //! `parley_shared::jobs`) implements [`RunJob`] here; [`execute`] is the one place where
 //! kinds are registered.
 
+pub mod api_completion;
 pub mod generate_title;
 pub mod llm_completion;
 mod noop;
@@ -93,6 +94,7 @@ pub async fn execute(ctx: &WorkerContext, job: &Job, cancel: CancelSignal) -> Ou
         JobKind::Noop => run_as::<parley_shared::jobs::Noop>(ctx, job, cancel).await,
         JobKind::SendEmail => run_as::<parley_shared::jobs::SendEmail>(ctx, job, cancel).await,
         JobKind::ProcessAvatar => run_as::<parley_shared::jobs::ProcessAvatar>(ctx, job, cancel).await,
+        JobKind::ApiCompletion => run_as::<parley_shared::jobs::ApiCompletion>(ctx, job, cancel).await,
     }
 }
 
