@@ -19,7 +19,7 @@ use utoipa::{Modify, OpenApi};
         llm_configs::create_config, llm_configs::update_config, llm_configs::delete_config,
         admin_jobs::queue_stats, admin_jobs::list_all_jobs, admin_jobs::retry_job, admin_jobs::create_noop,
         admin_users::list_users, admin_users::get_user, admin_users::update_user, admin_users::delete_user,
-        health::healthz, health::readyz, docs::openapi_json, docs::docs_page,
+        health::healthz, health::readyz, crate::metrics::public_metrics, docs::openapi_json, docs::docs_page,
     ),
     components(schemas(crate::error::ErrorEnvelope, crate::error::ErrorBody)),
     modifiers(&BearerAuth),
@@ -28,7 +28,7 @@ use utoipa::{Modify, OpenApi};
         (name = "jobs", description = "Durable jobs: status, events, cancellation"),
         (name = "llm", description = "Chat with LLMs: configs, models, sessions, messages"),
         (name = "admin", description = "User management and queue operations for admins"),
-        (name = "operations", description = "Health, readiness and this documentation"),
+        (name = "operations", description = "Health, readiness, metrics and this documentation"),
     )
 )]
 pub struct ApiDoc;
@@ -41,6 +41,12 @@ impl Modify for BearerAuth {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+        components.add_security_scheme(
+            "metrics_token",
+            SecurityScheme::Http(
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some("PARLEY_METRICS_TOKEN")).build(),
+            ),
         );
     }
 }

@@ -74,7 +74,13 @@ pub fn event_stream(state: AppState, job: JobId, after: i64) -> Sse<impl Stream<
         }
     });
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-    Sse::new(futures::StreamExt::map(stream, Ok)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    // Counted as open until the response body is dropped (the client went, or the end).
+    let open = parley_shared::metrics::SseStream::open();
+    let stream = futures::StreamExt::map(stream, move |event| {
+        let _counted = &open;
+        Ok(event)
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
 /// Whether nothing can follow event `last`: it was the final event (a resume after the

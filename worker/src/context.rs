@@ -23,6 +23,8 @@ pub struct WorkerContext {
     pub llm: LlmClient,
     /// Attempts this worker set holds.
     pub running: Arc<Running>,
+    /// The liveness of the process's queue workers (shared by its worker sets).
+    pub health: Arc<crate::Health>,
 }
 
 impl WorkerContext {
@@ -42,7 +44,7 @@ impl WorkerContext {
         let keys = Arc::new(Keys::load(&config, &db).await?);
         let llm = LlmClient::new(std::time::Duration::from_secs(config.llm_stall_secs));
         let templates = Arc::new(Templates::new()?);
-        let running = Arc::default();
-        Ok(Self { config: Arc::new(config), db, queue, bus, mailer, templates, media, keys, llm, running })
+        let (running, health) = (Arc::default(), Arc::default());
+        Ok(Self { config: Arc::new(config), db, queue, bus, mailer, templates, media, keys, llm, running, health })
     }
 }

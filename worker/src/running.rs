@@ -6,7 +6,7 @@ use parley_shared::ids::JobId;
 use parley_shared::jobs::QueueName;
 use parley_shared::store::jobs::Job;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, watch};
 
@@ -24,6 +24,8 @@ pub enum Signal {
 struct Held {
     attempt: i64,
     queue: QueueName,
+    /// The generation of the queue's worker that claimed it (see [`Running::next_generation`]).
+    generation: u64,
     signal: watch::Sender<Signal>,
 }
 
@@ -33,6 +35,8 @@ pub struct Running {
     /// Claims under way: their jobs are not held yet.
     claims: AtomicUsize,
     claims_done: Notify,
+    /// Per queue, how many times its worker was restarted.
+    generations: [AtomicU64; 3],
 }
 
 /// A claim under way (see [`Running::claim_started`]).
@@ -68,11 +72,32 @@ impl Running {
         }
     }
 
-    /// Records a claimed attempt; the receiver sees its signals.
-    pub fn hold(&self, queue: QueueName, job: &Job) -> watch::Receiver<Signal> {
+    /// Records an attempt claimed by generation `generation` of `queue`'s worker; the
+    /// receiver sees its signals.
+    pub fn hold(&self, queue: QueueName, generation: u64, job: &Job) -> watch::Receiver<Signal> {
         let (signal, rx) = watch::channel(Signal::Run);
-        self.lock().insert(job.id, Held { attempt: job.attempts, queue, signal });
+        self.lock().insert(job.id, Held { attempt: job.attempts, queue, generation, signal });
         rx
+    }
+
+    /// The generation of `queue`'s worker now running.
+    pub fn generation(&self, queue: QueueName) -> u64 {
+        self.generations[queue.index()].load(Ordering::Acquire)
+    }
+
+    /// `queue`'s worker is being restarted: the attempts its earlier generations held were
+    /// dropped with it. Returns the new generation.
+    pub fn next_generation(&self, queue: QueueName) -> u64 {
+        self.generations[queue.index()].fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Takes the attempts of `queue` held by generations before `generation` (dropped with
+    /// a worker that ended), to hand them back.
+    pub fn drain_older(&self, queue: QueueName, generation: u64) -> Vec<(JobId, i64)> {
+        let mut held = self.lock();
+        let old: Vec<JobId> =
+            held.iter().filter(|(_, h)| h.queue == queue && h.generation < generation).map(|(id, _)| *id).collect();
+        old.into_iter().filter_map(|id| held.remove(&id).map(|h| (id, h.attempt))).collect()
     }
 
     /// Forgets a finished attempt.

@@ -257,6 +257,7 @@ pub async fn cancel(env: &JobEnv, id: JobId) -> Result<CancelOutcome, StoreError
             close_domain_rows(&mut tx, &*env.media, &job, JobStatus::Cancelled, None).await?;
             let stored = job_events::append_in(&mut tx, &[final_event(id, JobStatus::Cancelled, None)]).await?;
             tx.commit().await?;
+            crate::metrics::job_ended(job.kind, crate::metrics::JobOutcome::Cancelled, None);
             bus.publish_many(&stored).await;
             Ok(CancelOutcome::Cancelled)
         }

@@ -81,6 +81,7 @@ pub async fn enqueue<'e, E: Exec<'e>, J: JobSpec>(
     .bind(now)
     .execute(ex)
     .await?;
+    crate::metrics::job_enqueued(J::KIND);
     Ok(id)
 }
 
@@ -435,6 +436,17 @@ pub async fn cancel(conn: &mut AnyConnection, id: JobId) -> Result<Option<Job>, 
          where id = $1 and status in ('queued', 'retrying', 'running') returning {COLUMNS}"
     );
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id.to_string()).bind(now).fetch_optional(&mut *conn).await?)
+}
+
+/// Per queue: jobs waiting (queued or retrying), and when the oldest due one fell due (ms).
+pub async fn queue_depths<'e, E: Exec<'e>>(ex: E) -> Result<Vec<(String, i64, Option<i64>)>, StoreError> {
+    Ok(sqlx::query_as(
+        "select queue, count(*), min(case when run_after <= $1 then run_after end) from parley_jobs
+         where status in ('queued', 'retrying') group by queue",
+    )
+    .bind(now_ms())
+    .fetch_all(ex)
+    .await?)
 }
 
 /// Job counts per status (for readiness and admin views).
