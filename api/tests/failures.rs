@@ -105,7 +105,8 @@ struct Cluster {
     base: String,
     client: reqwest::Client,
     token: String,
-    api: Proc,
+    api: Mutex<Proc>,
+    port: u16,
     logs: std::sync::atomic::AtomicUsize,
 }
 
@@ -131,7 +132,8 @@ impl Cluster {
         let port = free_port();
         let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
         let mut cluster = Self {
-            api: Proc(Command::new("true").spawn().unwrap()),
+            api: Mutex::new(Proc(Command::new("true").spawn().unwrap())),
+            port,
             vars,
             dir,
             db,
@@ -141,7 +143,7 @@ impl Cluster {
             token: String::new(),
             logs: Default::default(),
         };
-        cluster.api = cluster.spawn(&["serve"], &[("PARLEY_BIND", &format!("127.0.0.1:{port}"))]);
+        *cluster.api.lock().unwrap() = cluster.spawn_api();
         cluster.wait_healthy().await;
         let res = cluster
             .client
@@ -171,6 +173,21 @@ impl Cluster {
             .spawn()
             .expect("parley-api starts");
         Proc(child)
+    }
+
+    fn spawn_api(&self) -> Proc {
+        self.spawn(&["serve"], &[("PARLEY_BIND", &format!("127.0.0.1:{}", self.port))])
+    }
+
+    /// SIGKILLs the API process and starts another on the same address.
+    async fn kill_and_replace_api(&self) {
+        {
+            let mut api = self.api.lock().unwrap();
+            api.signal("KILL");
+            let _ = api.0.wait();
+            *api = self.spawn_api();
+        }
+        self.wait_healthy().await;
     }
 
     fn spawn_worker(&self) -> Proc {
@@ -387,9 +404,10 @@ struct Tally {
 
 fn report(scenario: &str, load: &Load, tally: &Tally) {
     println!(
-        "failure scenario {scenario}: accepted {}, answered 503 {}, finished {}, failed {}, duplicated {}, lost {}",
+        "failure scenario {scenario}: accepted {}, answered 503 {}, connection refused or cut {}, finished {}, failed {}, duplicated {}, lost {}",
         load.accepted.len(),
         load.unavailable,
+        load.refused,
         tally.finished,
         tally.failed,
         tally.duplicated,
@@ -587,4 +605,27 @@ async fn a_rolling_restart_of_two_workers_under_load_fails_no_job_and_repeats_no
     assert_eq!(unique.len(), seqs.len(), "an event came twice: {events:?}");
     assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "{events:?}");
     assert_eq!(events.iter().filter(|e| e.event == "done").count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_process_killed_under_load_loses_no_accepted_job() {
+    let _serial = SERIAL.lock().await;
+    let redis = Redis::start().await;
+    let Some(cluster) = Cluster::start(&redis, &[]).await else {
+        eprintln!("PARLEY_TEST_DATABASE_URL is not set; skipping the failure tests");
+        return;
+    };
+    let _worker = cluster.spawn_worker();
+    let cluster = Arc::new(cluster);
+    let load = cluster.load(30, Duration::from_secs(8), 0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Requests in flight die with the process (their clients see the connection drop);
+    // a job whose request was answered 202 was committed, and so runs.
+    cluster.kill_and_replace_api().await;
+    let load = load.await.unwrap();
+    assert!(load.other.is_empty() && load.hung == 0, "{load:?}");
+    let tally = cluster.settle(&load.accepted).await;
+    report("API process SIGKILLed", &load, &tally);
+    assert!(load.accepted.len() >= 150, "{load:?}");
+    assert_eq!(tally, Tally { finished: load.accepted.len(), ..Tally::default() });
 }
