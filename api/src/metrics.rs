@@ -3,7 +3,8 @@
 //! [`track`] is one layer on the router: it counts every answer by method, matched route
 //! template (`unmatched` when no route matched: the raw path never becomes a label) and
 //! status, with its latency. Sign-in results and rate-limit rejections are read off the
-//! same answers, so the handlers carry no metrics code.
+//! same answers, so the handlers carry no metrics code. It also makes the request's
+//! `X-Request-Id` the current one, so that the jobs the request enqueues record it.
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -21,7 +22,8 @@ pub async fn track(request: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let method = request.method().as_str().to_owned();
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_owned();
-    let response = next.run(request).await;
+    let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let response = parley_shared::telemetry::with_request_id(request_id, next.run(request)).await;
     let status = response.status();
     metrics::http_request(&method, &route, status.as_u16(), started.elapsed());
     if route == LOGIN_ROUTE && (status == StatusCode::OK || status == StatusCode::UNAUTHORIZED) {

@@ -1,7 +1,7 @@
 //! `/metrics` on `parley-api` and on a `parley-api worker` process: the series move with
 //! the traffic, labels are route templates (never raw paths or ids), and the page can be
 //! restricted by a token or moved to another address. The worker's `/healthz` shows its
-//! queue workers.
+//! queue workers. JSON logs carry the request id into the job it enqueued.
 
 mod common;
 
@@ -182,4 +182,70 @@ async fn a_worker_process_serves_metrics_and_health_on_its_own_address() {
     assert_eq!(sample(&page, "parley_jobs_started_total", &[("kind", "noop")]), 1.0, "{page}");
     let _ = worker.kill();
     let _ = worker.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_follow_a_request_into_the_job_it_enqueued() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut vars = common::base_vars(dir.path());
+    vars.insert("PARLEY_DATABASE_URL".into(), common::fresh_database(Backend::Sqlite, dir.path()).await);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    vars.insert("PARLEY_BIND".into(), format!("127.0.0.1:{port}"));
+    vars.insert("PARLEY_LOG_FORMAT".into(), "json".into());
+    vars.insert("PARLEY_ADMIN_EMAIL".into(), "root@example.com".into());
+    vars.insert("PARLEY_ADMIN_PASSWORD".into(), "admin passphrase 1".into());
+    let log_path = dir.path().join("api.log");
+    let mut api = std::process::Command::new(env!("CARGO_BIN_EXE_parley-api"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info")
+        .envs(&vars)
+        .stdout(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let login = loop {
+        let sent = client
+            .post(format!("{base}/api/auth/login/"))
+            .json(&json!({"email": "root@example.com", "password": "admin passphrase 1"}))
+            .send()
+            .await;
+        if let Ok(res) = sent {
+            break res.json::<Value>().await.unwrap();
+        }
+        assert!(Instant::now() < deadline, "the API process never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let token = login["access_token"].as_str().unwrap();
+    let res = client
+        .post(format!("{base}/api/admin/jobs/noop/"))
+        .bearer_auth(token)
+        .header("x-request-id", "trace-me-0123")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-request-id"], "trace-me-0123");
+    let job = res.json::<Value>().await.unwrap()["job_id"].as_str().unwrap().to_owned();
+    // The lines of the request and of the job's run, in JSON, with both ids.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let lines: Vec<Value> = loop {
+        let text = std::fs::read_to_string(&log_path).unwrap();
+        let lines: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        if lines.iter().any(|l| l["message"] == "job succeeded") {
+            break lines;
+        }
+        assert!(Instant::now() < deadline, "the job never logged its success: {text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let enqueued = lines.iter().find(|l| l["message"] == "job enqueued").expect("the enqueue is logged");
+    assert_eq!(enqueued["job.id"], job.as_str(), "{enqueued}");
+    assert_eq!(enqueued["span"]["request.id"], "trace-me-0123", "{enqueued}");
+    let succeeded = lines.iter().find(|l| l["message"] == "job succeeded").unwrap();
+    assert_eq!(succeeded["span"]["job.id"], job.as_str(), "{succeeded}");
+    assert_eq!(succeeded["span"]["request.id"], "trace-me-0123", "{succeeded}");
+    let _ = api.kill();
+    let _ = api.wait();
 }

@@ -35,7 +35,8 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
 /// it expires.
 pub async fn handle(claimed: Claimed, ctx: Data<WorkerContext>) -> Result<(), BoxDynError> {
     let Claimed { job, signal } = claimed;
-    let span = tracing::info_span!("job", job.id = %job.id, job.kind = job.kind.as_str(), attempt = job.attempts);
+    let span = tracing::info_span!("job", job.id = %job.id, job.kind = job.kind.as_str(), attempt = job.attempts,
+        request.id = job.request_id.as_deref());
     let (id, attempt) = (job.id, job.attempts);
     // A panic past the handler's own guard (in recording the outcome) ends this attempt,
     // never the queue's worker and the other attempts it runs.

@@ -15,7 +15,7 @@ use crate::time::{Timestamp, now_ms};
 use sqlx::AnyConnection;
 
 pub(crate) const COLUMNS: &str = "id, kind, queue, owner_id, payload, status, attempts, max_attempts, progress, result, \
-    error, run_after, lease_until, cancel_requested, created_at, started_at, finished_at, updated_at";
+    error, run_after, lease_until, cancel_requested, created_at, started_at, finished_at, updated_at, request_id";
 
 /// A job row. A kind or status the code does not know fails to decode.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -43,6 +43,8 @@ pub struct Job {
     pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
     pub updated_at: Timestamp,
+    /// The `X-Request-Id` of the request that created the job, for its logs.
+    pub request_id: Option<String>,
 }
 
 impl Job {
@@ -69,8 +71,9 @@ pub async fn enqueue<'e, E: Exec<'e>, J: JobSpec>(
     let now = now_ms();
     let payload = serde_json::to_string(payload).map_err(anyhow::Error::from)?;
     sqlx::query(
-        "insert into parley_jobs (id, kind, queue, owner_id, payload, status, max_attempts, run_after, created_at, updated_at)
-         values ($1, $2, $3, $4, $5, 'queued', $6, $7, $7, $7)",
+        "insert into parley_jobs (id, kind, queue, owner_id, payload, status, max_attempts, run_after, created_at, updated_at,
+             request_id)
+         values ($1, $2, $3, $4, $5, 'queued', $6, $7, $7, $7, $8)",
     )
     .bind(id.to_string())
     .bind(J::KIND.as_str())
@@ -79,9 +82,11 @@ pub async fn enqueue<'e, E: Exec<'e>, J: JobSpec>(
     .bind(payload)
     .bind(i64::from(J::MAX_ATTEMPTS))
     .bind(now)
+    .bind(crate::telemetry::request_id())
     .execute(ex)
     .await?;
     crate::metrics::job_enqueued(J::KIND);
+    tracing::info!(job.id = %id, job.kind = J::KIND.as_str(), "job enqueued");
     Ok(id)
 }
 
