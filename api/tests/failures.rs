@@ -629,3 +629,123 @@ async fn an_api_process_killed_under_load_loses_no_accepted_job() {
     assert!(load.accepted.len() >= 150, "{load:?}");
     assert_eq!(tally, Tally { finished: load.accepted.len(), ..Tally::default() });
 }
+
+/// How a misbehaving provider answers its first request (later ones get a good reply).
+#[derive(Debug, Clone, Copy)]
+enum Misbehaviour {
+    /// Reads the request and never answers.
+    Hang,
+    /// Resets the connection without answering.
+    Reset,
+    /// Starts a 200 event stream, sends a delta, then a frame that is not JSON, and closes.
+    Malformed,
+}
+
+/// An OpenAI-compatible provider on a raw socket that misbehaves on its first request.
+async fn misbehaving_provider(first: Misbehaviour) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut served = 0;
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let behaviour = (served == 0).then_some(first);
+            served += 1;
+            tokio::spawn(async move {
+                // The request: headers, then `content-length` bytes of body.
+                let mut request = Vec::new();
+                let mut buf = [0_u8; 4096];
+                loop {
+                    let Ok(n) = socket.read(&mut buf).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&request).to_lowercase();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if request.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
+                }
+                let chunk = |delta: Value, finish: Value| {
+                    let chunk = json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
+                        "model": "fake-model", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+                    format!("data: {chunk}\n\n")
+                };
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+                let hello = chunk(json!({"role": "assistant", "content": "Hello"}), Value::Null);
+                match behaviour {
+                    Some(Misbehaviour::Hang) => tokio::time::sleep(Duration::from_secs(60)).await,
+                    Some(Misbehaviour::Reset) => {
+                        let _ = socket.set_linger(Some(Duration::ZERO));
+                    }
+                    Some(Misbehaviour::Malformed) => {
+                        let body = format!("{head}{hello}data: {{\"choices\": [{{\"delta\": oops\n\n");
+                        let _ = socket.write_all(body.as_bytes()).await;
+                    }
+                    None => {
+                        let stop = chunk(json!({}), json!("stop"));
+                        let body = format!("{head}{hello}{stop}data: [DONE]\n\n");
+                        let _ = socket.write_all(body.as_bytes()).await;
+                    }
+                }
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    format!("http://{address}/v1")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_hangs_resets_or_sends_garbage_costs_one_retry_and_is_counted() {
+    use common::{Backend, spawn_app_with};
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        &[
+            ("PARLEY_ADMIN_EMAIL", ADMIN_EMAIL),
+            ("PARLEY_ADMIN_PASSWORD", ADMIN_PASSWORD),
+            ("PARLEY_LLM_STALL_SECS", "1"),
+            ("PARLEY_LLM_MAX_CONCURRENT_PER_USER", "5"),
+        ],
+    )
+    .await;
+    let admin = app.signin(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let errors = |page: &str, class: &str| -> f64 {
+        page.lines()
+            .filter(|l| l.starts_with("parley_llm_provider_errors_total{") && l.contains(&format!("class=\"{class}\"")))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    };
+    let scrape = || async { app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap() };
+    let before = scrape().await;
+    let mut chats = Vec::new();
+    for (name, behaviour) in
+        [("hangs", Misbehaviour::Hang), ("resets", Misbehaviour::Reset), ("garbles", Misbehaviour::Malformed)]
+    {
+        let body = json!({"name": name, "provider": "openai_compatible", "model": "fake-model",
+            "base_url": misbehaving_provider(behaviour).await, "api_key": "sk-test"});
+        let res = app.post_json("/api/llm/configs/", &body, Some(&admin.access)).await;
+        assert_eq!(res.status(), StatusCode::CREATED, "{}", res.text().await.unwrap());
+        let config: Value = res.json().await.unwrap();
+        let res = app
+            .post_json("/api/llm/chat/", &json!({"message": "Hi", "config_id": config["id"]}), Some(&admin.access))
+            .await;
+        assert_eq!(res.status(), StatusCode::ACCEPTED, "{}", res.text().await.unwrap());
+        chats.push((name, res.json::<Value>().await.unwrap()["job_id"].as_str().unwrap().to_owned()));
+    }
+    // Each costs one failed attempt, retried after the backoff: nothing hangs a worker.
+    for (name, job) in &chats {
+        let job = app.wait_for_status(&admin.access, job, "succeeded").await;
+        assert_eq!(job["attempts"], 2, "{name}: {job}");
+    }
+    let after = scrape().await;
+    assert!(errors(&after, "stalled") - errors(&before, "stalled") >= 1.0, "{after}");
+    assert!(errors(&after, "connection") - errors(&before, "connection") >= 1.0, "{after}");
+    assert!(errors(&after, "protocol") - errors(&before, "protocol") >= 1.0, "{after}");
+}
