@@ -683,7 +683,7 @@ async fn misbehaving_provider(first: Misbehaviour) -> String {
                 match behaviour {
                     Some(Misbehaviour::Hang) => tokio::time::sleep(Duration::from_secs(60)).await,
                     Some(Misbehaviour::Reset) => {
-                        let _ = socket.set_linger(Some(Duration::ZERO));
+                        let _ = socket.set_zero_linger();
                     }
                     Some(Misbehaviour::Malformed) => {
                         let body = format!("{head}{hello}data: {{\"choices\": [{{\"delta\": oops\n\n");
