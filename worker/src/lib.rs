@@ -43,8 +43,14 @@ use tokio::sync::Notify;
 pub async fn run(ctx: WorkerContext, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let config = ctx.config.clone();
     let instance = format!("{}-{}", std::process::id(), &parley_shared::auth::random_token()[..8]);
-    let renewer = tokio::spawn(renew_leases(ctx.clone()));
-    let canceller = tokio::spawn(relay_cancels(ctx.clone()));
+    let renewer = keep_running("lease renewer", {
+        let ctx = ctx.clone();
+        move || renew_leases(ctx.clone())
+    });
+    let canceller = keep_running("cancel relay", {
+        let ctx = ctx.clone();
+        move || relay_cancels(ctx.clone())
+    });
     let mut monitor = supervised(Monitor::new(), ctx.health.clone());
     for queue in QueueName::ALL {
         let name = format!("parley-{}-{instance}", queue.as_str());
@@ -230,6 +236,35 @@ fn fetch(
     .boxed()
 }
 
+/// Runs `task` in a task of its own, again (after a second) whenever it panics, until the
+/// returned handle is aborted: a worker set whose lease renewer died would let every job it
+/// runs be taken over and run twice.
+fn keep_running<F, Fut>(name: &'static str, task: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    /// Aborts the inner task when the outer one is aborted.
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    tokio::spawn(async move {
+        loop {
+            let mut inner = AbortOnDrop(tokio::spawn(task()));
+            match (&mut inner.0).await {
+                Err(e) if e.is_panic() => {
+                    tracing::error!(task = name, "a worker task panicked; restarting it");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                _ => return,
+            }
+        }
+    })
+}
+
 /// How long a queue worker restarted for the `restarts`th time waits before claiming: a
 /// fault that repeats at once does not spin.
 fn restart_backoff(restarts: usize) -> Duration {
@@ -334,6 +369,32 @@ mod tests {
         assert_eq!(health.report().queues[QueueName::Default.index()].restarts, 1);
         let _ = stop.send(());
         let _ = tokio::time::timeout(Duration::from_secs(10), running).await;
+    }
+
+    #[tokio::test]
+    async fn a_kept_task_that_panics_runs_again_and_stops_with_its_handle() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let handle = keep_running("test", {
+            let runs = runs.clone();
+            move || {
+                let runs = runs.clone();
+                async move {
+                    if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                        panic!("the first run fails");
+                    }
+                    std::future::pending::<()>().await;
+                }
+            }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while runs.load(Ordering::SeqCst) < 2 {
+            assert!(std::time::Instant::now() < deadline, "the task never ran again");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        handle.abort();
+        assert!(handle.await.unwrap_err().is_cancelled());
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
     }
 
     #[test]
