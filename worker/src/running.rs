@@ -134,3 +134,62 @@ impl Running {
         self.held.lock().expect("running lock")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parley_shared::jobs::{JobKind, JobStatus};
+    use parley_shared::time::Timestamp;
+
+    fn job(queue: QueueName) -> Job {
+        let now = Timestamp::now();
+        Job {
+            id: JobId::new(),
+            kind: JobKind::Noop,
+            queue,
+            owner_id: None,
+            payload: "{}".into(),
+            status: JobStatus::Running,
+            attempts: 1,
+            max_attempts: 5,
+            progress: None,
+            result: None,
+            error: None,
+            run_after: now,
+            lease_until: Some(now),
+            cancel_requested: false,
+            created_at: now,
+            started_at: Some(now),
+            finished_at: None,
+            updated_at: now,
+            request_id: None,
+        }
+    }
+
+    #[test]
+    fn a_restart_takes_only_what_the_ended_generations_of_that_queue_held() {
+        let running = Running::default();
+        let (old_a, old_b, other) = (job(QueueName::Default), job(QueueName::Default), job(QueueName::Bulk));
+        for j in [&old_a, &old_b] {
+            let _ = running.hold(QueueName::Default, running.generation(QueueName::Default), j);
+        }
+        let _ = running.hold(QueueName::Bulk, running.generation(QueueName::Bulk), &other);
+        let generation = running.next_generation(QueueName::Default);
+        assert_eq!((generation, running.generation(QueueName::Default)), (1, 1));
+        let new = job(QueueName::Default);
+        let _ = running.hold(QueueName::Default, generation, &new);
+
+        let mut orphans: Vec<JobId> =
+            running.drain_older(QueueName::Default, generation).into_iter().map(|h| h.0).collect();
+        orphans.sort_by_key(|id| id.to_string());
+        let mut expected = vec![old_a.id, old_b.id];
+        expected.sort_by_key(|id| id.to_string());
+        assert_eq!(orphans, expected);
+        // The new generation's attempt and the other queue's stay held.
+        let mut left: Vec<JobId> = running.snapshot().into_iter().map(|h| h.0).collect();
+        left.sort_by_key(|id| id.to_string());
+        let mut kept = vec![new.id, other.id];
+        kept.sort_by_key(|id| id.to_string());
+        assert_eq!(left, kept);
+    }
+}
