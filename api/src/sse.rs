@@ -10,6 +10,7 @@ use parley_shared::time::now_ms;
 use std::convert::Infallible;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
+use tracing::Instrument;
 
 /// How often a stream re-reads the table even without a live notification (covers a lost
 /// pub/sub message).
@@ -19,7 +20,7 @@ const RESYNC: Duration = Duration::from_secs(1);
 /// order without gaps or repeats.
 pub fn event_stream(state: AppState, job: JobId, after: i64) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(256);
-    tokio::spawn(async move {
+    let task = async move {
         let mut live = state.bus.subscribe(job);
         let mut last = after;
         let job_key = job.to_string();
@@ -72,7 +73,9 @@ pub fn event_stream(state: AppState, job: JobId, after: i64) -> Sse<impl Stream<
                 }
             }
         }
-    });
+    };
+    // In the request's span: its lines carry the request id and the job id.
+    tokio::spawn(task.instrument(tracing::info_span!("job_events", job.id = %job)));
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
     // Counted as open until the response body is dropped (the client went, or the end).
     let open = parley_shared::metrics::SseStream::open();
