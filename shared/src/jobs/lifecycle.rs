@@ -141,6 +141,13 @@ async fn end_abandoned(env: &JobEnv, ids: &[String], stored: &mut Vec<JobEvent>)
     }
     stored.extend(job_events::append_in(&mut tx, &events).await?);
     tx.commit().await?;
+    for job in &ended {
+        let outcome = match job.status {
+            JobStatus::Cancelled => crate::metrics::JobOutcome::Cancelled,
+            _ => crate::metrics::JobOutcome::Failed,
+        };
+        crate::metrics::job_ended(job.kind, outcome, None);
+    }
     Ok(ended)
 }
 
