@@ -113,8 +113,37 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+/// Whether `err` comes from the app database being out of reach (connections refused or
+/// cut, the pool timed out): a passing condition, answered 503 with `Retry-After`, not 500.
+fn database_unavailable(err: &anyhow::Error) -> bool {
+    err.chain().filter_map(|e| e.downcast_ref::<sqlx::Error>()).any(|e| match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+        // PostgreSQL: connection exceptions (08), operator intervention (57: shut down,
+        // connection terminated), no new connections allowed (55000 on connect).
+        sqlx::Error::Database(db) => {
+            db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57") || c == "55000")
+        }
+        _ => false,
+    })
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let ApiError::Internal(err) = &self
+            && database_unavailable(err)
+        {
+            tracing::warn!(error = format!("{err:#}"), "the database is unavailable");
+            let body = ErrorEnvelope {
+                error: ErrorBody {
+                    code: "database_unavailable",
+                    message: "the database is unavailable; retry shortly".into(),
+                    fields: None,
+                },
+            };
+            let mut response = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1));
+            return response;
+        }
         let (status, code) = self.status_and_code();
         let (message, fields) = match &self {
             ApiError::Internal(err) => {

@@ -4,6 +4,7 @@ pub mod error;
 pub mod extract;
 pub mod headers;
 pub mod idempotency;
+pub mod metrics;
 pub mod openapi;
 pub mod pagination;
 pub mod ratelimit;

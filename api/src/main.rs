@@ -25,7 +25,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Some("worker") => {
             // The same workers as `parley-worker`, from this binary.
+            parley_shared::metrics::install();
             let ctx = parley_worker::WorkerContext::connect(config).await?;
+            parley_worker::ops::spawn(&ctx).await?;
             parley_shared::queue::spawn_event_pruning(ctx.db.clone(), &ctx.config);
             parley_worker::run(ctx, startup::shutdown_signal()).await
         }

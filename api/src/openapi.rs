@@ -21,7 +21,8 @@ use utoipa::{Modify, OpenApi};
         llm_configs::create_config, llm_configs::update_config, llm_configs::delete_config,
         admin_jobs::queue_stats, admin_jobs::list_all_jobs, admin_jobs::retry_job, admin_jobs::create_noop,
         admin_users::list_users, admin_users::get_user, admin_users::update_user, admin_users::delete_user,
-        health::healthz, health::readyz, docs::openapi_json, docs::docs_page, docs::docs_script,
+        health::healthz, health::readyz, crate::metrics::public_metrics, docs::openapi_json, docs::docs_page,
+        docs::docs_script,
         api_keys::create_key, api_keys::list_keys, api_keys::revoke_key, api_keys::admin_list_keys,
         api_keys::admin_revoke_key, openai::list_models, openai::chat_completions,
     ),
@@ -34,7 +35,7 @@ use utoipa::{Modify, OpenApi};
         (name = "admin", description = "User management and queue operations for admins"),
         (name = "api-keys", description = "Personal API keys for the OpenAI-compatible endpoints"),
         (name = "openai", description = "OpenAI-compatible endpoints: authenticated by a personal API key, errors in OpenAI's shape"),
-        (name = "operations", description = "Health, readiness and this documentation"),
+        (name = "operations", description = "Health, readiness, metrics and this documentation"),
     )
 )]
 pub struct ApiDoc;
@@ -56,6 +57,12 @@ impl Modify for BearerAuth {
                     .bearer_format("sk-parley-...")
                     .description(Some("A personal API key; accepted on the /v1 endpoints only"))
                     .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "metrics_token",
+            SecurityScheme::Http(
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some("PARLEY_METRICS_TOKEN")).build(),
             ),
         );
     }

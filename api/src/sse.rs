@@ -10,6 +10,7 @@ use parley_shared::time::now_ms;
 use std::convert::Infallible;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
+use tracing::Instrument;
 
 /// How often a stream re-reads the table even without a live notification (covers a lost
 /// pub/sub message).
@@ -19,7 +20,12 @@ const RESYNC: Duration = Duration::from_secs(1);
 /// order without gaps or repeats.
 pub fn event_stream(state: AppState, job: JobId, after: i64) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let stream = tokio_stream::wrappers::ReceiverStream::new(event_feed(state, job, after));
-    let stream = futures::StreamExt::map(stream, |event| Ok(sse_event(&event)));
+    // Counted as open until the response body is dropped (the client went, or the end).
+    let open = parley_shared::metrics::SseStream::open();
+    let stream = futures::StreamExt::map(stream, move |event| {
+        let _counted = &open;
+        Ok(sse_event(&event))
+    });
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
@@ -27,7 +33,7 @@ pub fn event_stream(state: AppState, job: JobId, after: i64) -> Sse<impl Stream<
 /// event; the feed stops when the receiver is dropped.
 pub fn event_feed(state: AppState, job: JobId, after: i64) -> tokio::sync::mpsc::Receiver<JobEvent> {
     let (tx, rx) = tokio::sync::mpsc::channel::<JobEvent>(256);
-    tokio::spawn(async move {
+    let task = async move {
         let mut live = state.bus.subscribe(job);
         let mut last = after;
         let job_key = job.to_string();
@@ -80,7 +86,9 @@ pub fn event_feed(state: AppState, job: JobId, after: i64) -> tokio::sync::mpsc:
                 }
             }
         }
-    });
+    };
+    // In the request's span: its lines carry the request id and the job id.
+    tokio::spawn(task.instrument(tracing::info_span!("job_events", job.id = %job)));
     rx
 }
 

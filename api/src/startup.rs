@@ -30,22 +30,36 @@ use tracing::Level;
 /// A built application: database migrated, listener bound.
 pub struct Application {
     listener: TcpListener,
+    /// `PARLEY_METRICS_BIND`'s listener, when set.
+    metrics_listener: Option<TcpListener>,
     state: AppState,
 }
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        parley_shared::metrics::install();
         let state = build_state(config).await?;
         bootstrap_admin(&state).await?;
         parley_shared::usecases::llm_config::bootstrap(&state.db, &state.keys, &state.config).await?;
         let listener = TcpListener::bind(state.config.bind)
             .await
             .with_context(|| format!("binding {} (PARLEY_BIND)", state.config.bind))?;
-        Ok(Self { listener, state })
+        let metrics_listener = match state.config.metrics_bind {
+            None => None,
+            Some(bind) => {
+                Some(TcpListener::bind(bind).await.with_context(|| format!("binding {bind} (PARLEY_METRICS_BIND)"))?)
+            }
+        };
+        Ok(Self { listener, metrics_listener, state })
     }
 
     pub fn port(&self) -> u16 {
         self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
+    }
+
+    /// The port of `PARLEY_METRICS_BIND`'s listener, when set.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.port())
     }
 
     pub fn state(&self) -> &AppState {
@@ -69,6 +83,14 @@ impl Application {
                     tracing::error!(error = format!("{e:#}"), "in-process workers stopped");
                 }
             }));
+        }
+        if let Some(listener) = self.metrics_listener {
+            let router = crate::metrics::private_router(self.state.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    tracing::error!(error = %e, "the metrics listener stopped");
+                }
+            });
         }
         let limiter = self.state.login_limiter.clone();
         let key_limiter = self.state.api_key_limiter.clone();
@@ -154,6 +176,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
             Duration::from_secs(config.llm_stall_secs),
             parley_shared::llm::HostPolicy { allow_private: config.llm_allow_private_hosts },
         ),
+        worker_health: Arc::default(),
         config: Arc::new(config),
     })
 }

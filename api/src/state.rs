@@ -24,6 +24,8 @@ pub struct AppState {
     pub media: Arc<dyn parley_shared::media::MediaStore>,
     /// Used only by in-process workers.
     pub llm: parley_shared::llm::LlmClient,
+    /// The liveness of the in-process queue workers, for `/healthz`.
+    pub worker_health: Arc<parley_worker::Health>,
 }
 
 impl AppState {
@@ -45,6 +47,7 @@ impl AppState {
             keys: self.keys.clone(),
             llm: self.llm.clone(),
             running: Default::default(),
+            health: self.worker_health.clone(),
         }
     }
 }

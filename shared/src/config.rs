@@ -165,6 +165,11 @@ pub struct Config {
     pub llm_max_message_chars: usize,
     /// The config (by name) that writes session titles; the session's own when unset.
     pub llm_title_config: Option<String>,
+    /// A listener of its own for `/metrics` (and, on `parley-worker`, `/healthz`). On
+    /// `parley-api`, setting it takes `/metrics` off the public listener.
+    pub metrics_bind: Option<SocketAddr>,
+    /// When set, `/metrics` answers only `Authorization: Bearer <token>`.
+    pub metrics_token: Option<SecretString>,
 }
 
 /// The `PARLEY_LLM_*` quick-start settings.
@@ -350,6 +355,11 @@ impl Config {
             llm_max_concurrent_per_user: v.positive("PARLEY_LLM_MAX_CONCURRENT_PER_USER", 2)?,
             llm_max_message_chars: v.positive("PARLEY_LLM_MAX_MESSAGE_CHARS", 32_000)?,
             llm_title_config: v.string("PARLEY_LLM_TITLE_CONFIG"),
+            metrics_bind: match v.string("PARLEY_METRICS_BIND") {
+                None => None,
+                Some(raw) => Some(raw.parse().map_err(|e| v.error("PARLEY_METRICS_BIND", format!("{raw:?}: {e}")))?),
+            },
+            metrics_token: v.secret("PARLEY_METRICS_TOKEN", 16)?,
         })
     }
 

@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod llm;
 pub mod mail;
 pub mod media;
+pub mod metrics;
 pub mod queue;
 pub mod redis_sub;
 pub mod store;

@@ -23,6 +23,8 @@ pub struct WorkerContext {
     pub llm: LlmClient,
     /// Attempts this worker set holds.
     pub running: Arc<Running>,
+    /// The liveness of the process's queue workers (shared by its worker sets).
+    pub health: Arc<crate::Health>,
 }
 
 impl WorkerContext {
@@ -45,7 +47,7 @@ impl WorkerContext {
             parley_shared::llm::HostPolicy { allow_private: config.llm_allow_private_hosts },
         );
         let templates = Arc::new(Templates::new()?);
-        let running = Arc::default();
-        Ok(Self { config: Arc::new(config), db, queue, bus, mailer, templates, media, keys, llm, running })
+        let (running, health) = (Arc::default(), Arc::default());
+        Ok(Self { config: Arc::new(config), db, queue, bus, mailer, templates, media, keys, llm, running, health })
     }
 }

@@ -6,15 +6,20 @@
 //! [`CustomBackend`](apalis::prelude::CustomBackend) whose fetcher claims due rows), so the
 //! row is the one owner of a job's delivery, lease, retry schedule and record. A fetch that
 //! fails (the database is down for a moment) is retried with backoff inside the fetcher,
-//! so a worker outlives an outage of its backend.
+//! so a worker outlives an outage of its backend (its stream never yields an error). A
+//! queue worker that ends all the same (a panic) is restarted, and [`Health`] reports a
+//! queue worker that stays dead.
 
 pub mod context;
+pub mod health;
 pub mod jobs;
+pub mod ops;
 pub mod prompt;
 pub mod runner;
 pub mod running;
 
 pub use context::WorkerContext;
+pub use health::Health;
 
 use apalis::prelude::*;
 use futures::StreamExt;
@@ -31,23 +36,34 @@ use tokio::sync::Notify;
 /// Runs one worker per queue until `shutdown` resolves; then stops claiming, gives running
 /// jobs `shutdown_grace_secs` to finish, and hands back (without counting the attempt) any
 /// job still held.
+///
+/// A queue worker that ends before the shutdown (a panic escaped it) is restarted at once,
+/// its first claim after a short backoff; the attempts it held were dropped with it and are
+/// handed back. `ctx.health` shows the queue workers, for `/healthz`.
 pub async fn run(ctx: WorkerContext, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let config = ctx.config.clone();
     let instance = format!("{}-{}", std::process::id(), &parley_shared::auth::random_token()[..8]);
-    let renewer = tokio::spawn(renew_leases(ctx.clone()));
-    let canceller = tokio::spawn(relay_cancels(ctx.clone()));
-    let mut monitor = Monitor::new();
+    let renewer = keep_running("lease renewer", {
+        let ctx = ctx.clone();
+        move || renew_leases(ctx.clone())
+    });
+    let canceller = keep_running("cancel relay", {
+        let ctx = ctx.clone();
+        move || relay_cancels(ctx.clone())
+    });
+    let mut monitor = supervised(Monitor::new(), ctx.health.clone());
     for queue in QueueName::ALL {
         let name = format!("parley-{}-{instance}", queue.as_str());
         let ctx = ctx.clone();
         let wake = ctx.queue.register(queue);
-        monitor = monitor.register(move |_restarts| {
+        monitor = monitor.register(move |restarts| {
+            let generation = if restarts == 0 { ctx.running.generation(queue) } else { restart(&ctx, queue) };
             let backend = BackendBuilder::new()
                 .database(ctx.clone())
                 .fetcher({
                     let wake = wake.clone();
                     move |ctx: &mut WorkerContext, _: &(), _: &apalis::prelude::WorkerContext| {
-                        fetch(ctx.clone(), queue, wake.clone())
+                        fetch(ctx.clone(), queue, wake.clone(), generation, restarts)
                     }
                 })
                 .sink(|_, _| futures::sink::drain::<Task<Claimed>>())
@@ -60,15 +76,22 @@ pub async fn run(ctx: WorkerContext, shutdown: impl Future<Output = ()> + Send +
                 .build(runner::handle)
         });
     }
-    let shutdown = async move {
-        shutdown.await;
-        Ok::<(), std::io::Error>(())
+    let workers = monitor.context().workers().clone();
+    let set = ctx.health.register(QueueName::ALL.into_iter().zip(workers).collect());
+    let shutdown = {
+        let health = ctx.health.clone();
+        async move {
+            shutdown.await;
+            health.stopping(set);
+            Ok::<(), std::io::Error>(())
+        }
     };
     let result = monitor
         .shutdown_timeout(Duration::from_secs(config.shutdown_grace_secs))
         .run_with_signal(shutdown)
         .await
         .map_err(|e| anyhow::anyhow!("worker monitor: {e}"));
+    ctx.health.ended(set);
     renewer.abort();
     canceller.abort();
     // A claim cut off by the shutdown finishes in its own task; its jobs are handed back too.
@@ -87,6 +110,41 @@ pub async fn run(ctx: WorkerContext, shutdown: impl Future<Output = ()> + Send +
     result
 }
 
+/// `monitor` with its queue workers restarted whenever one ends before the shutdown
+/// (apalis's default is to leave it ended). A worker's name starts `parley-<queue>-`.
+fn supervised(monitor: Monitor, health: Arc<Health>) -> Monitor {
+    monitor.should_restart(move |worker, error| {
+        if worker.is_shutting_down() {
+            return false;
+        }
+        let queue = QueueName::ALL.into_iter().find(|q| worker.name().starts_with(&format!("parley-{}-", q.as_str())));
+        tracing::error!(worker = worker.name(), error = %error, restarts = worker.restarts(), "a queue worker ended; restarting it");
+        if let Some(queue) = queue {
+            health.restarted(queue);
+            parley_shared::metrics::worker_restarted(queue);
+        }
+        true
+    })
+}
+
+/// A restart of `queue`'s worker: starts a new generation and hands back what the ended
+/// worker held (its attempts were dropped with it, and their leases would otherwise be
+/// renewed forever) once any claim it had under way is done. Returns the new generation.
+fn restart(ctx: &WorkerContext, queue: QueueName) -> u64 {
+    let generation = ctx.running.next_generation(queue);
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(10), ctx.running.claims_finished()).await;
+        for (job, attempt) in ctx.running.drain_older(queue, generation) {
+            match lifecycle::hand_back(&ctx.job_env(), job, attempt).await {
+                Ok(_) => tracing::warn!(job.id = %job, "job of a restarted queue worker handed back"),
+                Err(e) => tracing::warn!(job.id = %job, error = %e, "handing a job back failed; its lease will expire"),
+            }
+        }
+    });
+    generation
+}
+
 /// Most jobs one claim takes.
 const CLAIM_BATCH: usize = 64;
 
@@ -97,7 +155,13 @@ type Fetched = Result<Option<Task<Claimed>>, Infallible>;
 
 /// The jobs of `queue` this worker claims, as apalis asks for them (it asks only while it
 /// has a free slot). Waits for a wake-up or the polling interval when nothing is due.
-fn fetch(ctx: WorkerContext, queue: QueueName, wake: Arc<Notify>) -> futures::stream::BoxStream<'static, Fetched> {
+fn fetch(
+    ctx: WorkerContext,
+    queue: QueueName,
+    wake: Arc<Notify>,
+    generation: u64,
+    restarts: usize,
+) -> futures::stream::BoxStream<'static, Fetched> {
     struct State {
         ctx: WorkerContext,
         env: lifecycle::JobEnv,
@@ -108,11 +172,17 @@ fn fetch(ctx: WorkerContext, queue: QueueName, wake: Arc<Notify>) -> futures::st
         took_over: std::time::Instant,
         /// Whether the last claim found nothing.
         idle: bool,
+        /// A restarted worker waits this long before its first claim.
+        backoff: Duration,
     }
     let took_over = std::time::Instant::now() - TAKE_OVER_EVERY;
     let env = ctx.job_env();
-    let state = State { ctx, env, wake, ready: VecDeque::new(), failures: 0, took_over, idle: true };
+    let backoff = if restarts == 0 { Duration::ZERO } else { restart_backoff(restarts) };
+    let state = State { ctx, env, wake, ready: VecDeque::new(), failures: 0, took_over, idle: true, backoff };
     futures::stream::unfold(state, move |mut st| async move {
+        if !st.backoff.is_zero() {
+            tokio::time::sleep(std::mem::take(&mut st.backoff)).await;
+        }
         let poll = Duration::from_millis(st.ctx.config.queue_poll_ms);
         let lease_ms = i64::try_from(st.ctx.config.job_lease_secs * 1000).unwrap_or(i64::MAX);
         loop {
@@ -136,7 +206,7 @@ fn fetch(ctx: WorkerContext, queue: QueueName, wake: Arc<Notify>) -> futures::st
                 let claimed = tokio::spawn(async move {
                     let _guard = guard;
                     let jobs = lifecycle::claim(&env, queue, limit, lease_ms, take_over).await?;
-                    let held = jobs.into_iter().map(|job| Claimed { signal: running.hold(queue, &job), job });
+                    let held = jobs.into_iter().map(|job| Claimed { signal: running.hold(queue, generation, &job), job });
                     Ok::<_, parley_shared::StoreError>(held.collect::<Vec<_>>())
                 })
                 .await
@@ -164,6 +234,41 @@ fn fetch(ctx: WorkerContext, queue: QueueName, wake: Arc<Notify>) -> futures::st
         }
     })
     .boxed()
+}
+
+/// Runs `task` in a task of its own, again (after a second) whenever it panics, until the
+/// returned handle is aborted: a worker set whose lease renewer died would let every job it
+/// runs be taken over and run twice.
+fn keep_running<F, Fut>(name: &'static str, task: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    /// Aborts the inner task when the outer one is aborted.
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    tokio::spawn(async move {
+        loop {
+            let mut inner = AbortOnDrop(tokio::spawn(task()));
+            match (&mut inner.0).await {
+                Err(e) if e.is_panic() => {
+                    tracing::error!(task = name, "a worker task panicked; restarting it");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                _ => return,
+            }
+        }
+    })
+}
+
+/// How long a queue worker restarted for the `restarts`th time waits before claiming: a
+/// fault that repeats at once does not spin.
+fn restart_backoff(restarts: usize) -> Duration {
+    Duration::from_millis(100 << restarts.min(6)).min(Duration::from_secs(5))
 }
 
 /// Renews the leases of every attempt this worker set holds, in one statement, about three
@@ -214,5 +319,88 @@ async fn relay_cancels(ctx: WorkerContext) {
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn a_queue_worker_whose_stream_panics_is_restarted_and_runs_the_next_task() {
+        let health = Arc::new(Health::default());
+        let polls = Arc::new(AtomicUsize::new(0));
+        let ran = Arc::new(Notify::new());
+        let monitor = supervised(Monitor::new(), health.clone()).register({
+            let (polls, ran) = (polls.clone(), ran.clone());
+            move |_restarts| {
+                let backend = BackendBuilder::new()
+                    .database(polls.clone())
+                    .fetcher(|polls: &mut Arc<AtomicUsize>, _: &(), _: &apalis::prelude::WorkerContext| {
+                        let first = polls.fetch_add(1, Ordering::SeqCst) == 0;
+                        futures::stream::once(async move {
+                            assert!(!first, "the first stream fails");
+                            Ok::<_, Infallible>(Some(Task::new(1_u32)))
+                        })
+                        .chain(futures::stream::pending())
+                        .boxed()
+                    })
+                    .sink(|_, _| futures::sink::drain::<Task<u32>>())
+                    .build()
+                    .expect("the backend has every part");
+                let ran = ran.clone();
+                WorkerBuilder::new("parley-default-test").backend(backend).build(move |_n: u32| {
+                    let ran = ran.clone();
+                    async move {
+                        ran.notify_one();
+                        Ok::<(), BoxDynError>(())
+                    }
+                })
+            }
+        });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(monitor.run_with_signal(async move {
+            let _ = stopped.await;
+            Ok(())
+        }));
+        tokio::time::timeout(Duration::from_secs(10), ran.notified()).await.expect("the restarted worker ran a task");
+        assert_eq!(polls.load(Ordering::SeqCst), 2);
+        assert_eq!(health.report().queues[QueueName::Default.index()].restarts, 1);
+        let _ = stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(10), running).await;
+    }
+
+    #[tokio::test]
+    async fn a_kept_task_that_panics_runs_again_and_stops_with_its_handle() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let handle = keep_running("test", {
+            let runs = runs.clone();
+            move || {
+                let runs = runs.clone();
+                async move {
+                    if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                        panic!("the first run fails");
+                    }
+                    std::future::pending::<()>().await;
+                }
+            }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while runs.load(Ordering::SeqCst) < 2 {
+            assert!(std::time::Instant::now() < deadline, "the task never ran again");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        handle.abort();
+        assert!(handle.await.unwrap_err().is_cancelled());
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn restart_backoff_grows_and_is_capped() {
+        assert_eq!(restart_backoff(1), Duration::from_millis(200));
+        assert!(restart_backoff(3) > restart_backoff(2));
+        assert_eq!(restart_backoff(100), Duration::from_secs(5));
     }
 }

@@ -8,7 +8,9 @@ use parley_worker::WorkerContext;
 async fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     telemetry::init(config.log_format);
+    parley_shared::metrics::install();
     let ctx = WorkerContext::connect(config).await?;
+    parley_worker::ops::spawn(&ctx).await?;
     parley_shared::queue::spawn_event_pruning(ctx.db.clone(), &ctx.config);
     tracing::info!("worker started");
     parley_worker::run(ctx, shutdown_signal()).await?;

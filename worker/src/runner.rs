@@ -11,6 +11,7 @@ use parley_shared::domain::mask_emails;
 use parley_shared::jobs::lifecycle;
 use parley_shared::jobs::{JobStatus, backoff_delay};
 use parley_shared::llm::UserFacing;
+use parley_shared::metrics::{self, JobOutcome};
 use parley_shared::store::jobs::{self as job_store, Job};
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
@@ -35,9 +36,15 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
 /// it expires.
 pub async fn handle(claimed: Claimed, ctx: Data<WorkerContext>) -> Result<(), BoxDynError> {
     let Claimed { job, signal } = claimed;
-    let span = tracing::info_span!("job", job.id = %job.id, job.kind = job.kind.as_str(), attempt = job.attempts);
+    let span = tracing::info_span!("job", job.id = %job.id, job.kind = job.kind.as_str(), attempt = job.attempts,
+        request.id = job.request_id.as_deref());
     let (id, attempt) = (job.id, job.attempts);
-    let result = run(&ctx, job, signal).instrument(span.clone()).await;
+    // A panic past the handler's own guard (in recording the outcome) ends this attempt,
+    // never the queue's worker and the other attempts it runs.
+    let result = AssertUnwindSafe(run(&ctx, job, signal).instrument(span.clone()))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("recording the job's outcome panicked")));
     // Not reached when the shutdown grace ran out and the attempt was dropped: the entry
     // stays, and the worker set hands the job back.
     ctx.running.release(id, attempt);
@@ -58,6 +65,8 @@ enum Ended {
 async fn run(ctx: &WorkerContext, job: Job, mut signal: watch::Receiver<Signal>) -> anyhow::Result<()> {
     let policy = job.kind.policy();
     let started = std::time::Instant::now();
+    let waited_ms = parley_shared::time::now_ms() - job.run_after.millis();
+    metrics::job_started(job.kind, Duration::from_millis(u64::try_from(waited_ms).unwrap_or(0)));
     let (cancel_tx, cancel_rx) = watch::channel(false);
     // A panicking handler fails its attempt rather than the worker.
     let work = AssertUnwindSafe(jobs::execute(ctx, &job, cancel_rx)).catch_unwind().map(|r| {
@@ -80,28 +89,31 @@ async fn run(ctx: &WorkerContext, job: Job, mut signal: watch::Receiver<Signal>)
             _ => Ended::Lost,
         },
     };
-    let duration_ms = started.elapsed().as_millis() as u64;
+    let ran = started.elapsed();
+    let duration_ms = ran.as_millis() as u64;
     let env = ctx.job_env();
     match ended {
         Ended::Done(Outcome::Succeeded(result)) => {
             if lifecycle::succeed(&env, &job, &result).await? {
+                metrics::job_ended(job.kind, JobOutcome::Succeeded, Some(ran));
                 tracing::info!(duration_ms, "job succeeded");
             }
         }
         Ended::Done(Outcome::Failed(error)) => {
-            fail(ctx, &job, &format!("{error:#}")).await?;
+            fail(ctx, &job, &format!("{error:#}"), ran).await?;
             record_detail(ctx, &job, &error).await;
         }
         Ended::Done(Outcome::Retry { error, after }) => {
-            retry_or_fail(ctx, &job, &format!("{error:#}"), after).await?;
+            retry_or_fail(ctx, &job, &format!("{error:#}"), after, ran).await?;
             record_detail(ctx, &job, &error).await;
         }
         Ended::TimedOut => {
             let error = format!("timed out after {} s", policy.timeout.as_secs());
-            retry_or_fail(ctx, &job, &error, None).await?;
+            retry_or_fail(ctx, &job, &error, None, ran).await?;
         }
         Ended::Done(Outcome::Cancelled) => {
             if lifecycle::end(&env, &job, JobStatus::Cancelled, None).await? {
+                metrics::job_ended(job.kind, JobOutcome::Cancelled, Some(ran));
                 tracing::info!(duration_ms, "job cancelled");
             }
         }
@@ -115,13 +127,15 @@ async fn retry_or_fail(
     job: &Job,
     error: &str,
     retry_after: Option<Duration>,
+    ran: Duration,
 ) -> anyhow::Result<()> {
     if job.attempts >= job.max_attempts {
-        return fail(ctx, job, &format!("{error} (after {} attempts)", job.attempts)).await;
+        return fail(ctx, job, &format!("{error} (after {} attempts)", job.attempts), ran).await;
     }
     let attempt = u32::try_from(job.attempts).unwrap_or(u32::MAX);
     let delay = backoff_delay(&job.kind.policy(), attempt).max(retry_after.unwrap_or_default().min(MAX_RETRY_AFTER));
     if lifecycle::retry(&ctx.job_env(), job, error, delay).await? == Some(JobStatus::Retrying) {
+        metrics::job_ended(job.kind, JobOutcome::Retried, Some(ran));
         let retry_in_ms = delay.as_millis() as u64;
         tracing::warn!(error = %mask_emails(error), retry_in_ms, "job attempt failed; will retry");
         // Wake the queue when the retry falls due rather than at the next poll after it.
@@ -145,8 +159,9 @@ async fn record_detail(ctx: &WorkerContext, job: &Job, error: &anyhow::Error) {
     }
 }
 
-async fn fail(ctx: &WorkerContext, job: &Job, error: &str) -> anyhow::Result<()> {
+async fn fail(ctx: &WorkerContext, job: &Job, error: &str, ran: Duration) -> anyhow::Result<()> {
     if lifecycle::end(&ctx.job_env(), job, JobStatus::Failed, Some(error)).await? {
+        metrics::job_ended(job.kind, JobOutcome::Failed, Some(ran));
         tracing::warn!(error = %mask_emails(error), "job failed");
     }
     Ok(())

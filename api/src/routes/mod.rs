@@ -38,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .merge(docs::routes())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
         .merge(docs::assets())

@@ -141,6 +141,13 @@ async fn end_abandoned(env: &JobEnv, ids: &[String], stored: &mut Vec<JobEvent>)
     }
     stored.extend(job_events::append_in(&mut tx, &events).await?);
     tx.commit().await?;
+    for job in &ended {
+        let outcome = match job.status {
+            JobStatus::Cancelled => crate::metrics::JobOutcome::Cancelled,
+            _ => crate::metrics::JobOutcome::Failed,
+        };
+        crate::metrics::job_ended(job.kind, outcome, None);
+    }
     Ok(ended)
 }
 
@@ -257,6 +264,7 @@ pub async fn cancel(env: &JobEnv, id: JobId) -> Result<CancelOutcome, StoreError
             close_domain_rows(&mut tx, &*env.media, &job, JobStatus::Cancelled, None).await?;
             let stored = job_events::append_in(&mut tx, &[final_event(id, JobStatus::Cancelled, None)]).await?;
             tx.commit().await?;
+            crate::metrics::job_ended(job.kind, crate::metrics::JobOutcome::Cancelled, None);
             bus.publish_many(&stored).await;
             Ok(CancelOutcome::Cancelled)
         }

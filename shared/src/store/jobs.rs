@@ -15,7 +15,7 @@ use crate::time::{Timestamp, now_ms};
 use sqlx::AnyConnection;
 
 pub(crate) const COLUMNS: &str = "id, kind, queue, owner_id, payload, status, attempts, max_attempts, progress, result, \
-    error, error_detail, run_after, lease_until, cancel_requested, created_at, started_at, finished_at, updated_at";
+    error, error_detail, run_after, lease_until, cancel_requested, created_at, started_at, finished_at, updated_at, request_id";
 
 /// A job row. A kind or status the code does not know fails to decode.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -45,6 +45,8 @@ pub struct Job {
     pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
     pub updated_at: Timestamp,
+    /// The `X-Request-Id` of the request that created the job, for its logs.
+    pub request_id: Option<String>,
 }
 
 impl Job {
@@ -71,8 +73,9 @@ pub async fn enqueue<'e, E: Exec<'e>, J: JobSpec>(
     let now = now_ms();
     let payload = serde_json::to_string(payload).map_err(anyhow::Error::from)?;
     sqlx::query(
-        "insert into parley_jobs (id, kind, queue, owner_id, payload, status, max_attempts, run_after, created_at, updated_at)
-         values ($1, $2, $3, $4, $5, 'queued', $6, $7, $7, $7)",
+        "insert into parley_jobs (id, kind, queue, owner_id, payload, status, max_attempts, run_after, created_at, updated_at,
+             request_id)
+         values ($1, $2, $3, $4, $5, 'queued', $6, $7, $7, $7, $8)",
     )
     .bind(id.to_string())
     .bind(J::KIND.as_str())
@@ -81,8 +84,11 @@ pub async fn enqueue<'e, E: Exec<'e>, J: JobSpec>(
     .bind(payload)
     .bind(i64::from(J::MAX_ATTEMPTS))
     .bind(now)
+    .bind(crate::telemetry::request_id())
     .execute(ex)
     .await?;
+    crate::metrics::job_enqueued(J::KIND);
+    tracing::info!(job.id = %id, job.kind = J::KIND.as_str(), "job enqueued");
     Ok(id)
 }
 
@@ -449,6 +455,17 @@ pub async fn cancel(conn: &mut AnyConnection, id: JobId) -> Result<Option<Job>, 
          where id = $1 and status in ('queued', 'retrying', 'running') returning {COLUMNS}"
     );
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id.to_string()).bind(now).fetch_optional(&mut *conn).await?)
+}
+
+/// Per queue: jobs waiting (queued or retrying), and when the oldest due one fell due (ms).
+pub async fn queue_depths<'e, E: Exec<'e>>(ex: E) -> Result<Vec<(String, i64, Option<i64>)>, StoreError> {
+    Ok(sqlx::query_as(
+        "select queue, count(*), min(case when run_after <= $1 then run_after end) from parley_jobs
+         where status in ('queued', 'retrying') group by queue",
+    )
+    .bind(now_ms())
+    .fetch_all(ex)
+    .await?)
 }
 
 /// Job counts per status (for readiness and admin views).

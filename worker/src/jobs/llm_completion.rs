@@ -10,6 +10,7 @@ use parley_shared::events::StreamWriter;
 use parley_shared::ids::{LlmConfigId, MessageId};
 use parley_shared::jobs::{GenerateTitle, JobSpec, LlmCompletion};
 use parley_shared::llm::{LlmError, Provider, ProviderSettings, StreamItem, UserFacing};
+use parley_shared::metrics;
 use parley_shared::store::chat::{self, MessageRole, MessageStatus, Outcome};
 use parley_shared::store::job_events::{self, EventType};
 use parley_shared::store::jobs::{self as job_store, Job};
@@ -64,6 +65,8 @@ async fn complete(
         }
         let mut text = String::new();
         let (mut usage, mut finish, mut model) = (None, None, Some(config.model.clone()));
+        let asked = Instant::now();
+        metrics::llm_request(&config.name, &config.provider);
         // A cancel is honoured while the provider has not answered yet, too.
         let connected = tokio::select! {
             connected = ctx.llm.stream_chat(&settings, &prompt) => connected,
@@ -71,7 +74,10 @@ async fn complete(
         };
         let mut stream = match connected {
             Ok(stream) => stream,
-            Err(e) => return Err(fail(ctx, job, message.id, "", e).await),
+            Err(e) => {
+                metrics::provider_error(&config.provider, e.kind());
+                return Err(fail(ctx, job, message.id, "", e).await);
+            }
         };
         chat::save_partial(writer, message.id, "", MessageStatus::Streaming).await?;
 
@@ -85,6 +91,9 @@ async fn complete(
                 item = stream.next() => match item {
                     None => break,
                     Some(Ok(StreamItem::Delta(delta))) => {
+                        if text.is_empty() && !delta.is_empty() {
+                            metrics::llm_first_token(&config.name, &config.provider, asked.elapsed());
+                        }
                         text.push_str(&delta);
                         events.emit(EventType::Delta, json!({"text": delta}))?;
                         unsaved = true;
@@ -92,7 +101,10 @@ async fn complete(
                     Some(Ok(StreamItem::Usage { prompt_tokens, completion_tokens })) => usage = Some((prompt_tokens, completion_tokens)),
                     Some(Ok(StreamItem::Finish { reason })) => finish = Some(reason),
                     Some(Ok(StreamItem::Model(m))) => model = Some(m),
-                    Some(Err(e)) => return Err(fail(ctx, job, message.id, &text, e).await),
+                    Some(Err(e)) => {
+                        metrics::provider_error(&config.provider, e.kind());
+                        return Err(fail(ctx, job, message.id, &text, e).await);
+                    }
                 },
                 _ = tokio::time::sleep_until(save_due), if unsaved => {
                     chat::save_partial(writer, message.id, &text, MessageStatus::Streaming).await?;
@@ -112,6 +124,9 @@ async fn complete(
             error: None,
         };
         chat::finish_message(writer, message.id, &outcome).await?;
+        if let Some((prompt, completion)) = usage {
+            metrics::llm_tokens(&config.name, &config.provider, u64::from(prompt), u64::from(completion));
+        }
         chat::touch_session(writer, session.id).await?;
         if session.title_is_auto && history.iter().all(|m| m.role == MessageRole::User) {
             let payload = GenerateTitle { session_id: session.id };
