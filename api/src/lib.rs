@@ -1,8 +1,10 @@
 //! Parley's HTTP API: axum routes, extractors, OpenAPI.
 
+pub mod audit;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+pub mod mfa;
 pub mod openapi;
 pub mod pagination;
 pub mod ratelimit;

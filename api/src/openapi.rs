@@ -1,6 +1,9 @@
 //! The OpenAPI 3.1 document of every route.
 
-use crate::routes::{admin_jobs, admin_users, auth, avatar, chat, docs, email_flows, health, jobs, llm_configs, users};
+use crate::routes::{
+    activity, admin_jobs, admin_users, auth, avatar, chat, docs, email_flows, health, jobs, llm_configs, sessions,
+    users,
+};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -20,6 +23,7 @@ use utoipa::{Modify, OpenApi};
         admin_jobs::queue_stats, admin_jobs::list_all_jobs, admin_jobs::retry_job, admin_jobs::create_noop,
         admin_users::list_users, admin_users::get_user, admin_users::update_user, admin_users::delete_user,
         health::healthz, health::readyz, docs::openapi_json, docs::docs_page,
+        sessions::list_sessions, sessions::end_session, activity::my_activity, activity::audit_log,
     ),
     components(schemas(crate::error::ErrorEnvelope, crate::error::ErrorBody)),
     modifiers(&BearerAuth),

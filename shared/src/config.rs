@@ -65,6 +65,9 @@ impl fmt::Display for SecretUrl {
     }
 }
 
+/// The window over which failed second-factor attempts are counted.
+pub const MFA_FAILURE_WINDOW_SECS: i64 = 15 * 60;
+
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
@@ -138,6 +141,12 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// A finished job's event stream is kept (for resuming) this long.
     pub job_events_retention_secs: u64,
+    /// Activity-log entries older than this many days are deleted.
+    pub audit_retention_days: u64,
+    /// The issuer name authenticator apps show for Parley's TOTP factors.
+    pub mfa_issuer: String,
+    /// Failed second-factor attempts an account may make per [`MFA_FAILURE_WINDOW_SECS`].
+    pub mfa_max_failures: i64,
     /// A quick-start LLM config created at start-up (`PARLEY_LLM_*`).
     pub llm_bootstrap: Option<LlmBootstrap>,
     /// A provider stream that sends nothing for this long is abandoned (and retried).
@@ -300,6 +309,9 @@ impl Config {
                 }
                 secs => secs,
             },
+            audit_retention_days: v.positive("PARLEY_AUDIT_RETENTION_DAYS", 365)?,
+            mfa_issuer: v.string("PARLEY_MFA_ISSUER").unwrap_or_else(|| "Parley".into()),
+            mfa_max_failures: v.positive("PARLEY_MFA_MAX_FAILURES", 5)?,
             llm_bootstrap: match (v.string("PARLEY_LLM_PROVIDER"), v.string("PARLEY_LLM_MODEL")) {
                 (None, None) => None,
                 (Some(provider), Some(model)) => {

@@ -65,6 +65,10 @@ id_type!(
     /// An LLM configuration (the model a chat uses).
     LlmConfigId
 );
+id_type!(
+    /// An entry of the activity log.
+    AuditEventId
+);
 
 macro_rules! id_conversions {
     ($($name:ident),*) => {$(
@@ -84,7 +88,7 @@ macro_rules! id_conversions {
     )*};
 }
 
-id_conversions!(UserId, SessionId, JobId, ChatSessionId, MessageId, LlmConfigId);
+id_conversions!(UserId, SessionId, JobId, ChatSessionId, MessageId, LlmConfigId, AuditEventId);
 
 /// A nullable id column, for `#[sqlx(try_from = "crate::ids::NullableId")]` on an
 /// `Option<...Id>` field (`Option` cannot take a `TryFrom<Option<String>>`): null reads as

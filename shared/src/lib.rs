@@ -1,6 +1,7 @@
 //! Everything the Parley binaries share: configuration, domain types, the stores over
 //! SQLite and PostgreSQL, and the authentication primitives.
 
+pub mod audit;
 pub mod auth;
 pub mod avatar;
 pub mod config;

@@ -1,5 +1,6 @@
 //! The router: one module per route group.
 
+pub mod activity;
 pub mod admin_jobs;
 pub mod admin_users;
 pub mod auth;
@@ -10,6 +11,7 @@ pub mod email_flows;
 pub mod health;
 pub mod jobs;
 pub mod llm_configs;
+pub mod sessions;
 pub mod users;
 
 use crate::error::ApiError;
@@ -31,6 +33,8 @@ pub fn router(state: AppState) -> Router {
         .merge(chat::routes(state.config.llm_max_message_chars, body_limit))
         .merge(llm_configs::routes())
         .merge(docs::routes())
+        .merge(sessions::routes())
+        .merge(activity::routes())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(body_limit))

@@ -14,6 +14,13 @@ pub enum EmailKind {
     VerifyEmail,
     PasswordReset,
     PasswordChanged,
+    /// A TOTP factor was confirmed.
+    MfaEnabled,
+    /// The user turned their TOTP factor off.
+    MfaDisabled,
+    /// An admin removed the user's TOTP factor.
+    MfaRemovedByAdmin,
+    RecoveryCodesRegenerated,
 }
 
 /// `send_email`: the job makes any token itself, so no secret sits in the queue.

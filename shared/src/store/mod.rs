@@ -2,12 +2,14 @@
 //! caller can compose several writes, and an enqueue, in one transaction. The SQL is the
 //! portable subset that SQLite and PostgreSQL share.
 
+pub mod audit;
 pub mod chat;
 pub mod email_tokens;
 pub mod idempotency;
 pub mod job_events;
 pub mod jobs;
 pub mod llm_configs;
+pub mod mfa;
 pub mod secrets;
 pub mod sessions;
 pub mod users;

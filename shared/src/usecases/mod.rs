@@ -5,3 +5,4 @@ pub mod accounts;
 pub mod chat;
 pub mod email;
 pub mod llm_config;
+pub mod mfa;
