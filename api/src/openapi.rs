@@ -1,9 +1,6 @@
 //! The OpenAPI 3.1 document of every route.
 
-use crate::routes::{
-    activity, admin_jobs, admin_users, auth, avatar, chat, docs, email_flows, health, jobs, llm_configs, sessions,
-    users,
-};
+use crate::routes::{admin_jobs, admin_users, auth, avatar, chat, docs, email_flows, health, jobs, llm_configs, users};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -23,7 +20,11 @@ use utoipa::{Modify, OpenApi};
         admin_jobs::queue_stats, admin_jobs::list_all_jobs, admin_jobs::retry_job, admin_jobs::create_noop,
         admin_users::list_users, admin_users::get_user, admin_users::update_user, admin_users::delete_user,
         health::healthz, health::readyz, docs::openapi_json, docs::docs_page,
-        sessions::list_sessions, sessions::end_session, activity::my_activity, activity::audit_log,
+        crate::routes::sessions::list_sessions, crate::routes::sessions::end_session,
+        crate::routes::activity::my_activity, crate::routes::activity::audit_log,
+        crate::routes::mfa::mfa_status, crate::routes::mfa::enrol_totp, crate::routes::mfa::confirm_totp,
+        crate::routes::mfa::disable_totp, crate::routes::mfa::regenerate_recovery_codes, crate::routes::mfa::verify,
+        crate::routes::mfa::admin_remove_factor,
     ),
     components(schemas(crate::error::ErrorEnvelope, crate::error::ErrorBody)),
     modifiers(&BearerAuth),

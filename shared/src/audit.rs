@@ -163,8 +163,8 @@ impl AuditEvent {
 /// How often old entries are looked for.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
-/// Deletes entries older than `PARLEY_AUDIT_RETENTION_DAYS`, at start and then every hour,
-/// for as long as the process runs.
+/// Deletes entries older than `PARLEY_AUDIT_RETENTION_DAYS` (and long-expired second-factor
+/// challenges), at start and then every hour, for as long as the process runs.
 pub fn spawn_pruning(db: Db, config: &Config) {
     let retention_days = config.audit_retention_days;
     tokio::spawn(async move {
@@ -175,6 +175,11 @@ pub fn spawn_pruning(db: Db, config: &Config) {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(entries = n, "pruned old activity-log entries"),
                 Err(e) => tracing::warn!(error = %e, "pruning the activity log failed"),
+            }
+            // Second-factor challenges are useless once expired; a day on, they go too.
+            let day_ago = crate::time::now_ms() - 86_400_000;
+            if let Err(e) = crate::store::mfa::delete_challenges_before(&db.writer, day_ago).await {
+                tracing::warn!(error = %e, "pruning expired second-factor challenges failed");
             }
         }
     });

@@ -3,6 +3,7 @@
 use crate::audit::RequestMeta;
 use crate::error::{ApiError, ApiResult, ErrorEnvelope, FieldErrors};
 use crate::extract::{AuthUser, ClientIp, Json};
+use crate::mfa::LoginAnswer;
 use crate::state::AppState;
 use crate::tokens::{self, TokenPair};
 use crate::views::UserProfile;
@@ -106,7 +107,7 @@ pub struct LoginRequest {
 
 /// Signs in with email and password.
 #[utoipa::path(post, path = "/api/auth/login/", tag = "accounts", request_body = LoginRequest, responses(
-    (status = 200, body = TokenPair),
+    (status = 200, description = "a token pair, or with a second factor on `{mfa_required, mfa_token, expires_in}`", body = LoginAnswer),
     (status = 401, description = "invalid_credentials, for any wrong pair", body = ErrorEnvelope),
     (status = 429, description = "too many attempts; see Retry-After", body = ErrorEnvelope)))]
 pub async fn login(
@@ -114,7 +115,7 @@ pub async fn login(
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
     Json(req): Json<LoginRequest>,
-) -> ApiResult<Json<TokenPair>> {
+) -> ApiResult<Json<LoginAnswer>> {
     state.login_limiter.check(ip, &req.email.trim().to_lowercase())?;
     let meta = RequestMeta::new(ip, user_agent(&headers));
     let user = match Email::parse(&req.email) {
@@ -140,12 +141,17 @@ pub async fn login(
         users::set_password_hash(&state.db.writer, user.id, &hash).await?;
         tracing::info!(user.id = %user.id, "password hash upgraded to current parameters");
     }
+    if let Some(challenge) = crate::mfa::challenge_if_enrolled(&state, user.id).await? {
+        let details = serde_json::json!({"second_factor": "required"});
+        meta.event(AuditAction::Login).by(user.id).details(details).record(&state.db.writer).await?;
+        return Ok(Json(LoginAnswer::MfaRequired(challenge)));
+    }
     users::record_login(&state.db.writer, user.id).await?;
     let (session, tokens) = tokens::start_session(&state, user.id, user_agent(&headers), &ip.to_string()).await?;
     let details = serde_json::json!({"session_id": session});
     meta.event(AuditAction::Login).by(user.id).details(details).record(&state.db.writer).await?;
     tracing::info!(user.id = %user.id, session.id = %session, "signed in");
-    Ok(Json(tokens))
+    Ok(Json(LoginAnswer::Tokens(tokens)))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -11,6 +11,7 @@ pub mod email_flows;
 pub mod health;
 pub mod jobs;
 pub mod llm_configs;
+pub mod mfa;
 pub mod sessions;
 pub mod users;
 
@@ -35,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .merge(docs::routes())
         .merge(sessions::routes())
         .merge(activity::routes())
+        .merge(mfa::routes())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(body_limit))

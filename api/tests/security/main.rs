@@ -5,6 +5,7 @@
 mod common;
 
 mod audit;
+mod mfa;
 
 mod sessions;
 

@@ -75,9 +75,10 @@ pub async fn use_step<'e, E: Exec<'e>>(ex: E, user: UserId, step: i64) -> Result
 }
 
 /// Removes the factor and the recovery codes; false when there was no factor.
-pub async fn delete_totp<'e, E: Exec<'e> + Copy>(ex: E, user: UserId) -> Result<bool, StoreError> {
-    sqlx::query("delete from mfa_recovery_codes where user_id = $1").bind(user.to_string()).execute(ex).await?;
-    let done = sqlx::query("delete from mfa_totp where user_id = $1").bind(user.to_string()).execute(ex).await?;
+pub async fn delete_totp(conn: &mut sqlx::AnyConnection, user: UserId) -> Result<bool, StoreError> {
+    sqlx::query("delete from mfa_recovery_codes where user_id = $1").bind(user.to_string()).execute(&mut *conn).await?;
+    let done =
+        sqlx::query("delete from mfa_totp where user_id = $1").bind(user.to_string()).execute(&mut *conn).await?;
     Ok(done.rows_affected() == 1)
 }
 
