@@ -33,14 +33,16 @@ pub enum LoginAnswer {
     MfaRequired(MfaChallenge),
 }
 
-/// A challenge for `user` when the account has a confirmed factor.
-pub async fn challenge_if_enrolled(state: &AppState, user: UserId) -> ApiResult<Option<MfaChallenge>> {
+/// A challenge for `user` when the account has a confirmed factor; `amr` is how the first
+/// step signed in (`pwd`, `oauth`).
+pub async fn challenge_if_enrolled(state: &AppState, user: UserId, amr: &str) -> ApiResult<Option<MfaChallenge>> {
     let confirmed = mfa::get_totp(&state.db.pool, user).await?.is_some_and(|f| f.confirmed_at.is_some());
     if !confirmed {
         return Ok(None);
     }
     let token = random_token();
-    mfa::create_challenge(&state.db.writer, &hash_token(&token), user, now_ms() + CHALLENGE_TTL_SECS * 1000).await?;
+    let expires_at = now_ms() + CHALLENGE_TTL_SECS * 1000;
+    mfa::create_challenge(&state.db.writer, &hash_token(&token), user, amr, expires_at).await?;
     Ok(Some(MfaChallenge { mfa_required: true, mfa_token: token, expires_in: CHALLENGE_TTL_SECS }))
 }
 

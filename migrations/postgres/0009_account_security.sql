@@ -46,9 +46,35 @@ create index mfa_recovery_codes_user_id_idx on mfa_recovery_codes (user_id, code
 create table mfa_challenges (
     token_hash text primary key,
     user_id text not null references users (id) on delete cascade,
+    -- How the first step signed in: 'pwd' or 'oauth'.
+    amr text not null default 'pwd',
     expires_at bigint not null,
     used_at bigint,
     created_at bigint not null,
     updated_at bigint not null
 );
 create index mfa_challenges_user_id_idx on mfa_challenges (user_id);
+
+-- Accounts at identity providers that sign in to a Parley account.
+create table user_identities (
+    id text primary key,
+    user_id text not null references users (id) on delete cascade,
+    provider text not null,
+    subject text not null,
+    email text not null default '',
+    created_at bigint not null,
+    updated_at bigint not null
+);
+create unique index user_identities_provider_subject_key on user_identities (provider, subject);
+create index user_identities_user_id_idx on user_identities (user_id);
+
+-- The one-time code a provider sign-in returns to the client with (stored hashed).
+create table oauth_exchange_codes (
+    code_hash text primary key,
+    user_id text not null references users (id) on delete cascade,
+    provider text not null,
+    expires_at bigint not null,
+    used_at bigint,
+    created_at bigint not null,
+    updated_at bigint not null
+);

@@ -51,6 +51,9 @@ actions! {
     MfaDisable = "mfa.totp.disable",
     /// A session ended by its owner from the session list.
     SessionEnd = "session.end",
+    /// A provider account linked to a user (by a verified email, or with a new account).
+    IdentityLink = "identity.link",
+    IdentityUnlink = "identity.unlink",
     AdminUserUpdate = "admin.user.update",
     AdminUserDelete = "admin.user.delete",
     AdminMfaRemove = "admin.mfa.remove",

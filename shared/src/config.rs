@@ -147,6 +147,8 @@ pub struct Config {
     pub mfa_issuer: String,
     /// Failed second-factor attempts an account may make per [`MFA_FAILURE_WINDOW_SECS`].
     pub mfa_max_failures: i64,
+    /// Sign-in through identity providers (`PARLEY_OAUTH_*`, `PARLEY_OIDC_*`).
+    pub oauth: OAuthConfig,
     /// A quick-start LLM config created at start-up (`PARLEY_LLM_*`).
     pub llm_bootstrap: Option<LlmBootstrap>,
     /// A provider stream that sends nothing for this long is abandoned (and retried).
@@ -312,6 +314,7 @@ impl Config {
             audit_retention_days: v.positive("PARLEY_AUDIT_RETENTION_DAYS", 365)?,
             mfa_issuer: v.string("PARLEY_MFA_ISSUER").unwrap_or_else(|| "Parley".into()),
             mfa_max_failures: v.positive("PARLEY_MFA_MAX_FAILURES", 5)?,
+            oauth: oauth_config(&v)?,
             llm_bootstrap: match (v.string("PARLEY_LLM_PROVIDER"), v.string("PARLEY_LLM_MODEL")) {
                 (None, None) => None,
                 (Some(provider), Some(model)) => {
@@ -338,6 +341,100 @@ impl Config {
     pub fn is_sqlite(&self) -> bool {
         self.database_url.expose().starts_with("sqlite:")
     }
+}
+
+/// The identity providers users may sign in with, and where a sign-in may return to.
+#[derive(Clone, Debug, Default)]
+pub struct OAuthConfig {
+    /// Exact URIs a sign-in may return to with its one-time code (`PARLEY_OAUTH_REDIRECT_URIS`).
+    pub redirect_uris: Vec<String>,
+    pub github: Option<GithubProvider>,
+    /// Google (`PARLEY_OAUTH_GOOGLE_*`, named `google`) and `PARLEY_OIDC_<NAME>_*`, by name.
+    pub oidc: Vec<OidcProvider>,
+}
+
+/// GitHub, or GitHub Enterprise with its own URLs.
+#[derive(Clone, Debug)]
+pub struct GithubProvider {
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub authorize_url: String,
+    pub token_url: String,
+    /// The REST API's base (`/user`, `/user/emails`).
+    pub api_url: String,
+}
+
+/// An OpenID Connect provider, found by discovery from its issuer.
+#[derive(Clone, Debug)]
+pub struct OidcProvider {
+    /// Lowercase; the `{provider}` of the sign-in paths.
+    pub name: String,
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+}
+
+fn oauth_config(v: &Vars) -> Result<OAuthConfig, ConfigError> {
+    let secret = |key: &str| -> Result<SecretString, ConfigError> {
+        v.secret(key, 1)?.ok_or_else(|| v.error(key, "is required with the matching _CLIENT_ID"))
+    };
+    let github = match v.string("PARLEY_OAUTH_GITHUB_CLIENT_ID") {
+        None => None,
+        Some(client_id) => Some(GithubProvider {
+            client_id,
+            client_secret: secret("PARLEY_OAUTH_GITHUB_CLIENT_SECRET")?,
+            authorize_url: v
+                .string("PARLEY_OAUTH_GITHUB_AUTHORIZE_URL")
+                .unwrap_or_else(|| "https://github.com/login/oauth/authorize".into()),
+            token_url: v
+                .string("PARLEY_OAUTH_GITHUB_TOKEN_URL")
+                .unwrap_or_else(|| "https://github.com/login/oauth/access_token".into()),
+            api_url: v
+                .string("PARLEY_OAUTH_GITHUB_API_URL")
+                .unwrap_or_else(|| "https://api.github.com".into())
+                .trim_end_matches('/')
+                .to_owned(),
+        }),
+    };
+    let mut oidc = Vec::new();
+    if let Some(client_id) = v.string("PARLEY_OAUTH_GOOGLE_CLIENT_ID") {
+        oidc.push(OidcProvider {
+            name: "google".into(),
+            issuer: "https://accounts.google.com".into(),
+            client_id,
+            client_secret: secret("PARLEY_OAUTH_GOOGLE_CLIENT_SECRET")?,
+        });
+    }
+    let mut names: Vec<String> =
+        v.0.keys().filter_map(|k| k.strip_prefix("PARLEY_OIDC_")?.strip_suffix("_ISSUER")).map(str::to_owned).collect();
+    names.sort();
+    for name in names {
+        let lower = name.to_lowercase();
+        if lower.is_empty() || !lower.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || lower == "github" {
+            return Err(v.error(
+                &format!("PARLEY_OIDC_{name}_ISSUER"),
+                "the name must be letters, digits or _, and not GITHUB",
+            ));
+        }
+        if oidc.iter().any(|p: &OidcProvider| p.name == lower) {
+            return Err(v.error(&format!("PARLEY_OIDC_{name}_ISSUER"), "names a provider twice"));
+        }
+        let issuer_key = format!("PARLEY_OIDC_{name}_ISSUER");
+        let id_key = format!("PARLEY_OIDC_{name}_CLIENT_ID");
+        oidc.push(OidcProvider {
+            name: lower,
+            issuer: v.string(&issuer_key).ok_or_else(|| v.error(&issuer_key, "is empty"))?,
+            client_id: v.string(&id_key).ok_or_else(|| v.error(&id_key, "is required with _ISSUER"))?,
+            client_secret: secret(&format!("PARLEY_OIDC_{name}_CLIENT_SECRET"))?,
+        });
+    }
+    let redirect_uris: Vec<String> = v.list("PARLEY_OAUTH_REDIRECT_URIS")?;
+    for uri in &redirect_uris {
+        if url::Url::parse(uri).is_err() {
+            return Err(v.error("PARLEY_OAUTH_REDIRECT_URIS", format!("{uri:?} is not an absolute URL")));
+        }
+    }
+    Ok(OAuthConfig { redirect_uris, github, oidc })
 }
 
 struct Vars(HashMap<String, String>);

@@ -69,6 +69,10 @@ id_type!(
     /// An entry of the activity log.
     AuditEventId
 );
+id_type!(
+    /// An account at an identity provider, linked to a user.
+    IdentityId
+);
 
 macro_rules! id_conversions {
     ($($name:ident),*) => {$(
@@ -88,7 +92,7 @@ macro_rules! id_conversions {
     )*};
 }
 
-id_conversions!(UserId, SessionId, JobId, ChatSessionId, MessageId, LlmConfigId, AuditEventId);
+id_conversions!(UserId, SessionId, JobId, ChatSessionId, MessageId, LlmConfigId, AuditEventId, IdentityId);
 
 /// A nullable id column, for `#[sqlx(try_from = "crate::ids::NullableId")]` on an
 /// `Option<...Id>` field (`Option` cannot take a `TryFrom<Option<String>>`): null reads as

@@ -15,6 +15,7 @@ pub mod jobs;
 pub mod llm;
 pub mod mail;
 pub mod media;
+pub mod oauth;
 pub mod queue;
 pub mod redis_sub;
 pub mod store;

@@ -141,7 +141,7 @@ pub async fn login(
         users::set_password_hash(&state.db.writer, user.id, &hash).await?;
         tracing::info!(user.id = %user.id, "password hash upgraded to current parameters");
     }
-    if let Some(challenge) = crate::mfa::challenge_if_enrolled(&state, user.id).await? {
+    if let Some(challenge) = crate::mfa::challenge_if_enrolled(&state, user.id, sessions::AMR_PASSWORD).await? {
         let details = serde_json::json!({"second_factor": "required"});
         meta.event(AuditAction::Login).by(user.id).details(details).record(&state.db.writer).await?;
         return Ok(Json(LoginAnswer::MfaRequired(challenge)));

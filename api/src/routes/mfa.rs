@@ -298,12 +298,12 @@ pub async fn verify(
         }
     };
     let token_hash = hash_token(req.mfa_token.trim());
-    let user = mfa::live_challenge(&state.db.pool, &token_hash).await?.ok_or_else(invalid_mfa_token)?;
+    let (user, first) = mfa::live_challenge(&state.db.pool, &token_hash).await?.ok_or_else(invalid_mfa_token)?;
     let account = users::by_id(&state.db.pool, user).await?.filter(|u| u.is_active).ok_or_else(invalid_mfa_token)?;
     if !spend_code(&state, &meta, user, code, "sign_in").await? {
         return Err(ApiError::BadRequest { code: "invalid_code", message: "the code is not valid".into() });
     }
-    let amr = [sessions::AMR_PASSWORD, sessions::AMR_OTP];
+    let amr = [first.as_str(), sessions::AMR_OTP];
     let mut tx = state.db.begin_write().await?;
     if !mfa::consume_challenge(&mut *tx, &token_hash).await? {
         return Err(invalid_mfa_token());

@@ -9,9 +9,11 @@ pub mod chat;
 pub mod docs;
 pub mod email_flows;
 pub mod health;
+pub mod identities;
 pub mod jobs;
 pub mod llm_configs;
 pub mod mfa;
+pub mod oauth;
 pub mod sessions;
 pub mod users;
 
@@ -37,6 +39,8 @@ pub fn router(state: AppState) -> Router {
         .merge(sessions::routes())
         .merge(activity::routes())
         .merge(mfa::routes())
+        .merge(oauth::routes())
+        .merge(identities::routes())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(body_limit))

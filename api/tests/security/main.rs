@@ -1,12 +1,13 @@
 //! Account security end to end, on SQLite and PostgreSQL: the session list, the activity
-//! log, and TOTP second factors.
+//! log, TOTP second factors, and sign-in through identity providers.
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod audit;
+mod fake_idp;
 mod mfa;
-
+mod oauth;
 mod sessions;
 
 use common::TestApp;

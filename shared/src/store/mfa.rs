@@ -128,19 +128,21 @@ pub async fn recovery_codes_left<'e, E: Exec<'e>>(ex: E, user: UserId) -> Result
     Ok(n)
 }
 
-/// Records a password sign-in waiting for its second factor.
+/// Records a first sign-in step (`amr`: `pwd` or `oauth`) waiting for its second factor.
 pub async fn create_challenge<'e, E: Exec<'e>>(
     ex: E,
     token_hash: &str,
     user: UserId,
+    amr: &str,
     expires_at: i64,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "insert into mfa_challenges (token_hash, user_id, expires_at, used_at, created_at, updated_at)
-         values ($1, $2, $3, null, $4, $4)",
+        "insert into mfa_challenges (token_hash, user_id, amr, expires_at, used_at, created_at, updated_at)
+         values ($1, $2, $3, $4, null, $5, $5)",
     )
     .bind(token_hash)
     .bind(user.to_string())
+    .bind(amr)
     .bind(expires_at)
     .bind(now_ms())
     .execute(ex)
@@ -148,16 +150,17 @@ pub async fn create_challenge<'e, E: Exec<'e>>(
     Ok(())
 }
 
-/// The user of a challenge that is unused and unexpired.
-pub async fn live_challenge<'e, E: Exec<'e>>(ex: E, token_hash: &str) -> Result<Option<UserId>, StoreError> {
-    let row: Option<(String,)> = sqlx::query_as(
-        "select user_id from mfa_challenges where token_hash = $1 and used_at is null and expires_at > $2",
+/// The user of a challenge that is unused and unexpired, and how its first step signed in.
+pub async fn live_challenge<'e, E: Exec<'e>>(ex: E, token_hash: &str) -> Result<Option<(UserId, String)>, StoreError> {
+    let row: Option<(String, String)> = sqlx::query_as(
+        "select user_id, amr from mfa_challenges where token_hash = $1 and used_at is null and expires_at > $2",
     )
     .bind(token_hash)
     .bind(now_ms())
     .fetch_optional(ex)
     .await?;
-    row.map(|(id,)| id.parse().map_err(|e: uuid::Error| StoreError::Other(e.into()))).transpose()
+    row.map(|(id, amr)| id.parse().map(|id| (id, amr)).map_err(|e: uuid::Error| StoreError::Other(e.into())))
+        .transpose()
 }
 
 /// Uses a challenge up; false when it was used (or expired) meanwhile.

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod chat;
 pub mod email_tokens;
 pub mod idempotency;
+pub mod identities;
 pub mod job_events;
 pub mod jobs;
 pub mod llm_configs;

@@ -9,6 +9,7 @@ use crate::time::{Timestamp, now_ms};
 /// How a session signed in: RFC 8176 method names, stored space-separated (`pwd otp`).
 pub const AMR_PASSWORD: &str = "pwd";
 pub const AMR_OTP: &str = "otp";
+pub const AMR_OAUTH: &str = "oauth";
 
 pub async fn create<'e, E: Exec<'e>>(
     ex: E,

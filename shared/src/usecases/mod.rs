@@ -4,5 +4,6 @@
 pub mod accounts;
 pub mod chat;
 pub mod email;
+pub mod identity;
 pub mod llm_config;
 pub mod mfa;
