@@ -523,6 +523,39 @@ mod tests {
     }
 
     #[test]
+    fn identity_providers_come_from_their_variables() {
+        let config = Config::from_vars(vars(&[
+            ("PARLEY_OAUTH_REDIRECT_URIS", "https://app.example.com/cb, http://localhost:3000/cb"),
+            ("PARLEY_OAUTH_GITHUB_CLIENT_ID", "gh-id"),
+            ("PARLEY_OAUTH_GITHUB_CLIENT_SECRET", "gh-s3cret-value"),
+            ("PARLEY_OAUTH_GITHUB_API_URL", "https://ghe.example.com/api/v3/"),
+            ("PARLEY_OAUTH_GOOGLE_CLIENT_ID", "g-id"),
+            ("PARLEY_OAUTH_GOOGLE_CLIENT_SECRET", "g-s3cret-value"),
+            ("PARLEY_OIDC_OKTA_ISSUER", "https://okta.example.com"),
+            ("PARLEY_OIDC_OKTA_CLIENT_ID", "okta-id"),
+            ("PARLEY_OIDC_OKTA_CLIENT_SECRET", "okta-s3cret-value"),
+        ]))
+        .unwrap();
+        let oauth = &config.oauth;
+        assert_eq!(oauth.redirect_uris, ["https://app.example.com/cb", "http://localhost:3000/cb"]);
+        let github = oauth.github.as_ref().unwrap();
+        assert_eq!(github.api_url, "https://ghe.example.com/api/v3");
+        assert_eq!(github.token_url, "https://github.com/login/oauth/access_token");
+        let names: Vec<&str> = oauth.oidc.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["google", "okta"]);
+        assert_eq!(oauth.oidc[0].issuer, "https://accounts.google.com");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+
+        let err = Config::from_vars(vars(&[("PARLEY_OIDC_OKTA_ISSUER", "https://okta.example.com")])).unwrap_err();
+        assert_eq!(err.var, "PARLEY_OIDC_OKTA_CLIENT_ID");
+        let err = Config::from_vars(vars(&[("PARLEY_OAUTH_GITHUB_CLIENT_ID", "x")])).unwrap_err();
+        assert_eq!(err.var, "PARLEY_OAUTH_GITHUB_CLIENT_SECRET");
+        let err = Config::from_vars(vars(&[("PARLEY_OAUTH_REDIRECT_URIS", "/relative")])).unwrap_err();
+        assert_eq!(err.var, "PARLEY_OAUTH_REDIRECT_URIS");
+    }
+
+    #[test]
     fn url_passwords_in_query_parameters_are_redacted() {
         let url = SecretUrl::new("postgres://db/parley?sslmode=require&password=hunter2&sslpassword=x");
         assert_eq!(url.redacted(), "postgres://db/parley?sslmode=require&password=***&sslpassword=***");

@@ -301,3 +301,36 @@ async fn oidc_client(
     )
     .set_redirect_uri(callback))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flow(expires_at: i64) -> FlowState {
+        FlowState {
+            provider: "github".into(),
+            redirect_uri: "https://app.example.com/cb".into(),
+            pkce_verifier: "verifier".into(),
+            nonce: "nonce".into(),
+            browser: "binding-hash".into(),
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn a_sealed_state_opens_only_unexpired_untouched_and_with_its_key() {
+        let keys = Keys::derive(b"master key");
+        let sealed = flow(crate::time::now_ms() + 60_000).seal(&keys).unwrap();
+        assert!(!sealed.contains("verifier") && !sealed.contains('+') && !sealed.contains('/'));
+        let opened = FlowState::open(&keys, &sealed).unwrap();
+        assert_eq!((opened.provider.as_str(), opened.pkce_verifier.as_str()), ("github", "verifier"));
+        assert!(FlowState::open(&Keys::derive(b"another key"), &sealed).is_none());
+        let mut tampered = sealed.clone().into_bytes();
+        let i = tampered.len() / 2;
+        tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
+        assert!(FlowState::open(&keys, &String::from_utf8(tampered).unwrap()).is_none());
+        let expired = flow(crate::time::now_ms() - 1).seal(&keys).unwrap();
+        assert!(FlowState::open(&keys, &expired).is_none());
+        assert!(FlowState::open(&keys, "not a state").is_none());
+    }
+}

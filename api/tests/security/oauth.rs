@@ -130,6 +130,23 @@ both_backends! {
         assert_error(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_error").await;
         let res = no_redirects().get(app.url("/api/auth/oauth/github/authorize/")).send().await.unwrap();
         assert_error(res, StatusCode::BAD_REQUEST, "invalid_query").await;
+        let res = no_redirects().get(app.url("/api/auth/oauth/nope/callback/?code=x&state=y")).send().await.unwrap();
+        assert_error(res, StatusCode::NOT_FOUND, "not_found").await;
+    }
+
+    async fn a_provider_that_cannot_be_reached_is_a_503_and_creates_nothing(backend: Backend) {
+        // A port that nothing listens on.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let app = spawn_app_with(backend, &[
+            ("PARLEY_OAUTH_REDIRECT_URIS", RETURN_TO),
+            ("PARLEY_OIDC_DOWN_ISSUER", &format!("http://{closed}")),
+            ("PARLEY_OIDC_DOWN_CLIENT_ID", "id"),
+            ("PARLEY_OIDC_DOWN_CLIENT_SECRET", "secret"),
+        ]).await;
+        let res = no_redirects().get(app.url(&format!("/api/auth/oauth/down/authorize/?redirect_uri={RETURN_TO}"))).send().await.unwrap();
+        assert!(res.headers().get("set-cookie").is_none());
+        let body = assert_error(res, StatusCode::SERVICE_UNAVAILABLE, "provider_error").await;
+        assert!(!body.to_string().contains(&closed.to_string()), "{body}");
     }
 
     async fn a_github_sign_in_creates_an_account_and_signs_in_again_with_it(backend: Backend) {
@@ -186,6 +203,13 @@ both_backends! {
         assert_eq!(me["id"], ann.id.as_str());
         let ids = get_ok(&app, "/api/users/me/identities/", &ann.access).await;
         assert_eq!(ids["items"][0]["provider"], "acme");
+
+        // GitHub's primary email unverified (a verified secondary one does not count): no link.
+        let bob = app.signup("bob@example.com").await;
+        parley_shared::store::users::mark_email_verified(&app.state.db.writer, bob.id.parse().unwrap()).await.unwrap();
+        let back = sign_in(&app, &fake, "github", Grant::new("31", "bob@example.com", false)).await;
+        assert_eq!(back.get("error").map(String::as_str), Some("account_exists"), "{back:?}");
+        assert!(get_ok(&app, "/api/users/me/identities/", &bob.access).await["items"].as_array().unwrap().is_empty());
 
         // A new person whose email the provider does not vouch for gets an unverified account.
         let back = sign_in(&app, &fake, "github", Grant::new("77", "new@example.com", false)).await;
