@@ -1,10 +1,12 @@
 //! Parley's HTTP API: axum routes, extractors, OpenAPI.
 
+pub mod audit;
 pub mod error;
 pub mod extract;
 pub mod headers;
 pub mod idempotency;
 pub mod metrics;
+pub mod mfa;
 pub mod openapi;
 pub mod pagination;
 pub mod ratelimit;

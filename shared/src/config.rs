@@ -65,6 +65,9 @@ impl fmt::Display for SecretUrl {
     }
 }
 
+/// The window over which failed second-factor attempts are counted.
+pub const MFA_FAILURE_WINDOW_SECS: i64 = 15 * 60;
+
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
@@ -154,6 +157,14 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// A finished job's event stream is kept (for resuming) this long.
     pub job_events_retention_secs: u64,
+    /// Activity-log entries older than this many days are deleted.
+    pub audit_retention_days: u64,
+    /// The issuer name authenticator apps show for Parley's TOTP factors.
+    pub mfa_issuer: String,
+    /// Failed second-factor attempts an account may make per [`MFA_FAILURE_WINDOW_SECS`].
+    pub mfa_max_failures: i64,
+    /// Sign-in through identity providers (`PARLEY_OAUTH_*`, `PARLEY_OIDC_*`).
+    pub oauth: OAuthConfig,
     /// A quick-start LLM config created at start-up (`PARLEY_LLM_*`).
     pub llm_bootstrap: Option<LlmBootstrap>,
     /// A provider stream that sends nothing for this long is abandoned (and retried).
@@ -330,6 +341,10 @@ impl Config {
                 }
                 secs => secs,
             },
+            audit_retention_days: v.positive("PARLEY_AUDIT_RETENTION_DAYS", 365)?,
+            mfa_issuer: v.string("PARLEY_MFA_ISSUER").unwrap_or_else(|| "Parley".into()),
+            mfa_max_failures: v.positive("PARLEY_MFA_MAX_FAILURES", 5)?,
+            oauth: oauth_config(&v)?,
             llm_bootstrap: match (v.string("PARLEY_LLM_PROVIDER"), v.string("PARLEY_LLM_MODEL")) {
                 (None, None) => None,
                 (Some(provider), Some(model)) => {
@@ -366,6 +381,100 @@ impl Config {
     pub fn is_sqlite(&self) -> bool {
         self.database_url.expose().starts_with("sqlite:")
     }
+}
+
+/// The identity providers users may sign in with, and where a sign-in may return to.
+#[derive(Clone, Debug, Default)]
+pub struct OAuthConfig {
+    /// Exact URIs a sign-in may return to with its one-time code (`PARLEY_OAUTH_REDIRECT_URIS`).
+    pub redirect_uris: Vec<String>,
+    pub github: Option<GithubProvider>,
+    /// Google (`PARLEY_OAUTH_GOOGLE_*`, named `google`) and `PARLEY_OIDC_<NAME>_*`, by name.
+    pub oidc: Vec<OidcProvider>,
+}
+
+/// GitHub, or GitHub Enterprise with its own URLs.
+#[derive(Clone, Debug)]
+pub struct GithubProvider {
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub authorize_url: String,
+    pub token_url: String,
+    /// The REST API's base (`/user`, `/user/emails`).
+    pub api_url: String,
+}
+
+/// An OpenID Connect provider, found by discovery from its issuer.
+#[derive(Clone, Debug)]
+pub struct OidcProvider {
+    /// Lowercase; the `{provider}` of the sign-in paths.
+    pub name: String,
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+}
+
+fn oauth_config(v: &Vars) -> Result<OAuthConfig, ConfigError> {
+    let secret = |key: &str| -> Result<SecretString, ConfigError> {
+        v.secret(key, 1)?.ok_or_else(|| v.error(key, "is required with the matching _CLIENT_ID"))
+    };
+    let github = match v.string("PARLEY_OAUTH_GITHUB_CLIENT_ID") {
+        None => None,
+        Some(client_id) => Some(GithubProvider {
+            client_id,
+            client_secret: secret("PARLEY_OAUTH_GITHUB_CLIENT_SECRET")?,
+            authorize_url: v
+                .string("PARLEY_OAUTH_GITHUB_AUTHORIZE_URL")
+                .unwrap_or_else(|| "https://github.com/login/oauth/authorize".into()),
+            token_url: v
+                .string("PARLEY_OAUTH_GITHUB_TOKEN_URL")
+                .unwrap_or_else(|| "https://github.com/login/oauth/access_token".into()),
+            api_url: v
+                .string("PARLEY_OAUTH_GITHUB_API_URL")
+                .unwrap_or_else(|| "https://api.github.com".into())
+                .trim_end_matches('/')
+                .to_owned(),
+        }),
+    };
+    let mut oidc = Vec::new();
+    if let Some(client_id) = v.string("PARLEY_OAUTH_GOOGLE_CLIENT_ID") {
+        oidc.push(OidcProvider {
+            name: "google".into(),
+            issuer: "https://accounts.google.com".into(),
+            client_id,
+            client_secret: secret("PARLEY_OAUTH_GOOGLE_CLIENT_SECRET")?,
+        });
+    }
+    let mut names: Vec<String> =
+        v.0.keys().filter_map(|k| k.strip_prefix("PARLEY_OIDC_")?.strip_suffix("_ISSUER")).map(str::to_owned).collect();
+    names.sort();
+    for name in names {
+        let lower = name.to_lowercase();
+        if lower.is_empty() || !lower.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || lower == "github" {
+            return Err(v.error(
+                &format!("PARLEY_OIDC_{name}_ISSUER"),
+                "the name must be letters, digits or _, and not GITHUB",
+            ));
+        }
+        if oidc.iter().any(|p: &OidcProvider| p.name == lower) {
+            return Err(v.error(&format!("PARLEY_OIDC_{name}_ISSUER"), "names a provider twice"));
+        }
+        let issuer_key = format!("PARLEY_OIDC_{name}_ISSUER");
+        let id_key = format!("PARLEY_OIDC_{name}_CLIENT_ID");
+        oidc.push(OidcProvider {
+            name: lower,
+            issuer: v.string(&issuer_key).ok_or_else(|| v.error(&issuer_key, "is empty"))?,
+            client_id: v.string(&id_key).ok_or_else(|| v.error(&id_key, "is required with _ISSUER"))?,
+            client_secret: secret(&format!("PARLEY_OIDC_{name}_CLIENT_SECRET"))?,
+        });
+    }
+    let redirect_uris: Vec<String> = v.list("PARLEY_OAUTH_REDIRECT_URIS")?;
+    for uri in &redirect_uris {
+        if url::Url::parse(uri).is_err() {
+            return Err(v.error("PARLEY_OAUTH_REDIRECT_URIS", format!("{uri:?} is not an absolute URL")));
+        }
+    }
+    Ok(OAuthConfig { redirect_uris, github, oidc })
 }
 
 struct Vars(HashMap<String, String>);
@@ -451,6 +560,39 @@ mod tests {
         let err = Config::from_vars(vars(&[("PARLEY_ARGON2_MEMORY_KIB", "8"), ("PARLEY_ARGON2_PARALLELISM", "2")]))
             .unwrap_err();
         assert_eq!(err.var, "PARLEY_ARGON2_MEMORY_KIB");
+    }
+
+    #[test]
+    fn identity_providers_come_from_their_variables() {
+        let config = Config::from_vars(vars(&[
+            ("PARLEY_OAUTH_REDIRECT_URIS", "https://app.example.com/cb, http://localhost:3000/cb"),
+            ("PARLEY_OAUTH_GITHUB_CLIENT_ID", "gh-id"),
+            ("PARLEY_OAUTH_GITHUB_CLIENT_SECRET", "gh-s3cret-value"),
+            ("PARLEY_OAUTH_GITHUB_API_URL", "https://ghe.example.com/api/v3/"),
+            ("PARLEY_OAUTH_GOOGLE_CLIENT_ID", "g-id"),
+            ("PARLEY_OAUTH_GOOGLE_CLIENT_SECRET", "g-s3cret-value"),
+            ("PARLEY_OIDC_OKTA_ISSUER", "https://okta.example.com"),
+            ("PARLEY_OIDC_OKTA_CLIENT_ID", "okta-id"),
+            ("PARLEY_OIDC_OKTA_CLIENT_SECRET", "okta-s3cret-value"),
+        ]))
+        .unwrap();
+        let oauth = &config.oauth;
+        assert_eq!(oauth.redirect_uris, ["https://app.example.com/cb", "http://localhost:3000/cb"]);
+        let github = oauth.github.as_ref().unwrap();
+        assert_eq!(github.api_url, "https://ghe.example.com/api/v3");
+        assert_eq!(github.token_url, "https://github.com/login/oauth/access_token");
+        let names: Vec<&str> = oauth.oidc.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["google", "okta"]);
+        assert_eq!(oauth.oidc[0].issuer, "https://accounts.google.com");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+
+        let err = Config::from_vars(vars(&[("PARLEY_OIDC_OKTA_ISSUER", "https://okta.example.com")])).unwrap_err();
+        assert_eq!(err.var, "PARLEY_OIDC_OKTA_CLIENT_ID");
+        let err = Config::from_vars(vars(&[("PARLEY_OAUTH_GITHUB_CLIENT_ID", "x")])).unwrap_err();
+        assert_eq!(err.var, "PARLEY_OAUTH_GITHUB_CLIENT_SECRET");
+        let err = Config::from_vars(vars(&[("PARLEY_OAUTH_REDIRECT_URIS", "/relative")])).unwrap_err();
+        assert_eq!(err.var, "PARLEY_OAUTH_REDIRECT_URIS");
     }
 
     #[test]

@@ -65,6 +65,14 @@ id_type!(
     /// An LLM configuration (the model a chat uses).
     LlmConfigId
 );
+id_type!(
+    /// An entry of the activity log.
+    AuditEventId
+);
+id_type!(
+    /// An account at an identity provider, linked to a user.
+    IdentityId
+);
 
 id_type!(
     /// A personal API key (for the OpenAI-compatible `/v1` endpoints).
@@ -93,7 +101,18 @@ macro_rules! id_conversions {
     )*};
 }
 
-id_conversions!(UserId, SessionId, JobId, ChatSessionId, MessageId, LlmConfigId, ApiKeyId, ApiCompletionId);
+id_conversions!(
+    UserId,
+    SessionId,
+    JobId,
+    ChatSessionId,
+    MessageId,
+    LlmConfigId,
+    ApiKeyId,
+    ApiCompletionId,
+    AuditEventId,
+    IdentityId
+);
 
 /// A nullable id column, for `#[sqlx(try_from = "crate::ids::NullableId")]` on an
 /// `Option<...Id>` field (`Option` cannot take a `TryFrom<Option<String>>`): null reads as

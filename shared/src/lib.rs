@@ -1,6 +1,7 @@
 //! Everything the Parley binaries share: configuration, domain types, the stores over
 //! SQLite and PostgreSQL, and the authentication primitives.
 
+pub mod audit;
 pub mod auth;
 pub mod avatar;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod llm;
 pub mod mail;
 pub mod media;
 pub mod metrics;
+pub mod oauth;
 pub mod queue;
 pub mod redis_sub;
 pub mod store;

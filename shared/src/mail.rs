@@ -19,6 +19,10 @@ pub enum TemplateName {
     PasswordReset,
     PasswordChanged,
     RegistrationAttempt,
+    MfaEnabled,
+    MfaDisabled,
+    MfaRemovedByAdmin,
+    RecoveryCodesRegenerated,
 }
 
 impl TemplateName {
@@ -28,6 +32,10 @@ impl TemplateName {
             TemplateName::PasswordReset => "password_reset",
             TemplateName::PasswordChanged => "password_changed",
             TemplateName::RegistrationAttempt => "registration_attempt",
+            TemplateName::MfaEnabled => "mfa_enabled",
+            TemplateName::MfaDisabled => "mfa_disabled",
+            TemplateName::MfaRemovedByAdmin => "mfa_removed_by_admin",
+            TemplateName::RecoveryCodesRegenerated => "recovery_codes_regenerated",
         }
     }
 }
@@ -67,9 +75,16 @@ impl Templates {
             hb.register_partial("layouts/base.html", include_str!("../../email_templates/layouts/base.html.hbs"))?;
             hb.register_partial("layouts/base.txt", include_str!("../../email_templates/layouts/base.txt.hbs"))?;
         }
-        for (name, source) in
-            template_files!("verify_email", "password_reset", "password_changed", "registration_attempt")
-        {
+        for (name, source) in template_files!(
+            "verify_email",
+            "password_reset",
+            "password_changed",
+            "registration_attempt",
+            "mfa_enabled",
+            "mfa_disabled",
+            "mfa_removed_by_admin",
+            "recovery_codes_regenerated"
+        ) {
             let target = if name.ends_with(".html") { &mut html } else { &mut text };
             target.register_template_string(name, source).with_context(|| format!("template {name}"))?;
         }
@@ -206,7 +221,15 @@ mod tests {
     #[test]
     fn every_template_renders_its_link_in_both_parts() {
         let templates = Templates::new().unwrap();
-        for name in [TemplateName::VerifyEmail, TemplateName::PasswordReset, TemplateName::PasswordChanged] {
+        for name in [
+            TemplateName::VerifyEmail,
+            TemplateName::PasswordReset,
+            TemplateName::PasswordChanged,
+            TemplateName::MfaEnabled,
+            TemplateName::MfaDisabled,
+            TemplateName::MfaRemovedByAdmin,
+            TemplateName::RecoveryCodesRegenerated,
+        ] {
             let email = templates
                 .render(
                     name,

@@ -12,6 +12,7 @@ async fn main() -> anyhow::Result<()> {
     let ctx = WorkerContext::connect(config).await?;
     parley_worker::ops::spawn(&ctx).await?;
     parley_shared::queue::spawn_event_pruning(ctx.db.clone(), &ctx.config);
+    parley_shared::audit::spawn_pruning(ctx.db.clone(), &ctx.config);
     tracing::info!("worker started");
     parley_worker::run(ctx, shutdown_signal()).await?;
     tracing::info!("worker stopped");

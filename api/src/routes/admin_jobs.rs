@@ -61,7 +61,8 @@ pub async fn list_all_jobs(
     (status = 202, body = JobView), (status = 404, body = ErrorEnvelope), (status = 409, description = "the job is not failed or cancelled", body = ErrorEnvelope)))]
 pub async fn retry_job(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    admin: AdminUser,
+    meta: crate::audit::RequestMeta,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<JobView>)> {
     let id: JobId = id.parse().map_err(|_| ApiError::NotFound)?;
@@ -82,6 +83,8 @@ pub async fn retry_job(
         });
     }
     state.queue.wake(job.kind.policy().queue);
+    let details = serde_json::json!({"job_id": id, "kind": job.kind});
+    meta.admin_action(&state, &admin, parley_shared::audit::AuditAction::AdminJobRetry, job.owner(), details).await?;
     let job = jobs::get(&state.db.pool, id).await?.ok_or(ApiError::NotFound)?;
     Ok((StatusCode::ACCEPTED, Json(job.into())))
 }
@@ -92,6 +95,7 @@ pub async fn retry_job(
 pub async fn create_noop(
     State(state): State<AppState>,
     admin: AdminUser,
+    meta: crate::audit::RequestMeta,
     Json(noop): Json<Noop>,
 ) -> ApiResult<(StatusCode, Json<JobAccepted>)> {
     let mut errors = FieldErrors::default();
@@ -104,5 +108,7 @@ pub async fn create_noop(
     errors.finish()?;
     let job_id = jobs::enqueue(&state.db.writer, Some(admin.0.user.id), &noop).await?;
     state.queue.wake(Noop::QUEUE);
+    let details = serde_json::json!({"job_id": job_id, "kind": Noop::KIND});
+    meta.admin_action(&state, &admin, parley_shared::audit::AuditAction::AdminJobCreate, None, details).await?;
     Ok((StatusCode::ACCEPTED, Json(JobAccepted { job_id })))
 }

@@ -99,6 +99,7 @@ pub struct AdminUserUpdate {
 pub async fn update_user(
     State(state): State<AppState>,
     admin: AdminUser,
+    meta: crate::audit::RequestMeta,
     Path(id): Path<String>,
     Json(req): Json<AdminUserUpdate>,
 ) -> ApiResult<Json<AdminUserView>> {
@@ -123,6 +124,12 @@ pub async fn update_user(
     if let Some(is_admin) = req.is_admin {
         users::set_admin(&mut *tx, user.id, is_admin).await?;
     }
+    meta.event(parley_shared::audit::AuditAction::AdminUserUpdate)
+        .actor(admin.0.user.id)
+        .target(user.id)
+        .details(serde_json::json!({"is_active": req.is_active, "is_admin": req.is_admin}))
+        .record(&mut *tx)
+        .await?;
     tx.commit().await?;
     user.is_active = req.is_active.unwrap_or(user.is_active);
     user.is_admin = req.is_admin.unwrap_or(user.is_admin);
@@ -136,6 +143,7 @@ pub async fn update_user(
 pub async fn delete_user(
     State(state): State<AppState>,
     admin: AdminUser,
+    meta: crate::audit::RequestMeta,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let user = find(&state, &id).await?;
@@ -143,6 +151,14 @@ pub async fn delete_user(
         return Err(own_account("delete your own account with DELETE /api/users/me/"));
     }
     parley_shared::usecases::accounts::delete(&state.db, state.media.as_ref(), &user).await?;
+    meta.admin_action(
+        &state,
+        &admin,
+        parley_shared::audit::AuditAction::AdminUserDelete,
+        Some(user.id),
+        serde_json::json!({}),
+    )
+    .await?;
     tracing::info!(user.id = %user.id, "account deleted by an admin");
     Ok(StatusCode::NO_CONTENT)
 }

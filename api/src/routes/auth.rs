@@ -1,7 +1,9 @@
 //! Registration, sign-in, token refresh, sign-out and password change.
 
+use crate::audit::RequestMeta;
 use crate::error::{ApiError, ApiResult, ErrorEnvelope, FieldErrors};
 use crate::extract::{AuthUser, ClientIp, Json};
+use crate::mfa::LoginAnswer;
 use crate::state::AppState;
 use crate::tokens::{self, TokenPair};
 use crate::views::UserProfile;
@@ -12,6 +14,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use parley_shared::StoreError;
+use parley_shared::audit::AuditAction;
 use parley_shared::config::RegistrationMode;
 use parley_shared::domain::{DisplayName, Email, Password, Username};
 use parley_shared::jobs::{EmailKind, JobSpec};
@@ -125,6 +128,8 @@ pub async fn register(
         Err(e) => return Err(e.into()),
     };
     usecases::email::enqueue(&mut *tx, user.id, EmailKind::VerifyEmail).await?;
+    let meta = RequestMeta::new(ip, user_agent(&headers));
+    meta.event(AuditAction::UserSignup).by(user.id).record(&mut *tx).await?;
     tx.commit().await?;
     state.queue.wake(parley_shared::jobs::SendEmail::QUEUE);
     tracing::info!(user.id = %user.id, email = %email.masked(), "account registered");
@@ -163,7 +168,7 @@ pub struct LoginRequest {
 
 /// Signs in with email and password.
 #[utoipa::path(post, path = "/api/auth/login/", tag = "accounts", request_body = LoginRequest, responses(
-    (status = 200, body = TokenPair),
+    (status = 200, description = "a token pair, or with a second factor on `{mfa_required, mfa_token, expires_in}`", body = LoginAnswer),
     (status = 401, description = "invalid_credentials, for any wrong pair", body = ErrorEnvelope),
     (status = 429, description = "too many attempts; see Retry-After", body = ErrorEnvelope)))]
 pub async fn login(
@@ -171,8 +176,9 @@ pub async fn login(
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
     Json(req): Json<LoginRequest>,
-) -> ApiResult<Json<TokenPair>> {
+) -> ApiResult<Json<LoginAnswer>> {
     state.login_limiter.check(ip, &req.email.trim().to_lowercase())?;
+    let meta = RequestMeta::new(ip, user_agent(&headers));
     let user = match Email::parse(&req.email) {
         Ok(email) => users::by_email(&state.db.pool, &email).await?.filter(|u| u.is_active),
         Err(_) => None,
@@ -180,11 +186,15 @@ pub async fn login(
     let Some(user) = user else {
         // Same work as a wrong password, so the answer time does not reveal accounts.
         state.hasher.verify_dummy(&req.password).await;
+        let details = serde_json::json!({"reason": "unknown_account"});
+        meta.event(AuditAction::Login).failure().details(details).record(&state.db.writer).await?;
         return Err(ApiError::InvalidCredentials);
     };
     let verification = state.hasher.verify(&req.password, &user.password_hash).await?;
     if !verification.valid {
         tracing::info!(user.id = %user.id, "sign-in with a wrong password");
+        let details = serde_json::json!({"reason": "wrong_password"});
+        meta.event(AuditAction::Login).target(user.id).failure().details(details).record(&state.db.writer).await?;
         return Err(ApiError::InvalidCredentials);
     }
     if verification.needs_rehash {
@@ -192,10 +202,17 @@ pub async fn login(
         users::set_password_hash(&state.db.writer, user.id, &hash).await?;
         tracing::info!(user.id = %user.id, "password hash upgraded to current parameters");
     }
+    if let Some(challenge) = crate::mfa::challenge_if_enrolled(&state, user.id, sessions::AMR_PASSWORD).await? {
+        let details = serde_json::json!({"second_factor": "required"});
+        meta.event(AuditAction::Login).by(user.id).details(details).record(&state.db.writer).await?;
+        return Ok(Json(LoginAnswer::MfaRequired(challenge)));
+    }
     users::record_login(&state.db.writer, user.id).await?;
     let (session, tokens) = tokens::start_session(&state, user.id, user_agent(&headers), &ip.to_string()).await?;
+    let details = serde_json::json!({"session_id": session});
+    meta.event(AuditAction::Login).by(user.id).details(details).record(&state.db.writer).await?;
     tracing::info!(user.id = %user.id, session.id = %session, "signed in");
-    Ok(Json(tokens))
+    Ok(Json(LoginAnswer::Tokens(tokens)))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -207,8 +224,12 @@ pub struct RefreshRequest {
 #[utoipa::path(post, path = "/api/auth/token/refresh/", tag = "accounts", request_body = RefreshRequest, responses(
     (status = 200, body = TokenPair),
     (status = 401, description = "unknown, expired or reused token", body = ErrorEnvelope)))]
-pub async fn refresh(State(state): State<AppState>, Json(req): Json<RefreshRequest>) -> ApiResult<Json<TokenPair>> {
-    Ok(Json(tokens::refresh(&state, req.refresh_token.trim()).await?))
+pub async fn refresh(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    Json(req): Json<RefreshRequest>,
+) -> ApiResult<Json<TokenPair>> {
+    Ok(Json(tokens::refresh(&state, req.refresh_token.trim(), &meta).await?))
 }
 
 /// Which sessions a logout ends.
@@ -238,6 +259,7 @@ pub struct LogoutRequest {
 pub async fn logout(
     State(state): State<AppState>,
     auth: AuthUser,
+    meta: RequestMeta,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> ApiResult<StatusCode> {
     let body = body.map_err(|r| crate::extract::rejection("invalid_body", r.status(), r.body_text()))?;
@@ -252,16 +274,24 @@ pub async fn logout(
             })?
             .unwrap_or_default()
     };
-    let pool = &state.db.writer;
-    match req.scope {
-        LogoutScope::Local => sessions::revoke(pool, auth.session, "logout").await?,
+    let mut tx = state.db.begin_write().await?;
+    let scope = match req.scope {
+        LogoutScope::Local => {
+            sessions::revoke(&mut *tx, auth.session, "logout").await?;
+            "local"
+        }
         LogoutScope::Others => {
-            sessions::revoke_all(pool, auth.user.id, Some(auth.session), "logout_others").await?;
+            sessions::revoke_all(&mut *tx, auth.user.id, Some(auth.session), "logout_others").await?;
+            "others"
         }
         LogoutScope::Global => {
-            sessions::revoke_all(pool, auth.user.id, None, "logout_global").await?;
+            sessions::revoke_all(&mut *tx, auth.user.id, None, "logout_global").await?;
+            "global"
         }
-    }
+    };
+    let details = serde_json::json!({"session_id": auth.session, "scope": scope});
+    meta.event(AuditAction::Logout).by(auth.user.id).details(details).record(&mut *tx).await?;
+    tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -281,12 +311,20 @@ pub struct ChangePasswordRequest {
 pub async fn change_password(
     State(state): State<AppState>,
     auth: AuthUser,
+    meta: RequestMeta,
     Json(req): Json<ChangePasswordRequest>,
 ) -> ApiResult<StatusCode> {
     let mut errors = FieldErrors::default();
     let new = errors.check("new_password", Password::parse(&req.new_password));
     if !state.hasher.verify(&req.current_password, &auth.user.password_hash).await?.valid {
         errors.add("current_password", "is not correct");
+        let details = serde_json::json!({"reason": "wrong_password"});
+        meta.event(AuditAction::PasswordChange)
+            .by(auth.user.id)
+            .failure()
+            .details(details)
+            .record(&state.db.writer)
+            .await?;
     }
     let Some(new) = new else { return Err(errors.into()) };
     errors.finish()?;
@@ -295,6 +333,7 @@ pub async fn change_password(
     users::set_password_hash(&mut *tx, auth.user.id, &hash).await?;
     sessions::revoke_all(&mut *tx, auth.user.id, Some(auth.session), "password_change").await?;
     usecases::email::enqueue(&mut *tx, auth.user.id, EmailKind::PasswordChanged).await?;
+    meta.event(AuditAction::PasswordChange).by(auth.user.id).record(&mut *tx).await?;
     tx.commit().await?;
     state.queue.wake(parley_shared::jobs::SendEmail::QUEUE);
     tracing::info!(user.id = %auth.user.id, "password changed");

@@ -86,12 +86,16 @@ pub struct TokenRequest {
     (status = 400, description = "invalid, used or expired token", body = ErrorEnvelope)))]
 pub async fn verify_email(
     State(state): State<AppState>,
+    meta: crate::audit::RequestMeta,
     Json(req): Json<TokenRequest>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let user = email_tokens::consume(&state.db.writer, req.token.trim(), email_tokens::VERIFY_EMAIL)
+    let mut tx = state.db.begin_write().await?;
+    let user = email_tokens::consume(&mut *tx, req.token.trim(), email_tokens::VERIFY_EMAIL)
         .await?
         .ok_or_else(invalid_token)?;
-    users::mark_email_verified(&state.db.writer, user).await?;
+    users::mark_email_verified(&mut *tx, user).await?;
+    meta.event(parley_shared::audit::AuditAction::EmailVerify).by(user).record(&mut *tx).await?;
+    tx.commit().await?;
     Ok(Json(serde_json::json!({"email_verified": true})))
 }
 
@@ -161,6 +165,7 @@ pub struct ResetConfirm {
 pub async fn confirm_password_reset(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
+    meta: crate::audit::RequestMeta,
     Json(req): Json<ResetConfirm>,
 ) -> ApiResult<StatusCode> {
     let mut errors = FieldErrors::default();
@@ -180,6 +185,7 @@ pub async fn confirm_password_reset(
     users::set_password_hash(&mut *tx, user, &hash).await?;
     sessions::revoke_all(&mut *tx, user, None, "password_reset").await?;
     usecases::email::enqueue(&mut *tx, user, EmailKind::PasswordChanged).await?;
+    meta.event(parley_shared::audit::AuditAction::PasswordReset).by(user).record(&mut *tx).await?;
     tx.commit().await?;
     state.queue.wake(parley_shared::jobs::SendEmail::QUEUE);
     tracing::info!(user.id = %user, "password reset");

@@ -123,11 +123,14 @@ fn config_id(id: &str) -> ApiResult<LlmConfigId> {
     (status = 201, body = ConfigView), (status = 409, body = ErrorEnvelope), (status = 422, body = ErrorEnvelope)))]
 pub async fn create_config(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    admin: AdminUser,
+    meta: crate::audit::RequestMeta,
     Json(req): Json<NewConfig>,
 ) -> ApiResult<(StatusCode, Json<ConfigView>)> {
     let fields = merge(&state, llm_config::defaults(), req.into())?;
     let config = llm_config::save(&state.db, None, &fields).await?;
+    let details = serde_json::json!({"config_id": config.id, "name": config.name});
+    meta.admin_action(&state, &admin, parley_shared::audit::AuditAction::AdminLlmConfigCreate, None, details).await?;
     Ok((StatusCode::CREATED, Json(config.into())))
 }
 
@@ -137,7 +140,8 @@ pub async fn create_config(
     (status = 409, description = "the name is taken", body = ErrorEnvelope), (status = 422, body = ErrorEnvelope)))]
 pub async fn update_config(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    admin: AdminUser,
+    meta: crate::audit::RequestMeta,
     Path(id): Path<String>,
     Json(req): Json<ConfigChanges>,
 ) -> ApiResult<Json<ConfigView>> {
@@ -157,7 +161,10 @@ pub async fn update_config(
         enabled: current.enabled,
     };
     let fields = merge(&state, base, req)?;
-    Ok(Json(llm_config::save(&state.db, Some(id), &fields).await?.into()))
+    let config = llm_config::save(&state.db, Some(id), &fields).await?;
+    let details = serde_json::json!({"config_id": id, "name": config.name});
+    meta.admin_action(&state, &admin, parley_shared::audit::AuditAction::AdminLlmConfigUpdate, None, details).await?;
+    Ok(Json(config.into()))
 }
 
 /// Deletes a config (sessions that used it fall back to the default).
@@ -165,10 +172,14 @@ pub async fn update_config(
     (status = 204, description = "deleted"), (status = 404, body = ErrorEnvelope)))]
 pub async fn delete_config(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    admin: AdminUser,
+    meta: crate::audit::RequestMeta,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    llm_configs::delete(&state.db.writer, config_id(&id)?).await?;
+    let id = config_id(&id)?;
+    llm_configs::delete(&state.db.writer, id).await?;
+    let details = serde_json::json!({"config_id": id});
+    meta.admin_action(&state, &admin, parley_shared::audit::AuditAction::AdminLlmConfigDelete, None, details).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,5 +1,6 @@
 //! The router: one module per route group.
 
+pub mod activity;
 pub mod admin_jobs;
 pub mod admin_users;
 pub mod api_keys;
@@ -9,9 +10,13 @@ pub mod chat;
 pub mod docs;
 pub mod email_flows;
 pub mod health;
+pub mod identities;
 pub mod jobs;
 pub mod llm_configs;
+pub mod mfa;
+pub mod oauth;
 pub mod openai;
+pub mod sessions;
 pub mod users;
 
 use crate::error::ApiError;
@@ -36,6 +41,11 @@ pub fn router(state: AppState) -> Router {
         .merge(api_keys::routes())
         .merge(openai::routes(state.config.llm_max_message_chars, body_limit))
         .merge(docs::routes())
+        .merge(sessions::routes())
+        .merge(activity::routes())
+        .merge(mfa::routes())
+        .merge(oauth::routes())
+        .merge(identities::routes())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::middleware::from_fn(crate::metrics::track))

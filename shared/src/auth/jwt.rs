@@ -16,6 +16,9 @@ pub struct AccessClaims {
     pub iss: String,
     pub aud: String,
     pub typ: String,
+    /// How the session signed in (RFC 8176 names: `pwd`, `otp`).
+    #[serde(default)]
+    pub amr: Vec<String>,
 }
 
 /// Why a token was refused (logged at debug; the client always sees the same 401).
@@ -65,8 +68,8 @@ impl JwtKeys {
         self.ttl_secs
     }
 
-    /// A new access token for a session.
-    pub fn issue(&self, user: UserId, session: SessionId) -> anyhow::Result<String> {
+    /// A new access token for a session that signed in with the methods `amr`.
+    pub fn issue(&self, user: UserId, session: SessionId, amr: &[&str]) -> anyhow::Result<String> {
         let now = chrono::Utc::now().timestamp();
         let claims = AccessClaims {
             sub: user,
@@ -76,6 +79,7 @@ impl JwtKeys {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             typ: TOKEN_TYPE_ACCESS.to_owned(),
+            amr: amr.iter().map(|m| (*m).to_owned()).collect(),
         };
         Ok(encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?)
     }
@@ -121,8 +125,9 @@ mod tests {
     fn a_fresh_token_verifies() {
         let k = keys();
         let (u, s) = (UserId::new(), SessionId::new());
-        let c = k.verify(&k.issue(u, s).unwrap()).unwrap();
+        let c = k.verify(&k.issue(u, s, &["pwd", "otp"]).unwrap()).unwrap();
         assert_eq!((c.sub, c.sid), (u, s));
+        assert_eq!(c.amr, ["pwd", "otp"]);
     }
 
     #[test]
@@ -161,7 +166,7 @@ mod tests {
                 ))
                 .is_err()
         );
-        let good = keys().issue(UserId::new(), SessionId::new()).unwrap();
+        let good = keys().issue(UserId::new(), SessionId::new(), &["pwd"]).unwrap();
         let mut tampered = good.clone().into_bytes();
         let i = good.find('.').unwrap() + 3;
         tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };

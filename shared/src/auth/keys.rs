@@ -10,6 +10,9 @@ pub struct Keys {
     pub jwt: Vec<u8>,
     pub refresh: Vec<u8>,
     pub encryption: [u8; 32],
+    /// Keys the hashes of MFA recovery codes (short codes: a plain hash of a leaked table
+    /// could be searched).
+    pub mfa: Vec<u8>,
 }
 
 impl Keys {
@@ -20,6 +23,7 @@ impl Keys {
             jwt: hmac(master, b"parley jwt v1").to_vec(),
             refresh: hmac(master, b"parley refresh v1").to_vec(),
             encryption,
+            mfa: hmac(master, b"parley mfa v1").to_vec(),
         }
     }
 }
@@ -46,7 +50,7 @@ impl std::fmt::Debug for Keys {
     }
 }
 
-pub(crate) fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
+pub fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts any key length");
     mac.update(data);
     mac.finalize().into_bytes().into()

@@ -8,6 +8,6 @@ mod password;
 mod tokens;
 
 pub use jwt::{AccessClaims, JwtError, JwtKeys, TOKEN_TYPE_ACCESS};
-pub use keys::Keys;
+pub use keys::{Keys, hmac};
 pub use password::{PasswordHasher, Verification};
 pub use tokens::{hash_token, random_token, successor_token};

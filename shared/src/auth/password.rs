@@ -49,9 +49,14 @@ impl PasswordHasher {
 
     /// Verifies `password` against `hash` (whatever parameters it was made with).
     pub async fn verify(&self, password: &str, hash: &str) -> anyhow::Result<Verification> {
+        // An account made through an identity provider has no password: it spends a
+        // verification's time like any other, and never matches.
+        let no_password = hash.is_empty();
+        let hash = if no_password { self.dummy_hash.to_string() } else { hash.to_owned() };
         let params = self.params.clone();
-        let (password, hash) = (password.to_owned(), hash.to_owned());
-        self.run(move || verify_blocking(&params, &password, &hash)).await?
+        let password = password.to_owned();
+        let verification = self.run(move || verify_blocking(&params, &password, &hash)).await??;
+        Ok(if no_password { Verification { valid: false, needs_rehash: false } } else { verification })
     }
 
     /// Spends the time of one verification, for a look-up that found no account.

@@ -16,6 +16,13 @@ pub enum EmailKind {
     PasswordChanged,
     /// Someone tried to register with the address (enumeration-safe registration).
     RegistrationAttempt,
+    /// A TOTP factor was confirmed.
+    MfaEnabled,
+    /// The user turned their TOTP factor off.
+    MfaDisabled,
+    /// An admin removed the user's TOTP factor.
+    MfaRemovedByAdmin,
+    RecoveryCodesRegenerated,
 }
 
 /// `send_email`: the job makes any token itself, so no secret sits in the queue.

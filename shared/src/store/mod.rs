@@ -4,12 +4,15 @@
 
 pub mod api_completions;
 pub mod api_keys;
+pub mod audit;
 pub mod chat;
 pub mod email_tokens;
 pub mod idempotency;
+pub mod identities;
 pub mod job_events;
 pub mod jobs;
 pub mod llm_configs;
+pub mod mfa;
 pub mod secrets;
 pub mod sessions;
 pub mod users;

@@ -4,7 +4,12 @@ use super::Exec;
 use super::users::User;
 use crate::error::StoreError;
 use crate::ids::{SessionId, UserId};
-use crate::time::now_ms;
+use crate::time::{Timestamp, now_ms};
+
+/// How a session signed in: RFC 8176 method names, stored space-separated (`pwd otp`).
+pub const AMR_PASSWORD: &str = "pwd";
+pub const AMR_OTP: &str = "otp";
+pub const AMR_OAUTH: &str = "oauth";
 
 pub async fn create<'e, E: Exec<'e>>(
     ex: E,
@@ -12,12 +17,13 @@ pub async fn create<'e, E: Exec<'e>>(
     expires_at: i64,
     user_agent: &str,
     ip: &str,
+    amr: &[&str],
 ) -> Result<SessionId, StoreError> {
     let id = SessionId::new();
     let now = now_ms();
     sqlx::query(
-        "insert into sessions (id, user_id, user_agent, ip, expires_at, last_used_at, created_at, updated_at)
-         values ($1, $2, $3, $4, $5, $6, $6, $6)",
+        "insert into sessions (id, user_id, user_agent, ip, expires_at, last_used_at, created_at, updated_at, amr)
+         values ($1, $2, $3, $4, $5, $6, $6, $6, $7)",
     )
     .bind(id.to_string())
     .bind(user.to_string())
@@ -25,6 +31,7 @@ pub async fn create<'e, E: Exec<'e>>(
     .bind(ip)
     .bind(expires_at)
     .bind(now)
+    .bind(amr.join(" "))
     .execute(ex)
     .await?;
     Ok(id)
@@ -91,6 +98,8 @@ pub struct RefreshRecord {
     pub session_revoked_at: Option<i64>,
     pub session_expires_at: i64,
     pub session_last_used_at: i64,
+    /// How the session signed in (space-separated).
+    pub session_amr: String,
     #[sqlx(try_from = "crate::db::DbBool")]
     pub user_active: bool,
 }
@@ -113,7 +122,7 @@ pub async fn find_refresh<'e, E: Exec<'e>>(ex: E, token_hash: &str) -> Result<Op
     Ok(sqlx::query_as(
         "select t.session_id, s.user_id, t.rotated_at, s.revoked_at as session_revoked_at,
                 s.expires_at as session_expires_at, s.last_used_at as session_last_used_at,
-                u.is_active as user_active
+                s.amr as session_amr, u.is_active as user_active
          from refresh_tokens t join sessions s on s.id = t.session_id join users u on u.id = s.user_id
          where t.token_hash = $1",
     )
@@ -142,4 +151,69 @@ pub async fn touch<'e, E: Exec<'e>>(ex: E, session: SessionId) -> Result<(), Sto
         .execute(ex)
         .await?;
     Ok(())
+}
+
+/// A session as its owner sees it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SessionInfo {
+    #[sqlx(try_from = "String")]
+    pub id: SessionId,
+    #[sqlx(try_from = "String")]
+    pub user_id: UserId,
+    pub user_agent: String,
+    pub ip: String,
+    pub amr: String,
+    pub created_at: Timestamp,
+    pub last_used_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+const INFO_COLUMNS: &str = "id, user_id, user_agent, ip, amr, created_at, last_used_at, expires_at";
+
+/// One session, live or not.
+pub async fn get<'e, E: Exec<'e>>(ex: E, session: SessionId) -> Result<Option<SessionInfo>, StoreError> {
+    let sql = format!("select {INFO_COLUMNS} from sessions where id = $1");
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(session.to_string()).fetch_optional(ex).await?)
+}
+
+/// A user's live sessions (not ended, not expired), newest first, after `cursor`.
+pub async fn list_live<'e, E: Exec<'e>>(
+    ex: E,
+    user: UserId,
+    cursor: Option<SessionId>,
+    limit: i64,
+) -> Result<Vec<SessionInfo>, StoreError> {
+    let sql = format!(
+        "select {INFO_COLUMNS} from sessions
+         where user_id = $1 and revoked_at is null and expires_at > $2 and ($3 is null or id < $3)
+         order by id desc limit $4"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(user.to_string())
+        .bind(now_ms())
+        .bind(cursor.map(|c| c.to_string()))
+        .bind(limit)
+        .fetch_all(ex)
+        .await?)
+}
+
+/// Ends one of `user`'s live sessions; false when it is not theirs or already over.
+pub async fn revoke_owned<'e, E: Exec<'e>>(
+    ex: E,
+    user: UserId,
+    session: SessionId,
+    reason: &str,
+) -> Result<bool, StoreError> {
+    let now = now_ms();
+    let done = sqlx::query(
+        "update sessions set revoked_at = $3, revoke_reason = $4, updated_at = $3
+         where id = $1 and user_id = $2 and revoked_at is null and expires_at > $3",
+    )
+    .bind(session.to_string())
+    .bind(user.to_string())
+    .bind(now)
+    .bind(reason)
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }

@@ -5,4 +5,6 @@ pub mod accounts;
 pub mod api_completion;
 pub mod chat;
 pub mod email;
+pub mod identity;
 pub mod llm_config;
+pub mod mfa;

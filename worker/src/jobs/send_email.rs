@@ -29,6 +29,10 @@ async fn send(p: SendEmail, ctx: &WorkerContext, job: &Job) -> Result<serde_json
         EmailKind::PasswordReset => TemplateName::PasswordReset,
         EmailKind::PasswordChanged => TemplateName::PasswordChanged,
         EmailKind::RegistrationAttempt => TemplateName::RegistrationAttempt,
+        EmailKind::MfaEnabled => TemplateName::MfaEnabled,
+        EmailKind::MfaDisabled => TemplateName::MfaDisabled,
+        EmailKind::MfaRemovedByAdmin => TemplateName::MfaRemovedByAdmin,
+        EmailKind::RecoveryCodesRegenerated => TemplateName::RecoveryCodesRegenerated,
     };
     if template == TemplateName::VerifyEmail && user.email_verified {
         return Ok(json!({"skipped": "the address is already verified"}));
@@ -77,6 +81,11 @@ async fn prepare_and_send(ctx: &WorkerContext, user: &User, template: TemplateNa
             (format!("{base}/reset-password?token={token}"), "30 minutes")
         }
         TemplateName::PasswordChanged | TemplateName::RegistrationAttempt => (format!("{base}/reset-password"), ""),
+        // Security notices: the link leads to the account's security settings.
+        TemplateName::MfaEnabled
+        | TemplateName::MfaDisabled
+        | TemplateName::MfaRemovedByAdmin
+        | TemplateName::RecoveryCodesRegenerated => (format!("{base}/settings/security"), ""),
     };
     let context = json!({"display_name": user.display_name, "link": link, "expires_in": expires_in});
     let email = ctx.templates.render(template, &context).map_err(JobError::Fatal)?;
