@@ -54,6 +54,9 @@ actions! {
     /// A provider account linked to a user (by a verified email, or with a new account).
     IdentityLink = "identity.link",
     IdentityUnlink = "identity.unlink",
+    /// A personal API key made or revoked by its owner.
+    ApiKeyCreate = "api_key.create",
+    ApiKeyRevoke = "api_key.revoke",
     AdminUserUpdate = "admin.user.update",
     AdminUserDelete = "admin.user.delete",
     AdminMfaRemove = "admin.mfa.remove",
@@ -62,6 +65,7 @@ actions! {
     AdminLlmConfigDelete = "admin.llm_config.delete",
     AdminJobCreate = "admin.job.create",
     AdminJobRetry = "admin.job.retry",
+    AdminApiKeyRevoke = "admin.api_key.revoke",
 }
 
 impl AuditAction {
