@@ -173,6 +173,8 @@ both_backends! {
         assert_error(verify(&app, &json!({"mfa_token": token})).await, StatusCode::UNPROCESSABLE_ENTITY, "validation_error").await;
         assert_error(verify(&app, &json!({"mfa_token": token, "code": "1", "recovery_code": "2"})).await, StatusCode::UNPROCESSABLE_ENTITY, "validation_error").await;
         assert_error(verify(&app, &json!({"mfa_token": "made-up", "code": code_at(&secret, t).unwrap()})).await, StatusCode::BAD_REQUEST, "invalid_mfa_token").await;
+        // Nor is an access token an mfa_token: the second step cannot be skipped with one.
+        assert_error(verify(&app, &json!({"mfa_token": account.access, "code": code_at(&secret, t).unwrap()})).await, StatusCode::BAD_REQUEST, "invalid_mfa_token").await;
 
         let code = code_at(&secret, t).unwrap();
         let res = verify(&app, &json!({"mfa_token": token, "code": code})).await;
