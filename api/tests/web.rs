@@ -1,0 +1,456 @@
+//! The web app: the browser session cookie and its CSRF token over plain HTTP, then the
+//! journeys in a real headless Chromium (Debian's `chromium` driven through `chromedriver`)
+//! against the real server and the fake LLM provider.
+
+mod common;
+
+use common::fake_llm::{FakeLlm, Step};
+use common::{Account, Backend, PASSWORD, TestApp, assert_error, spawn_app_with};
+use fantoccini::{Client, ClientBuilder, Locator};
+use reqwest::StatusCode;
+use reqwest::header::{COOKIE, SET_COOKIE};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+const ADMIN: (&str, &str) = ("root@example.com", "admin passphrase 1");
+
+/// An app with an admin and a default model served by `fake`.
+async fn app_with_model(backend: Backend, fake: &FakeLlm) -> (TestApp, Account) {
+    let vars = [("PARLEY_ADMIN_EMAIL", ADMIN.0), ("PARLEY_ADMIN_PASSWORD", ADMIN.1), ("PARLEY_LLM_STALL_SECS", "5")];
+    let app = spawn_app_with(backend, &vars).await;
+    let admin = app.signin(ADMIN.0, ADMIN.1).await;
+    let res = app
+        .post_json(
+            "/api/llm/configs/",
+            &json!({"name": "fake", "provider": "openai_compatible", "model": "fake-model",
+                    "base_url": fake.base_url(), "api_key": "sk-test", "is_default": true}),
+            Some(&admin.access),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED, "{}", res.text().await.unwrap());
+    (app, admin)
+}
+
+/// The `name=value` pairs a response sets, as one `Cookie` header.
+fn cookies_of(res: &reqwest::Response) -> Vec<String> {
+    res.headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").to_owned())
+        .collect()
+}
+
+/// A browser-like session over plain HTTP: the cookies the sign-in page and `/session` set.
+async fn cookie_session(app: &TestApp, account: &Account) -> (String, String) {
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let page = client.get(app.url("/signin")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let csrf_cookie = cookies_of(&page).into_iter().find(|c| c.starts_with("parley_csrf=")).expect("a CSRF cookie");
+    let csrf = csrf_cookie.trim_start_matches("parley_csrf=").to_owned();
+    let html = page.text().await.unwrap();
+    assert!(html.contains(&format!("content=\"{csrf}\"")), "the page carries its CSRF token");
+    let res = client
+        .post(app.url("/session"))
+        .header(COOKIE, &csrf_cookie)
+        .form(&[("csrf", csrf.as_str()), ("access_token", account.access.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let set = res.headers().get_all(SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_owned()).collect::<Vec<_>>();
+    let session = set.iter().find(|c| c.starts_with("parley_session=")).expect("a session cookie");
+    assert!(session.contains("HttpOnly") && session.contains("SameSite=Lax"), "{session}");
+    assert!(!session.contains("Secure"), "plain http: no Secure attribute");
+    let session = session.split(';').next().unwrap().to_owned();
+    (format!("{session}; {csrf_cookie}"), csrf)
+}
+
+both_backends! {
+    async fn the_session_cookie_works_like_a_token_and_state_changes_need_the_csrf_token(backend: Backend) {
+        let fake = FakeLlm::openai(vec![Step::reply(&["Hi", " there"])]).await;
+        let (app, _admin) = app_with_model(backend, &fake).await;
+        let user = app.signup("cookie@example.com").await;
+        let (cookie, csrf) = cookie_session(&app, &user).await;
+        let http = &app.client;
+
+        let me: Value = http.get(app.url("/api/users/me/")).header(COOKIE, &cookie).send().await.unwrap().json().await.unwrap();
+        assert_eq!(me["email"], "cookie@example.com");
+
+        // Without the token a cookie-authenticated POST is refused, with it accepted.
+        let body = json!({"message": "hello"});
+        let res = http.post(app.url("/api/llm/chat/")).header(COOKIE, &cookie).json(&body).send().await.unwrap();
+        assert_error(res, StatusCode::FORBIDDEN, "csrf_failed").await;
+        let res = http.post(app.url("/api/llm/chat/")).header(COOKIE, &cookie).header("x-csrf-token", "wrong").json(&body).send().await.unwrap();
+        assert_error(res, StatusCode::FORBIDDEN, "csrf_failed").await;
+        let res = http.post(app.url("/api/llm/chat/")).header(COOKIE, &cookie).header("x-csrf-token", &csrf).json(&body).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::ACCEPTED);
+        let accepted: Value = res.json().await.unwrap();
+
+        // The job's event stream takes the cookie (an EventSource cannot send a bearer header).
+        let stream = http
+            .get(app.url(&format!("/api/jobs/{}/events/", accepted["job_id"].as_str().unwrap())))
+            .header(COOKIE, &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stream.status(), StatusCode::OK);
+        let text = tokio::time::timeout(Duration::from_secs(20), stream.text()).await.expect("the stream ends").unwrap();
+        assert!(text.contains("event: done"), "{text}");
+        assert!(text.contains("\"Hi\"") && text.contains("\" there\""), "{text}");
+
+        // A forged cookie is nobody.
+        let forged = cookie.replacen("parley_session=", "parley_session=0", 1);
+        let res = http.get(app.url("/api/users/me/")).header(COOKIE, forged).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+
+        // Signing out needs the token too, then ends the session the cookie names.
+        let no_redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let res = no_redirect.post(app.url("/signout")).header(COOKIE, &cookie).form(&[("csrf", "nope")]).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+        let res = no_redirect.post(app.url("/signout")).header(COOKIE, &cookie).form(&[("csrf", csrf.as_str())]).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        assert!(cookies_of(&res).iter().any(|c| c == "parley_session="), "the cookie is cleared");
+        let res = http.get(app.url("/api/users/me/")).header(COOKIE, &cookie).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    async fn pages_carry_a_strict_policy_and_admin_pages_answer_403_to_other_users(backend: Backend) {
+        let fake = FakeLlm::openai(vec![Step::reply(&["x"])]).await;
+        let (app, admin) = app_with_model(backend, &fake).await;
+        let user = app.signup("plain@example.com").await;
+        let (cookie, _) = cookie_session(&app, &user).await;
+        let no_redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+
+        let res = no_redirect.get(app.url("/chat")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "signed out: to the sign-in page");
+        assert_eq!(res.headers()["location"], "/signin");
+
+        let res = no_redirect.get(app.url("/chat")).header(COOKIE, &cookie).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let csp = res.headers()["content-security-policy"].to_str().unwrap().to_owned();
+        assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline") && csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+        assert!(res.headers().contains_key("referrer-policy"));
+        let html = res.text().await.unwrap();
+        assert!(!html.contains("<script>") && html.contains("<script src=\"/static/chat.js\""), "no inline script");
+
+        for page in ["/admin", "/admin/jobs", "/admin/models"] {
+            let res = no_redirect.get(app.url(page)).header(COOKIE, &cookie).send().await.unwrap();
+            assert_eq!(res.status(), StatusCode::FORBIDDEN, "{page}");
+        }
+        let (admin_cookie, _) = cookie_session(&app, &admin).await;
+        for page in ["/admin", "/admin/jobs", "/admin/models"] {
+            let res = no_redirect.get(app.url(page)).header(COOKIE, &admin_cookie).send().await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK, "{page}");
+        }
+        let res = no_redirect.get(app.url("/static/chat.js")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"));
+    }
+}
+
+// ---- in a real browser
+
+/// One browser journey at a time: the machine has two cores.
+static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A `chromedriver` process on a free port, killed on drop.
+struct Driver {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn chromedriver_path() -> Option<String> {
+    let path = std::env::var("PARLEY_CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
+    if std::path::Path::new(&path).exists() {
+        return Some(path);
+    }
+    assert!(std::env::var_os("CI").is_none(), "CI is set but chromedriver is missing ({path}): .ci/run installs it");
+    eprintln!("{path} is missing; skipping the browser journeys (apt-get install chromium chromium-driver)");
+    None
+}
+
+async fn driver() -> Option<Driver> {
+    let path = chromedriver_path()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = std::process::Command::new(path)
+        .arg(format!("--port={port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let driver = Driver { child, url: format!("http://127.0.0.1:{port}") };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reqwest::get(format!("{}/status", driver.url)).await.map(|r| !r.status().is_success()).unwrap_or(true) {
+        assert!(Instant::now() < deadline, "chromedriver never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Some(driver)
+}
+
+/// A new headless browser (its own profile: its own cookies), `width` pixels wide.
+async fn browser(driver: &Driver, width: u32) -> Client {
+    let binary = std::env::var("PARLEY_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let caps = json!({"goog:chromeOptions": {"binary": binary, "args": [
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
+        format!("--window-size={width},900")]}});
+    let Value::Object(caps) = caps else { unreachable!() };
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a browser session")
+}
+
+/// Evaluates `expr` in the page until it is truthy (15 s deadline); returns its value.
+async fn until(c: &Client, what: &str, expr: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let value = c.execute(&format!("return ({expr});"), vec![]).await.unwrap_or(Value::Null);
+        let truthy = match &value {
+            Value::Null => false,
+            Value::Bool(b) => *b,
+            Value::String(s) => !s.is_empty(),
+            Value::Number(n) => n.as_f64() != Some(0.0),
+            _ => true,
+        };
+        if truthy {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what} ({expr}); last value {value}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn path_is(c: &Client, path: &str) {
+    until(c, &format!("the page {path}"), &format!("window.location.pathname === {path:?}")).await;
+}
+
+async fn fill(c: &Client, css: &str, text: &str) {
+    let field = c.find(Locator::Css(css)).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(text).await.unwrap();
+}
+
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css)).await.unwrap().click().await.unwrap();
+}
+
+async fn sign_in(c: &Client, app: &TestApp, email: &str, password: &str) {
+    c.goto(&app.url("/signin")).await.unwrap();
+    fill(c, "#email", email).await;
+    fill(c, "#password", password).await;
+    click(c, "#signin-form button[type=submit]").await;
+    path_is(c, "/chat").await;
+}
+
+/// Sends `text` from the chat page's composer.
+async fn send_message(c: &Client, text: &str) {
+    until(c, "the model picker", "document.querySelectorAll('#model option').length > 0").await;
+    fill(c, "#message", text).await;
+    click(c, "#send").await;
+}
+
+const LAST_REPLY: &str = "document.querySelector('#messages li.assistant:last-of-type')";
+
+/// Saves a screenshot for the README when `PARLEY_SCREENSHOTS_DIR` is set.
+async fn screenshot(c: &Client, name: &str) {
+    if let Ok(dir) = std::env::var("PARLEY_SCREENSHOTS_DIR") {
+        let png = c.screenshot().await.unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(std::path::Path::new(&dir).join(name), png).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visitor_signs_up_verifies_the_email_from_the_outbox_and_signs_in() {
+    let _one = BROWSER.lock().await;
+    let Some(driver) = driver().await else { return };
+    let fake = FakeLlm::openai(vec![Step::reply(&["x"])]).await;
+    let (app, _admin) = app_with_model(Backend::Sqlite, &fake).await;
+    let c = browser(&driver, 375).await;
+
+    c.goto(&app.url("/signup")).await.unwrap();
+    fill(&c, "#email", "newcomer@example.com").await;
+    fill(&c, "#display_name", "New <b>comer</b>").await;
+    fill(&c, "#password", PASSWORD).await;
+    click(&c, "#signup-form button[type=submit]").await;
+    path_is(&c, "/chat").await;
+    let who = until(&c, "the signed-in name", "document.querySelector('.who').textContent").await;
+    assert_eq!(who, "New <b>comer</b>", "the name is text, not markup");
+
+    let mail = common::mail::wait_for(&app.mail_dir(), 1).await;
+    let token = common::mail::token(&mail[0].text);
+    c.goto(&app.url(&format!("/verify-email?token={token}"))).await.unwrap();
+    until(&c, "the verified notice", "document.getElementById('verify-status').textContent.includes('is verified')")
+        .await;
+
+    // Sign out with the keyboard-reachable button, then sign in again.
+    click(&c, "#signout").await;
+    path_is(&c, "/signin").await;
+    c.goto(&app.url("/chat")).await.unwrap();
+    path_is(&c, "/signin").await;
+    sign_in(&c, &app, "newcomer@example.com", PASSWORD).await;
+    c.goto(&app.url("/account")).await.unwrap();
+    until(&c, "the profile", "document.getElementById('profile-verified').textContent === '(verified)'").await;
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_streams_token_by_token_markup_stays_text_and_stop_ends_one_mid_stream() {
+    let _one = BROWSER.lock().await;
+    let Some(driver) = driver().await else { return };
+    let chunks: Vec<String> = (1..=40).map(|i| format!("w{i} ")).collect();
+    let slow: Vec<&str> = chunks.iter().map(String::as_str).collect();
+    let fake = FakeLlm::openai(vec![
+        Step::reply_with_delays(
+            &["Hello", " **world**", " <img src=x onerror=alert(1)>", "\n\n```\n<script>x()</script>\n```"],
+            100,
+            150,
+        ),
+        // The title job's request, then the reply that is stopped.
+        Step::reply(&["<script>window.pwned = 1</script> title"]),
+        Step::reply_with_delays(&slow, 50, 250),
+    ])
+    .await;
+    let (app, _admin) = app_with_model(Backend::Sqlite, &fake).await;
+    app.signup("chatter@example.com").await;
+    let c = browser(&driver, 1440).await;
+    sign_in(&c, &app, "chatter@example.com", PASSWORD).await;
+
+    send_message(&c, "<script>window.pwned = 1</script> hi").await;
+    // Token by token: some text shows while the reply is still streaming.
+    until(
+        &c,
+        "a partial reply",
+        &format!(
+            "{LAST_REPLY} && {LAST_REPLY}.dataset.status === 'streaming' && {LAST_REPLY}.textContent.includes('Hello')"
+        ),
+    )
+    .await;
+    until(&c, "the finished reply", &format!("{LAST_REPLY}.dataset.status === 'complete'")).await;
+    let user_text =
+        until(&c, "the user's message", "document.querySelector('#messages li.user .body').textContent").await;
+    assert_eq!(user_text, "<script>window.pwned = 1</script> hi");
+    let strong = c.execute(&format!("return {LAST_REPLY}.querySelector('strong').textContent"), vec![]).await.unwrap();
+    assert_eq!(strong, "world", "Markdown is rendered");
+    let code = c.execute(&format!("return {LAST_REPLY}.querySelector('pre code').textContent"), vec![]).await.unwrap();
+    assert_eq!(code, "<script>x()</script>");
+    let injected = c
+        .execute(
+            &format!("return [window.pwned === undefined, {LAST_REPLY}.querySelectorAll('img, script').length]"),
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(injected, json!([true, 0]), "model output and user text are never markup");
+    // The title the model wrote shows as text in the sidebar.
+    until(
+        &c,
+        "the generated title",
+        "[...document.querySelectorAll('.session-link')].some(b => b.textContent.includes('<script>'))",
+    )
+    .await;
+    assert_eq!(c.execute("return document.querySelectorAll('#sessions script').length", vec![]).await.unwrap(), 0);
+    screenshot(&c, "chat.png").await;
+
+    send_message(&c, "count slowly").await;
+    until(&c, "the second reply's first words", &format!("{LAST_REPLY}.textContent.includes('w2 ')")).await;
+    click(&c, "#stop").await;
+    until(&c, "the stopped reply", &format!("{LAST_REPLY}.dataset.status === 'cancelled'")).await;
+    let text = c.execute(&format!("return {LAST_REPLY}.querySelector('.body').textContent"), vec![]).await.unwrap();
+    assert!(!text.as_str().unwrap().contains("w40"), "stopped before the end: {text}");
+    assert!(c.find(Locator::Css("#stop")).await.unwrap().attr("hidden").await.unwrap().is_some());
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloading_mid_reply_resumes_the_stream_without_repeating_text() {
+    let _one = BROWSER.lock().await;
+    let Some(driver) = driver().await else { return };
+    let chunks: Vec<String> = (1..=12).map(|i| format!("part{i} ")).collect();
+    let slow: Vec<&str> = chunks.iter().map(String::as_str).collect();
+    let fake = FakeLlm::openai(vec![Step::reply_with_delays(&slow, 50, 250)]).await;
+    let (app, _admin) = app_with_model(Backend::Sqlite, &fake).await;
+    app.signup("reloader@example.com").await;
+    let c = browser(&driver, 375).await;
+    sign_in(&c, &app, "reloader@example.com", PASSWORD).await;
+
+    send_message(&c, "tell me a long story").await;
+    until(&c, "the first parts", &format!("{LAST_REPLY} && {LAST_REPLY}.textContent.includes('part3 ')")).await;
+    c.refresh().await.unwrap();
+    until(&c, "the reply after the reload", &format!("{LAST_REPLY} && {LAST_REPLY}.dataset.status === 'streaming'"))
+        .await;
+    until(&c, "the finished reply", &format!("{LAST_REPLY}.dataset.status === 'complete'")).await;
+    let text = c.execute(&format!("return {LAST_REPLY}.querySelector('.body').textContent"), vec![]).await.unwrap();
+    assert_eq!(text.as_str().unwrap().trim(), chunks.concat().trim(), "every part once, in order");
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_retries_a_failed_job_and_deactivates_a_user_whose_open_page_signs_out() {
+    let _one = BROWSER.lock().await;
+    let Some(driver) = driver().await else { return };
+    let fake =
+        FakeLlm::openai(vec![Step::error(400, "the prompt is malformed", None), Step::reply(&["it works now"])]).await;
+    let (app, admin) = app_with_model(Backend::Sqlite, &fake).await;
+    let user = app.signup("member@example.com").await;
+    let res = app.post_json("/api/llm/chat/", &json!({"message": "fail please"}), Some(&user.access)).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let job_id = res.json::<Value>().await.unwrap()["job_id"].as_str().unwrap().to_owned();
+    app.wait_for_status(&admin.access, &job_id, "failed").await;
+
+    let member = browser(&driver, 375).await;
+    sign_in(&member, &app, "member@example.com", PASSWORD).await;
+    // A non-admin opening an admin page is refused.
+    member.goto(&app.url("/admin/jobs")).await.unwrap();
+    let heading = until(&member, "the refusal", "document.querySelector('h1').textContent").await;
+    assert_eq!(heading, "Admins only");
+    // A POST without the CSRF token is refused, from the page itself.
+    let status = member
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             fetch('/api/llm/chat/', {method: 'POST', headers: {'Content-Type': 'application/json'},
+               body: JSON.stringify({message: 'no token'})}).then(r => done(r.status));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 403);
+    member.goto(&app.url("/chat")).await.unwrap();
+
+    let root = browser(&driver, 1440).await;
+    sign_in(&root, &app, ADMIN.0, ADMIN.1).await;
+    root.goto(&app.url("/admin/jobs")).await.unwrap();
+    let row = format!("document.querySelector('#failed-body tr[data-job-id=\"{job_id}\"]')");
+    until(&root, "the failed job", &row).await;
+    screenshot(&root, "queues.png").await;
+    click(&root, &format!("#failed-body tr[data-job-id=\"{job_id}\"] button.retry")).await;
+    app.wait_for_status(&admin.access, &job_id, "succeeded").await;
+    until(&root, "the retried job leaves the failed list", &format!("!{row}")).await;
+
+    root.goto(&app.url("/admin")).await.unwrap();
+    let user_row = "#users-body tr[data-email=\"member@example.com\"]";
+    until(&root, "the member's row", &format!("document.querySelector('{user_row}')")).await;
+    click(&root, &format!("{user_row} button[aria-label^=\"Deactivate\"]")).await;
+    until(
+        &root,
+        "the deactivated row",
+        &format!("document.querySelector('{user_row} td:nth-child(3)').textContent === 'no'"),
+    )
+    .await;
+    // The member's open page notices within seconds and goes to the sign-in page.
+    path_is(&member, "/signin").await;
+    let res = app.me(&user.access).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    member.close().await.unwrap();
+    root.close().await.unwrap();
+}

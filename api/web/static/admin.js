@@ -1,0 +1,130 @@
+// Admin pages: users (search, deactivate, grant admin), jobs and queues (live counts,
+// running jobs with cancel, failed jobs with retry), models (the key is write-only).
+"use strict";
+
+(function () {
+  const { api, el, showError, age, when } = window.Parley;
+  const byId = (id) => document.getElementById(id);
+  const page = document.body.dataset.page;
+
+  // ---- users
+  async function loadUsers() {
+    const search = byId("search").value.trim();
+    const q = "?limit=100" + (search ? "&search=" + encodeURIComponent(search) : "");
+    try {
+      const data = await api("GET", "/api/admin/users/" + q);
+      const body = byId("users-body");
+      body.replaceChildren();
+      for (const u of data.items) {
+        const label = u.email;
+        const toggle = el("button", { type: "button", text: u.is_active ? "Deactivate" : "Reactivate",
+          "aria-label": (u.is_active ? "Deactivate " : "Reactivate ") + label,
+          onclick: () => patchUser(u.id, { is_active: !u.is_active }) });
+        const admin = el("button", { type: "button", text: u.is_admin ? "Revoke admin" : "Grant admin",
+          "aria-label": (u.is_admin ? "Revoke admin from " : "Grant admin to ") + label,
+          onclick: () => patchUser(u.id, { is_admin: !u.is_admin }) });
+        const row = el("tr", {}, [
+          el("td", { text: u.email }), el("td", { text: u.display_name }),
+          el("td", { text: u.is_active ? "yes" : "no" }), el("td", { text: u.is_admin ? "yes" : "no" }),
+          el("td", { class: "actions" }, [toggle, admin]),
+        ]);
+        row.dataset.email = u.email;
+        body.append(row);
+      }
+    } catch (err) { showError(err); }
+  }
+
+  async function patchUser(id, change) {
+    showError(null);
+    try { await api("PATCH", "/api/admin/users/" + encodeURIComponent(id) + "/", change); }
+    catch (err) { showError(err); }
+    loadUsers();
+  }
+
+  // ---- jobs and queues
+  async function loadJobs() {
+    try {
+      const stats = await api("GET", "/api/admin/queues/");
+      byId("queue-reachable").textContent = stats.queue_reachable ? "The queue answers." : "The queue does not answer.";
+      const counts = byId("queue-counts");
+      counts.replaceChildren();
+      for (const [status, n] of Object.entries(stats.jobs)) {
+        counts.append(el("div", { class: "count" }, [el("dt", { text: status }), el("dd", { text: String(n) })]));
+      }
+      const running = [];
+      for (const status of ["running", "queued", "retrying"]) {
+        const data = await api("GET", "/api/admin/jobs/?limit=50&status=" + status);
+        running.push(...data.items);
+      }
+      const rbody = byId("running-body");
+      rbody.replaceChildren();
+      for (const j of running) {
+        rbody.append(el("tr", {}, [
+          el("td", { text: j.kind }), el("td", { text: j.status }), el("td", { text: age(j.started_at || j.created_at) }),
+          el("td", { class: "actions" }, [el("button", { type: "button", text: "Cancel", "aria-label": "Cancel job " + j.id,
+            onclick: () => jobAction(j.id, "/api/jobs/" + encodeURIComponent(j.id) + "/cancel/") })]),
+        ]));
+      }
+      const failed = await api("GET", "/api/admin/jobs/?limit=50&status=failed");
+      const fbody = byId("failed-body");
+      fbody.replaceChildren();
+      for (const j of failed.items) {
+        const row = el("tr", {}, [
+          el("td", { text: j.kind }), el("td", { text: j.error_detail || j.error || "" }), el("td", { text: when(j.finished_at) }),
+          el("td", { class: "actions" }, [el("button", { type: "button", text: "Retry", class: "retry", "aria-label": "Retry job " + j.id,
+            onclick: () => jobAction(j.id, "/api/admin/jobs/" + encodeURIComponent(j.id) + "/retry/") })]),
+        ]);
+        row.dataset.jobId = j.id;
+        fbody.append(row);
+      }
+    } catch (err) { showError(err); }
+  }
+
+  async function jobAction(id, url) {
+    showError(null);
+    try { await api("POST", url); } catch (err) { showError(err); }
+    loadJobs();
+  }
+
+  // ---- models
+  async function loadModels() {
+    try {
+      const data = await api("GET", "/api/llm/configs/?limit=100");
+      const body = byId("models-body");
+      body.replaceChildren();
+      for (const c of data.items) {
+        body.append(el("tr", {}, [
+          el("td", { text: c.name }), el("td", { text: c.provider }), el("td", { text: c.model }),
+          el("td", { text: c.is_default ? "yes" : "no" }), el("td", { text: c.enabled ? "yes" : "no" }),
+          el("td", { class: "actions" }, [el("button", { type: "button", text: c.enabled ? "Disable" : "Enable",
+            "aria-label": (c.enabled ? "Disable " : "Enable ") + c.name,
+            onclick: async () => {
+              try { await api("PATCH", "/api/llm/configs/" + encodeURIComponent(c.id) + "/", { enabled: !c.enabled }); }
+              catch (err) { showError(err); }
+              loadModels();
+            } })]),
+        ]));
+      }
+    } catch (err) { showError(err); }
+  }
+
+  if (page === "admin_users") {
+    byId("user-search").addEventListener("submit", (e) => { e.preventDefault(); loadUsers(); });
+    loadUsers();
+  } else if (page === "admin_jobs") {
+    loadJobs();
+    setInterval(loadJobs, 2000);
+  } else if (page === "admin_models") {
+    byId("model-form").addEventListener("submit", async (e) => {
+      e.preventDefault();
+      showError(null);
+      const body = { name: byId("m-name").value, provider: byId("m-provider").value, model: byId("m-model").value,
+        is_default: byId("m-default").checked };
+      if (byId("m-base-url").value) body.base_url = byId("m-base-url").value;
+      if (byId("m-key").value) body.api_key = byId("m-key").value;
+      try { await api("POST", "/api/llm/configs/", body); e.target.reset(); } catch (err) { showError(err); }
+      loadModels();
+    });
+    loadModels();
+  }
+})();
