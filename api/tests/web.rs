@@ -203,11 +203,14 @@ async fn browser(driver: &Driver, width: u32) -> Client {
         "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
         format!("--window-size={width},900")]}});
     let Value::Object(caps) = caps else { unreachable!() };
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+    let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
         .capabilities(caps)
         .connect(&driver.url)
         .await
-        .expect("a browser session")
+        .expect("a browser session");
+    // The command line's window size has a floor above 375 px; this does not.
+    c.set_window_size(width, 900).await.unwrap();
+    c
 }
 
 /// Evaluates `expr` in the page until it is truthy (15 s deadline); returns its value.
@@ -261,6 +264,24 @@ async fn send_message(c: &Client, text: &str) {
 
 const LAST_REPLY: &str = "document.querySelector('#messages li.assistant:last-of-type')";
 
+/// The page fits `width` pixels without sideways scrolling, and every form control has a
+/// label (or an `aria-label`).
+async fn fits_and_is_labelled(c: &Client, width: u32) {
+    let viewport = c.execute("return window.innerWidth", vec![]).await.unwrap();
+    assert_eq!(viewport, width, "the window is {width} px wide");
+    let overflow = c.execute("return document.documentElement.scrollWidth", vec![]).await.unwrap();
+    assert!(overflow.as_u64().unwrap() <= u64::from(width), "the page is {overflow} px wide at {width} px");
+    let unlabelled = c
+        .execute(
+            "return [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+               .filter(e => !e.labels.length && !e.getAttribute('aria-label')).map(e => e.id)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(unlabelled, json!([]), "controls without a label");
+}
+
 /// Saves a screenshot for the README when `PARLEY_SCREENSHOTS_DIR` is set.
 async fn screenshot(c: &Client, name: &str) {
     if let Ok(dir) = std::env::var("PARLEY_SCREENSHOTS_DIR") {
@@ -293,14 +314,32 @@ async fn a_visitor_signs_up_verifies_the_email_from_the_outbox_and_signs_in() {
     until(&c, "the verified notice", "document.getElementById('verify-status').textContent.includes('is verified')")
         .await;
 
-    // Sign out with the keyboard-reachable button, then sign in again.
+    // Sign out, then sign in again.
     click(&c, "#signout").await;
     path_is(&c, "/signin").await;
+    fits_and_is_labelled(&c, 375).await;
     c.goto(&app.url("/chat")).await.unwrap();
     path_is(&c, "/signin").await;
     sign_in(&c, &app, "newcomer@example.com", PASSWORD).await;
+    fits_and_is_labelled(&c, 375).await;
     c.goto(&app.url("/account")).await.unwrap();
     until(&c, "the profile", "document.getElementById('profile-verified').textContent === '(verified)'").await;
+    fits_and_is_labelled(&c, 375).await;
+
+    // Forgot the password: the reset link from the outbox sets a new one.
+    click(&c, "#signout").await;
+    path_is(&c, "/signin").await;
+    c.goto(&app.url("/forgot-password")).await.unwrap();
+    fill(&c, "#email", "newcomer@example.com").await;
+    click(&c, "#forgot-form button[type=submit]").await;
+    until(&c, "the notice", "document.getElementById('notice').textContent.includes('reset link')").await;
+    let mail = common::mail::wait_for(&app.mail_dir(), 2).await;
+    let token = common::mail::token(&mail[1].text);
+    c.goto(&app.url(&format!("/reset-password?token={token}"))).await.unwrap();
+    fill(&c, "#password", "a brand new passphrase").await;
+    click(&c, "#reset-form button[type=submit]").await;
+    until(&c, "the notice", "document.getElementById('notice').textContent.includes('password is changed')").await;
+    sign_in(&c, &app, "newcomer@example.com", "a brand new passphrase").await;
     c.close().await.unwrap();
 }
 
@@ -392,6 +431,7 @@ async fn reloading_mid_reply_resumes_the_stream_without_repeating_text() {
     until(&c, "the finished reply", &format!("{LAST_REPLY}.dataset.status === 'complete'")).await;
     let text = c.execute(&format!("return {LAST_REPLY}.querySelector('.body').textContent"), vec![]).await.unwrap();
     assert_eq!(text.as_str().unwrap().trim(), chunks.concat().trim(), "every part once, in order");
+    fits_and_is_labelled(&c, 375).await;
     c.close().await.unwrap();
 }
 
@@ -447,10 +487,90 @@ async fn an_admin_retries_a_failed_job_and_deactivates_a_user_whose_open_page_si
         &format!("document.querySelector('{user_row} td:nth-child(3)').textContent === 'no'"),
     )
     .await;
+    for width in [1440, 375] {
+        root.set_window_size(width, 900).await.unwrap();
+        for page in ["/admin", "/admin/jobs", "/admin/models", "/account", "/chat"] {
+            root.goto(&app.url(page)).await.unwrap();
+            fits_and_is_labelled(&root, width).await;
+        }
+    }
     // The member's open page notices within seconds and goes to the sign-in page.
     path_is(&member, "/signin").await;
     let res = app.me(&user.access).await;
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     member.close().await.unwrap();
     root.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_account_page_ends_a_session_and_sets_up_two_factor_which_sign_in_then_asks_for() {
+    use parley_shared::usecases::mfa::{code_at, now_secs};
+    let _one = BROWSER.lock().await;
+    let Some(driver) = driver().await else { return };
+    let fake = FakeLlm::openai(vec![Step::reply(&["x"])]).await;
+    let (app, _admin) = app_with_model(Backend::Sqlite, &fake).await;
+    let user = app.signup("careful@example.com").await;
+    parley_shared::store::users::mark_email_verified(&app.state.db.writer, user.id.parse().unwrap()).await.unwrap();
+    let c = browser(&driver, 1440).await;
+    sign_in(&c, &app, "careful@example.com", PASSWORD).await;
+
+    // The sign-up's session is listed beside this browser's; "End" ends it.
+    c.goto(&app.url("/account")).await.unwrap();
+    until(&c, "two sessions", "document.querySelectorAll('#sessions-body tr').length === 2").await;
+    click(&c, "#sessions-body button").await;
+    until(&c, "one session", "document.querySelectorAll('#sessions-body tr').length === 1").await;
+    assert_eq!(app.me(&user.access).await.status(), StatusCode::UNAUTHORIZED);
+
+    // Two-factor setup: the QR code (a data: image the page policy allows), then a code.
+    let into = now_secs() % 30;
+    if into >= 20 {
+        tokio::time::sleep(Duration::from_millis((30 - into) * 1000 + 200)).await;
+    }
+    let t = now_secs();
+    click(&c, "#mfa-start").await;
+    until(&c, "the QR code", "document.getElementById('mfa-qr').naturalWidth > 0").await;
+    let secret = until(&c, "the secret", "document.getElementById('mfa-secret').textContent").await;
+    let secret = secret.as_str().unwrap().to_owned();
+    fill(&c, "#mfa-code", &code_at(&secret, t - 30).unwrap()).await;
+    click(&c, "#mfa-confirm button[type=submit]").await;
+    until(&c, "the recovery codes", "document.getElementById('mfa-codes').textContent.split('\\n').length === 10")
+        .await;
+    until(&c, "the status", "document.getElementById('mfa-status').textContent.startsWith('On')").await;
+
+    // Signing in now asks for the code after the password.
+    click(&c, "#signout").await;
+    path_is(&c, "/signin").await;
+    fill(&c, "#email", "careful@example.com").await;
+    fill(&c, "#password", PASSWORD).await;
+    click(&c, "#signin-form button[type=submit]").await;
+    until(&c, "the code step", "!document.getElementById('mfa-form').hidden").await;
+    assert_eq!(c.execute("return window.location.pathname", vec![]).await.unwrap(), "/signin");
+    fill(&c, "#mfa-code", "000000").await;
+    click(&c, "#mfa-form button[type=submit]").await;
+    until(&c, "the refusal", "document.getElementById('error').textContent").await;
+    fill(&c, "#mfa-code", &code_at(&secret, t).unwrap()).await;
+    click(&c, "#mfa-form button[type=submit]").await;
+    path_is(&c, "/chat").await;
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_that_starts_over_after_a_failed_attempt_drops_that_attempts_text() {
+    let _one = BROWSER.lock().await;
+    let Some(driver) = driver().await else { return };
+    let overloaded = json!({"message": "overloaded", "type": "server_error", "code": null});
+    let fake = FakeLlm::openai(vec![
+        Step::stream_error(&["half an ", "answer "], overloaded),
+        Step::reply_with_delays(&["the ", "whole ", "answer"], 50, 100),
+    ])
+    .await;
+    let (app, _admin) = app_with_model(Backend::Sqlite, &fake).await;
+    app.signup("patient@example.com").await;
+    let c = browser(&driver, 1440).await;
+    sign_in(&c, &app, "patient@example.com", PASSWORD).await;
+    send_message(&c, "answer me").await;
+    until(&c, "the finished reply", &format!("{LAST_REPLY} && {LAST_REPLY}.dataset.status === 'complete'")).await;
+    let text = c.execute(&format!("return {LAST_REPLY}.querySelector('.body').textContent"), vec![]).await.unwrap();
+    assert_eq!(text, "the whole answer");
+    c.close().await.unwrap();
 }
