@@ -134,7 +134,7 @@ async fn cookie_user(parts: &mut Parts, state: &AppState) -> Result<AuthUser, Ap
         ApiError::Unauthorized
     })?;
     crate::web::cookies::check_fetch_csrf(&parts.method, &parts.headers)?;
-    let user = sessions::active_user(&state.db.pool, session, user).await?.ok_or_else(|| {
+    let user = crate::web::cookies::live_session(state, session, user).await?.ok_or_else(|| {
         tracing::debug!(session.id = %session, "session cookie of an ended session");
         ApiError::Unauthorized
     })?;

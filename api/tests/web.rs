@@ -115,6 +115,30 @@ both_backends! {
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     }
 
+    async fn a_browser_session_records_its_use_and_ends_after_the_idle_timeout(backend: Backend) {
+        let app = spawn_app_with(backend, &[("PARLEY_SESSION_IDLE_TIMEOUT_SECS", "600")]).await;
+        let user = app.signup("idle@example.com").await;
+        let (cookie, _) = cookie_session(&app, &user).await;
+        let me = |cookie: String| {
+            let req = app.client.get(app.url("/api/users/me/")).header(COOKIE, cookie);
+            async move { req.send().await.unwrap().status() }
+        };
+        let last_used = |ago_secs: i64| {
+            let at = parley_shared::time::now_ms() - ago_secs * 1000;
+            sqlx::query("update sessions set last_used_at = $1").bind(at).execute(&app.state.db.writer)
+        };
+        // Used five minutes ago: this request counts as use.
+        last_used(300).await.unwrap();
+        assert_eq!(me(cookie.clone()).await, StatusCode::OK);
+        let sessions: Value = app.client.get(app.url("/api/auth/sessions/")).bearer_auth(&user.access).send().await.unwrap().json().await.unwrap();
+        let used = chrono::DateTime::parse_from_rfc3339(sessions["items"][0]["last_used_at"].as_str().unwrap()).unwrap();
+        assert!(chrono::Utc::now().signed_duration_since(used).num_seconds() < 60, "{sessions}");
+        // Idle longer than the timeout: the session ends, for the cookie and the token alike.
+        last_used(601).await.unwrap();
+        assert_eq!(me(cookie).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(app.me(&user.access).await.status(), StatusCode::UNAUTHORIZED);
+    }
+
     async fn pages_carry_a_strict_policy_and_admin_pages_answer_403_to_other_users(backend: Backend) {
         let fake = FakeLlm::openai(vec![Step::reply(&["x"])]).await;
         let (app, admin) = app_with_model(backend, &fake).await;

@@ -110,3 +110,29 @@ pub fn check_fetch_csrf(method: &Method, headers: &HeaderMap) -> Result<(), ApiE
         Err(ApiError::CsrfFailed)
     }
 }
+
+/// How long a cookie session's `last_used_at` may lag before a request records its use.
+const TOUCH_EVERY_MS: i64 = 60_000;
+
+/// The user of a cookie's live session. Like a refresh, a request after the idle timeout
+/// ends the session; a request in use records it (at most once a minute), so the sessions
+/// page shows when the browser was last used.
+pub async fn live_session(
+    state: &AppState,
+    session: SessionId,
+    user: UserId,
+) -> Result<Option<parley_shared::store::users::User>, ApiError> {
+    use parley_shared::store::sessions;
+    let Some(user) = sessions::active_user(&state.db.pool, session, user).await? else { return Ok(None) };
+    let Some(info) = sessions::get(&state.db.pool, session).await? else { return Ok(None) };
+    let idle_ms = parley_shared::time::now_ms() - info.last_used_at.millis();
+    if idle_ms > state.config.session_idle_timeout_secs * 1000 {
+        sessions::revoke(&state.db.writer, session, "idle_timeout").await?;
+        tracing::debug!(session.id = %session, "browser session idle too long");
+        return Ok(None);
+    }
+    if idle_ms > TOUCH_EVERY_MS {
+        sessions::touch(&state.db.writer, session).await?;
+    }
+    Ok(Some(user))
+}

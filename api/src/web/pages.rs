@@ -52,7 +52,7 @@ struct Visitor {
 async fn visitor(state: &AppState, headers: &HeaderMap) -> Option<Visitor> {
     let value = cookies::cookie(headers, cookies::SESSION_COOKIE)?;
     let (session, user) = cookies::parse_session(state, value)?;
-    let user = sessions::active_user(&state.db.pool, session, user).await.ok().flatten()?;
+    let user = cookies::live_session(state, session, user).await.ok().flatten()?;
     Some(Visitor { user, session })
 }
 
