@@ -3,6 +3,10 @@
 //! against the real server and the fake LLM provider.
 
 mod common;
+// The identity-provider fakes of the security tests; this file uses the GitHub one only.
+#[path = "security/fake_idp.rs"]
+#[expect(dead_code)]
+mod fake_idp;
 
 use common::fake_llm::{FakeLlm, Step};
 use common::{Account, Backend, PASSWORD, TestApp, assert_error, spawn_app_with};
@@ -596,5 +600,53 @@ async fn a_reply_that_starts_over_after_a_failed_attempt_drops_that_attempts_tex
     until(&c, "the finished reply", &format!("{LAST_REPLY} && {LAST_REPLY}.dataset.status === 'complete'")).await;
     let text = c.execute(&format!("return {LAST_REPLY}.querySelector('.body').textContent"), vec![]).await.unwrap();
     assert_eq!(text, "the whole answer");
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_button_signs_in_through_the_provider_and_back() {
+    let _one = BROWSER.lock().await;
+    let Some(driver) = driver().await else { return };
+    let fake = fake_idp::FakeIdp::start("parley-client").await;
+    // The sign-in page is the return address, so the app's port is chosen first.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let origin = format!("http://127.0.0.1:{port}");
+    let vars = [
+        ("PARLEY_BIND", format!("127.0.0.1:{port}")),
+        ("PARLEY_PUBLIC_URL", origin.clone()),
+        ("PARLEY_OAUTH_REDIRECT_URIS", format!("{origin}/signin")),
+        ("PARLEY_OAUTH_GITHUB_CLIENT_ID", "parley-client".into()),
+        ("PARLEY_OAUTH_GITHUB_CLIENT_SECRET", "gh-secret".into()),
+        ("PARLEY_OAUTH_GITHUB_AUTHORIZE_URL", format!("{}/login/oauth/authorize", fake.base)),
+        ("PARLEY_OAUTH_GITHUB_TOKEN_URL", format!("{}/login/oauth/access_token", fake.base)),
+        ("PARLEY_OAUTH_GITHUB_API_URL", format!("{}/api", fake.base)),
+    ];
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = spawn_app_with(Backend::Sqlite, &vars).await;
+    let c = browser(&driver, 375).await;
+
+    c.goto(&app.url("/signin")).await.unwrap();
+    until(&c, "the provider button", "document.querySelector('#providers a')").await;
+    click(&c, "#providers a").await;
+    // The browser is at the provider's authorization page (the fake has none): the
+    // provider signs the user in and sends the browser back to the callback.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let url = loop {
+        let url = c.current_url().await.unwrap();
+        if url.as_str().starts_with(&fake.base) {
+            break url;
+        }
+        assert!(Instant::now() < deadline, "never at the provider: {url}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let query: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
+    let mut grant = fake_idp::Grant::new("4242", "octo@example.com", true);
+    grant.challenge = query["code_challenge"].clone();
+    fake.grant("code-from-github", grant);
+    let back = format!("/api/auth/oauth/github/callback/?code=code-from-github&state={}", query["state"]);
+    c.goto(&app.url(&back)).await.unwrap();
+    path_is(&c, "/chat").await;
+    let who = until(&c, "the signed-in name", "document.querySelector('.who').textContent").await;
+    assert_eq!(who, "octo@example.com");
     c.close().await.unwrap();
 }

@@ -2,7 +2,7 @@
 "use strict";
 
 (function () {
-  const { api, showError } = window.Parley;
+  const { api, el, showError } = window.Parley;
   const byId = (id) => document.getElementById(id);
   const notice = (text) => { const n = byId("notice"); if (n) n.textContent = text; };
   const params = new URLSearchParams(window.location.search);
@@ -18,23 +18,43 @@
   const signin = byId("signin-form");
   if (signin) {
     let mfaToken = null;
+    // A sign-in's answer: the tokens, or the second-factor step.
+    const signedIn = (res) => {
+      if (res.mfa_required) {
+        mfaToken = res.mfa_token;
+        signin.hidden = true;
+        byId("providers").hidden = true;
+        byId("mfa-form").hidden = false;
+        byId("mfa-code").focus();
+        return;
+      }
+      startSession(res.access_token);
+    };
     signin.addEventListener("submit", async (e) => {
       e.preventDefault();
       showError(null);
       try {
-        const res = await api("POST", "/api/auth/login/", {
+        signedIn(await api("POST", "/api/auth/login/", {
           email: signin.elements.email.value, password: signin.elements.password.value,
-        });
-        if (res.mfa_required) {
-          mfaToken = res.mfa_token;
-          signin.hidden = true;
-          byId("mfa-form").hidden = false;
-          byId("mfa-code").focus();
-          return;
-        }
-        startSession(res.access_token);
+        }));
       } catch (err) { showError(err); }
     });
+
+    // Identity providers: each button starts its sign-in, which comes back here with a
+    // one-time `code` (or an `error`).
+    const returnTo = window.location.origin + "/signin";
+    api("GET", "/api/auth/oauth/providers/").then((page) => {
+      const list = byId("providers");
+      for (const p of page.items) {
+        const href = "/api/auth/oauth/" + encodeURIComponent(p.name) + "/authorize/?redirect_uri=" + encodeURIComponent(returnTo);
+        list.append(el("li", {}, [el("a", { class: "button", href, text: "Sign in with " + p.name })]));
+      }
+    }).catch(() => {});
+    if (params.get("error")) showError(new Error("The provider sign-in did not succeed (" + params.get("error") + ")."));
+    if (params.get("code")) {
+      history.replaceState(null, "", "/signin");
+      api("POST", "/api/auth/oauth/exchange/", { code: params.get("code") }).then(signedIn).catch(showError);
+    }
     byId("mfa-form").addEventListener("submit", async (e) => {
       e.preventDefault();
       showError(null);
