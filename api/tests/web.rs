@@ -348,7 +348,14 @@ async fn a_visitor_signs_up_verifies_the_email_from_the_outbox_and_signs_in() {
     fits_and_is_labelled(&c, 375).await;
     c.goto(&app.url("/chat")).await.unwrap();
     path_is(&c, "/signin").await;
-    sign_in(&c, &app, "newcomer@example.com", PASSWORD).await;
+    // By keyboard alone: type, Tab to the next field, Enter submits.
+    c.goto(&app.url("/signin")).await.unwrap();
+    let tab = char::from(fantoccini::key::Key::Tab);
+    let enter = char::from(fantoccini::key::Key::Enter);
+    c.find(Locator::Css("#email")).await.unwrap().send_keys(&format!("newcomer@example.com{tab}")).await.unwrap();
+    until(&c, "focus on the password", "document.activeElement.id === 'password'").await;
+    c.active_element().await.unwrap().send_keys(&format!("{PASSWORD}{enter}")).await.unwrap();
+    path_is(&c, "/chat").await;
     fits_and_is_labelled(&c, 375).await;
     c.goto(&app.url("/account")).await.unwrap();
     until(&c, "the profile", "document.getElementById('profile-verified').textContent === '(verified)'").await;
@@ -649,4 +656,29 @@ async fn a_provider_button_signs_in_through_the_provider_and_back() {
     let who = until(&c, "the signed-in name", "document.querySelector('.who').textContent").await;
     assert_eq!(who, "octo@example.com");
     c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_cancels_a_running_job_from_the_queue_page() {
+    let _one = BROWSER.lock().await;
+    let Some(driver) = driver().await else { return };
+    let fake = FakeLlm::openai(vec![Step::stall_forever(&["tick "])]).await;
+    let (app, admin) = app_with_model(Backend::Sqlite, &fake).await;
+    let user = app.signup("waiting@example.com").await;
+    let res = app.post_json("/api/llm/chat/", &json!({"message": "take your time"}), Some(&user.access)).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let job_id = res.json::<Value>().await.unwrap()["job_id"].as_str().unwrap().to_owned();
+    app.wait_for_status(&admin.access, &job_id, "running").await;
+
+    let root = browser(&driver, 1440).await;
+    sign_in(&root, &app, ADMIN.0, ADMIN.1).await;
+    root.goto(&app.url("/admin/jobs")).await.unwrap();
+    let row = format!("#running-body tr[data-job-id=\"{job_id}\"]");
+    until(&root, "the running job", &format!("document.querySelector('{row}')")).await;
+    let running = root.execute("return document.querySelector('#queue-counts').textContent", vec![]).await.unwrap();
+    assert!(running.as_str().unwrap().contains("running1"), "{running}");
+    click(&root, &format!("{row} button")).await;
+    app.wait_for_status(&admin.access, &job_id, "cancelled").await;
+    until(&root, "the job leaves the running list", &format!("!document.querySelector('{row}')")).await;
+    root.close().await.unwrap();
 }

@@ -59,11 +59,13 @@
       const rbody = byId("running-body");
       rbody.replaceChildren();
       for (const j of running) {
-        rbody.append(el("tr", {}, [
+        const row = el("tr", {}, [
           el("td", { text: j.kind }), el("td", { text: j.status }), el("td", { text: age(j.started_at || j.created_at) }),
           el("td", { class: "actions" }, [el("button", { type: "button", text: "Cancel", "aria-label": "Cancel job " + j.id,
             onclick: () => jobAction(j.id, "/api/jobs/" + encodeURIComponent(j.id) + "/cancel/") })]),
-        ]));
+        ]);
+        row.dataset.jobId = j.id;
+        rbody.append(row);
       }
       const failed = await api("GET", "/api/admin/jobs/?limit=50&status=failed");
       const fbody = byId("failed-body");
