@@ -187,6 +187,8 @@ static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 struct Driver {
     child: std::process::Child,
     url: String,
+    /// Where the browsers save downloads.
+    downloads: tempfile::TempDir,
 }
 
 impl Drop for Driver {
@@ -215,7 +217,7 @@ async fn driver() -> Option<Driver> {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("chromedriver starts");
-    let driver = Driver { child, url: format!("http://127.0.0.1:{port}") };
+    let driver = Driver { child, url: format!("http://127.0.0.1:{port}"), downloads: tempfile::tempdir().unwrap() };
     let deadline = Instant::now() + Duration::from_secs(20);
     while reqwest::get(format!("{}/status", driver.url)).await.map(|r| !r.status().is_success()).unwrap_or(true) {
         assert!(Instant::now() < deadline, "chromedriver never answered");
@@ -227,9 +229,11 @@ async fn driver() -> Option<Driver> {
 /// A new headless browser (its own profile: its own cookies), `width` pixels wide.
 async fn browser(driver: &Driver, width: u32) -> Client {
     let binary = std::env::var("PARLEY_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let downloads = driver.downloads.path().display().to_string();
     let caps = json!({"goog:chromeOptions": {"binary": binary, "args": [
         "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
-        format!("--window-size={width},900")]}});
+        format!("--window-size={width},900")],
+        "prefs": {"download.default_directory": downloads, "download.prompt_for_download": false}}});
     let Value::Object(caps) = caps else { unreachable!() };
     let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
         .capabilities(caps)
@@ -435,6 +439,27 @@ async fn a_reply_streams_token_by_token_markup_stays_text_and_stop_ends_one_mid_
     .await;
     assert_eq!(c.execute("return document.querySelectorAll('#sessions script').length", vec![]).await.unwrap(), 0);
     screenshot(&c, "chat.png").await;
+
+    // Tags (asked in a prompt), the tag filter, and an export made in the page.
+    click(&c, "#tags").await;
+    c.send_alert_text("work, <b>ideas</b>").await.unwrap();
+    c.accept_alert().await.unwrap();
+    until(&c, "the tags", "document.getElementById('chat-tags').textContent === 'Tags: work, <b>ideas</b>'").await;
+    fill(&c, "#tag-filter", "nothing-has-this").await;
+    until(&c, "an empty filtered list", "document.querySelectorAll('.session-link').length === 0").await;
+    fill(&c, "#tag-filter", "work").await;
+    until(&c, "the tagged session", "document.querySelectorAll('.session-link').length === 1").await;
+    click(&c, "#export-json").await;
+    let name = until(&c, "the download", "document.getElementById('download-link').download").await;
+    let file = driver.downloads.path().join(name.as_str().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !file.exists() {
+        assert!(Instant::now() < deadline, "{} was never downloaded", file.display());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let exported: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(exported["messages"][0]["content"], "<script>window.pwned = 1</script> hi");
+    assert_eq!(exported["messages"].as_array().unwrap().len(), 2);
 
     send_message(&c, "count slowly").await;
     until(&c, "the second reply's first words", &format!("{LAST_REPLY}.textContent.includes('w2 ')")).await;

@@ -36,16 +36,52 @@
 
   async function loadSessions() {
     const search = byId("session-search").value.trim();
-    const q = search ? "?limit=100&search=" + encodeURIComponent(search) : "?limit=100";
+    const tag = byId("tag-filter").value.trim();
+    let q = "?limit=100";
+    if (search) q += "&search=" + encodeURIComponent(search);
+    if (tag) q += "&tag=" + encodeURIComponent(tag);
     try {
       const page = await api("GET", "/api/llm/sessions/" + q);
       list.replaceChildren();
       for (const s of page.items) {
-        const button = el("button", { type: "button", class: "session-link", text: s.title || "Untitled",
+        const label = (s.title || "Untitled") + (s.tags.length ? " · " + s.tags.join(", ") : "");
+        const button = el("button", { type: "button", class: "session-link", text: label,
           "aria-current": s.id === current ? "page" : null, onclick: () => openSession(s.id) });
         button.dataset.sessionId = s.id;
         if (s.id === current) title.textContent = s.title || "Untitled";
         list.append(el("li", {}, [button]));
+      }
+    } catch (err) { showError(err); }
+  }
+
+  function sessionActions(shown) {
+    for (const id of ["rename", "tags", "export-md", "export-json", "delete"]) byId(id).hidden = !shown;
+  }
+
+  function showTags(tags) {
+    byId("chat-tags").textContent = tags && tags.length ? "Tags: " + tags.join(", ") : "";
+  }
+
+  // Offers `text` as a file download, made in the page (nothing leaves the browser).
+  function download(name, type, text) {
+    const link = el("a", { href: URL.createObjectURL(new Blob([text], { type })), download: name, id: "download-link" });
+    link.hidden = true;
+    byId("download-link")?.remove();
+    document.body.append(link);
+    link.click();
+  }
+
+  async function exportSession(format) {
+    if (!current) return;
+    try {
+      const page = await api("GET", "/api/llm/messages/?limit=100&session_id=" + encodeURIComponent(current));
+      const name = (title.textContent || "conversation").replace(/[^\w.-]+/g, "_").slice(0, 60);
+      if (format === "json") {
+        download(name + ".json", "application/json", JSON.stringify({ title: title.textContent, messages: page.items }, null, 2));
+      } else {
+        const parts = ["# " + title.textContent];
+        for (const m of page.items) parts.push("**" + (m.role === "user" ? "You" : "Assistant") + "**\n\n" + m.content);
+        download(name + ".md", "text/markdown", parts.join("\n\n") + "\n");
       }
     } catch (err) { showError(err); }
   }
@@ -58,8 +94,18 @@
     return { item, body };
   }
 
+  function copyButton(b) {
+    const button = el("button", { type: "button", class: "copy", text: "Copy", "aria-label": "Copy this reply",
+      onclick: async () => {
+        try { await navigator.clipboard.writeText(b.body.innerText); button.textContent = "Copied"; }
+        catch (_) { button.textContent = "Copy failed"; }
+      } });
+    b.item.append(button);
+  }
+
   function renderMessage(m) {
     const b = bubble(m.role, m.status);
+    if (m.role === "assistant") copyButton(b);
     if (m.role === "user") b.body.textContent = m.content;
     else markdown(m.content || "", b.body);
     if (m.role === "assistant" && (m.status === "pending" || m.status === "streaming") && m.job_id) {
@@ -78,8 +124,8 @@
     try {
       const session = await api("GET", "/api/llm/sessions/" + encodeURIComponent(id) + "/");
       title.textContent = session.title || "Untitled";
-      byId("rename").hidden = false;
-      byId("delete").hidden = false;
+      sessionActions(true);
+      showTags(session.tags);
       const page = await api("GET", "/api/llm/messages/?limit=100&session_id=" + encodeURIComponent(id));
       page.items.forEach(renderMessage);
       loadSessions();
@@ -92,8 +138,8 @@
     history.replaceState(null, "", "/chat");
     messages.replaceChildren();
     title.textContent = "New chat";
-    byId("rename").hidden = true;
-    byId("delete").hidden = true;
+    sessionActions(false);
+    showTags([]);
     input.focus();
   }
 
@@ -155,13 +201,15 @@
       if (current !== res.session_id) {
         current = res.session_id;
         history.replaceState(null, "", "/chat?session=" + encodeURIComponent(current));
-        byId("rename").hidden = false;
-        byId("delete").hidden = false;
+        sessionActions(true);
+        showTags([]);
         title.textContent = "Untitled";
       }
       const u = bubble("user");
       u.body.textContent = text;
-      follow(res.job_id, bubble("assistant", "pending"));
+      const reply = bubble("assistant", "pending");
+      copyButton(reply);
+      follow(res.job_id, reply);
       loadSessions();
     } catch (err) {
       sendButton.disabled = false;
@@ -182,6 +230,20 @@
 
   byId("new-chat").addEventListener("click", newChat);
   byId("session-search").addEventListener("input", () => loadSessions());
+  byId("tag-filter").addEventListener("input", () => loadSessions());
+  byId("export-md").addEventListener("click", () => exportSession("markdown"));
+  byId("export-json").addEventListener("click", () => exportSession("json"));
+  byId("tags").addEventListener("click", async () => {
+    if (!current) return;
+    const text = window.prompt("Tags, separated by commas", byId("chat-tags").textContent.replace(/^Tags: /, ""));
+    if (text === null) return;
+    const tags = text.split(",").map((t) => t.trim()).filter(Boolean);
+    try {
+      const s = await api("PATCH", "/api/llm/sessions/" + encodeURIComponent(current) + "/", { tags });
+      showTags(s.tags);
+      loadSessions();
+    } catch (err) { showError(err); }
+  });
   byId("rename").addEventListener("click", async () => {
     const name = window.prompt("New title", title.textContent);
     if (!name || !current) return;
