@@ -537,6 +537,22 @@ async fn an_admin_retries_a_failed_job_and_deactivates_a_user_whose_open_page_si
     app.wait_for_status(&admin.access, &job_id, "succeeded").await;
     until(&root, "the retried job leaves the failed list", &format!("!{row}")).await;
 
+    // The audit log, filtered to failures, shows a wrong password.
+    assert_eq!(app.login("member@example.com", "not the password").await.status(), StatusCode::UNAUTHORIZED);
+    root.goto(&app.url("/admin/audit")).await.unwrap();
+    until(&root, "audit entries", "document.querySelectorAll('#audit-body tr').length > 1").await;
+    root.find(Locator::Css("#f-result")).await.unwrap().select_by_value("failure").await.unwrap();
+    fill(&root, "#f-action", "auth.login").await;
+    click(&root, "#audit-filter button[type=submit]").await;
+    until(
+        &root,
+        "only the failed sign-in",
+        "(() => { const rows = [...document.querySelectorAll('#audit-body tr')];
+                  return rows.length === 1 && rows[0].children[1].textContent === 'auth.login'
+                    && rows[0].children[2].textContent === 'failure'; })()",
+    )
+    .await;
+
     root.goto(&app.url("/admin")).await.unwrap();
     let user_row = "#users-body tr[data-email=\"member@example.com\"]";
     until(&root, "the member's row", &format!("document.querySelector('{user_row}')")).await;
@@ -549,7 +565,7 @@ async fn an_admin_retries_a_failed_job_and_deactivates_a_user_whose_open_page_si
     .await;
     for width in [1440, 375] {
         root.set_window_size(width, 900).await.unwrap();
-        for page in ["/admin", "/admin/jobs", "/admin/models", "/account", "/chat"] {
+        for page in ["/admin", "/admin/jobs", "/admin/models", "/admin/audit", "/account", "/chat"] {
             root.goto(&app.url(page)).await.unwrap();
             fits_and_is_labelled(&root, width).await;
         }
@@ -580,6 +596,17 @@ async fn the_account_page_ends_a_session_and_sets_up_two_factor_which_sign_in_th
     click(&c, "#sessions-body button").await;
     until(&c, "one session", "document.querySelectorAll('#sessions-body tr').length === 1").await;
     assert_eq!(app.me(&user.access).await.status(), StatusCode::UNAUTHORIZED);
+
+    // An avatar: the upload's job is followed until the processed image shows.
+    let png = driver.downloads.path().join("me.png");
+    image::RgbImage::from_pixel(300, 200, image::Rgb([200, 30, 30])).save(&png).unwrap();
+    c.find(Locator::Css("#avatar-file")).await.unwrap().send_keys(png.to_str().unwrap()).await.unwrap();
+    click(&c, "#avatar-form button[type=submit]").await;
+    until(&c, "the processed avatar", "document.getElementById('avatar').naturalWidth === 256").await;
+    assert_eq!(
+        c.execute("return document.getElementById('avatar-status').textContent", vec![]).await.unwrap(),
+        "Done."
+    );
 
     // Two-factor setup: the QR code (a data: image the page policy allows), then a code.
     let into = now_secs() % 30;

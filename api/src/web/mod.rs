@@ -26,5 +26,6 @@ pub fn routes() -> Router<AppState> {
         .route("/admin", get(pages::admin_users))
         .route("/admin/jobs", get(pages::admin_jobs))
         .route("/admin/models", get(pages::admin_models))
+        .route("/admin/audit", get(pages::admin_audit))
         .merge(assets::routes())
 }

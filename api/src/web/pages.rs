@@ -26,6 +26,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("admin_users", include_str!("../../web/templates/admin_users.hbs")),
     ("admin_jobs", include_str!("../../web/templates/admin_jobs.hbs")),
     ("admin_models", include_str!("../../web/templates/admin_models.hbs")),
+    ("admin_audit", include_str!("../../web/templates/admin_audit.hbs")),
     ("error", include_str!("../../web/templates/error.hbs")),
 ];
 
@@ -172,6 +173,10 @@ pub async fn admin_jobs(State(state): State<AppState>, headers: HeaderMap) -> Re
 
 pub async fn admin_models(State(state): State<AppState>, headers: HeaderMap) -> Response {
     signed_in_page(&state, &headers, true, "admin_models", "Models", "admin.js", json!({})).await
+}
+
+pub async fn admin_audit(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    signed_in_page(&state, &headers, true, "admin_audit", "Audit log", "admin.js", json!({})).await
 }
 
 /// The sign-in form's last step: the page signed in through the JSON API (password, then

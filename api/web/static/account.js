@@ -12,7 +12,57 @@
     byId("profile-verified").textContent = me.email_verified ? "(verified)" : "(not verified)";
     byId("display_name").value = me.display_name;
     byId("bio").value = me.bio;
+    showAvatar(me.avatar_url);
   }
+
+  function showAvatar(url) {
+    const img = byId("avatar");
+    // Same origin whatever PARLEY_PUBLIC_URL says, so the page's image policy allows it.
+    if (url) { img.src = new URL(url).pathname + "?v=" + Date.now(); img.hidden = false; }
+    else img.hidden = true;
+  }
+
+  async function loadIdentities() {
+    const data = await api("GET", "/api/users/me/identities/");
+    const ul = byId("identities");
+    ul.replaceChildren();
+    if (!data.items.length) ul.append(el("li", { text: "None." }));
+    for (const i of data.items) {
+      ul.append(el("li", {}, [i.provider + " (" + i.email + ") ", el("button", { type: "button", text: "Unlink",
+        "aria-label": "Unlink " + i.provider, onclick: async () => {
+          try { await api("DELETE", "/api/users/me/identities/" + encodeURIComponent(i.id) + "/"); } catch (err) { showError(err); }
+          loadIdentities();
+        } })]));
+    }
+  }
+
+  // The avatar is processed by a job: its status shows until it is done.
+  byId("avatar-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    showError(null);
+    const file = byId("avatar-file").files[0];
+    if (!file) return;
+    const status = byId("avatar-status");
+    const body = new FormData();
+    body.append("file", file);
+    try {
+      const res = await fetch("/api/users/me/avatar/", { method: "POST", body, credentials: "same-origin",
+        headers: { "X-CSRF-Token": window.Parley.csrf, Accept: "application/json" } });
+      const data = await res.json();
+      if (!res.ok) throw new Error(data.error ? data.error.message : "upload failed");
+      status.textContent = "Uploaded; processing…";
+      const source = new EventSource("/api/jobs/" + encodeURIComponent(data.job_id) + "/events/");
+      source.addEventListener("status", (ev) => { status.textContent = "Processing: " + JSON.parse(ev.data).status; });
+      source.addEventListener("done", async () => {
+        source.close();
+        status.textContent = "Done.";
+        showAvatar((await api("GET", "/api/users/me/")).avatar_url);
+      });
+      source.addEventListener("error", (ev) => {
+        if (ev.data) { source.close(); status.textContent = "The image could not be processed."; }
+      });
+    } catch (err) { showError(err); }
+  });
 
   async function loadSessions() {
     const data = await api("GET", "/api/auth/sessions/?limit=100");
@@ -95,5 +145,5 @@
     } catch (err) { showError(err); }
   });
 
-  Promise.all([loadProfile(), loadSessions(), loadMfa(), loadActivity()]).catch(showError);
+  Promise.all([loadProfile(), loadSessions(), loadMfa(), loadActivity(), loadIdentities()]).catch(showError);
 })();

@@ -10,7 +10,9 @@
   // ---- users
   async function loadUsers() {
     const search = byId("search").value.trim();
-    const q = "?limit=100" + (search ? "&search=" + encodeURIComponent(search) : "");
+    let q = "?limit=100" + (search ? "&search=" + encodeURIComponent(search) : "");
+    if (byId("f-active").value) q += "&is_active=" + byId("f-active").value;
+    if (byId("f-admin").value) q += "&is_admin=" + byId("f-admin").value;
     try {
       const data = await api("GET", "/api/admin/users/" + q);
       const body = byId("users-body");
@@ -26,7 +28,8 @@
         const row = el("tr", {}, [
           el("td", { text: u.email }), el("td", { text: u.display_name }),
           el("td", { text: u.is_active ? "yes" : "no" }), el("td", { text: u.is_admin ? "yes" : "no" }),
-          el("td", { class: "actions" }, [toggle, admin]),
+          el("td", { class: "actions" }, [toggle, admin, el("button", { type: "button", text: "Remove 2FA",
+            "aria-label": "Remove the second factor of " + label, onclick: () => removeFactor(u.id, label) })]),
         ]);
         row.dataset.email = u.email;
         body.append(row);
@@ -39,6 +42,42 @@
     try { await api("PATCH", "/api/admin/users/" + encodeURIComponent(id) + "/", change); }
     catch (err) { showError(err); }
     loadUsers();
+  }
+
+  async function removeFactor(id, label) {
+    if (!window.confirm("Remove the second factor of " + label + "?")) return;
+    showError(null);
+    try {
+      await api("DELETE", "/api/admin/users/" + encodeURIComponent(id) + "/mfa/");
+      byId("notice").textContent = "The second factor of " + label + " was removed.";
+    } catch (err) { showError(err); }
+  }
+
+  // ---- audit log
+  let auditCursor = null;
+  async function loadAudit(more) {
+    let q = "?limit=50";
+    const add = (k, v) => { if (v) q += "&" + k + "=" + encodeURIComponent(v); };
+    add("action", byId("f-action").value.trim());
+    add("result", byId("f-result").value);
+    add("since", byId("f-since").value ? byId("f-since").value + "T00:00:00Z" : "");
+    add("until", byId("f-until").value ? byId("f-until").value + "T00:00:00Z" : "");
+    add("actor", byId("f-actor").value.trim());
+    if (more && auditCursor) add("cursor", auditCursor);
+    try {
+      const data = await api("GET", "/api/admin/audit/" + q);
+      const body = byId("audit-body");
+      if (!more) body.replaceChildren();
+      for (const e of data.items) {
+        body.append(el("tr", {}, [
+          el("td", { text: when(e.occurred_at) }), el("td", { text: e.action }), el("td", { text: e.result }),
+          el("td", { text: e.actor_id || "" }), el("td", { text: e.target_id || "" }), el("td", { text: e.client_address }),
+          el("td", { text: e.details ? JSON.stringify(e.details) : "" }),
+        ]));
+      }
+      auditCursor = data.next_cursor;
+      byId("audit-more").hidden = !auditCursor;
+    } catch (err) { showError(err); }
   }
 
   // ---- jobs and queues
@@ -110,7 +149,11 @@
     } catch (err) { showError(err); }
   }
 
-  if (page === "admin_users") {
+  if (page === "admin_audit") {
+    byId("audit-filter").addEventListener("submit", (e) => { e.preventDefault(); loadAudit(false); });
+    byId("audit-more").addEventListener("click", () => loadAudit(true));
+    loadAudit(false);
+  } else if (page === "admin_users") {
     byId("user-search").addEventListener("submit", (e) => { e.preventDefault(); loadUsers(); });
     loadUsers();
   } else if (page === "admin_jobs") {
