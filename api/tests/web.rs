@@ -537,6 +537,31 @@ async fn an_admin_retries_a_failed_job_and_deactivates_a_user_whose_open_page_si
     app.wait_for_status(&admin.access, &job_id, "succeeded").await;
     until(&root, "the retried job leaves the failed list", &format!("!{row}")).await;
 
+    // Models: one added with a key, which the page never shows again, then edited.
+    root.goto(&app.url("/admin/models")).await.unwrap();
+    fill(&root, "#m-name", "second").await;
+    fill(&root, "#m-model", "second-model").await;
+    fill(&root, "#m-base-url", &fake.base_url()).await;
+    fill(&root, "#m-key", "sk-very-secret-key").await;
+    root.find(Locator::Css("#m-provider")).await.unwrap().select_by_value("openai_compatible").await.unwrap();
+    click(&root, "#m-submit").await;
+    let second = "[...document.querySelectorAll('#models-body tr')].find(r => r.children[0].textContent === 'second')";
+    until(&root, "the new model", &format!("{second} && {second}.children[3].textContent === 'yes'")).await;
+    click(&root, "#models-body button[aria-label='Edit second']").await;
+    fill(&root, "#m-model", "renamed-model").await;
+    click(&root, "#m-submit").await;
+    until(&root, "the edited model", &format!("{second} && {second}.children[2].textContent === 'renamed-model'"))
+        .await;
+    root.refresh().await.unwrap();
+    until(&root, "the models", second).await;
+    let html = root.source().await.unwrap();
+    assert!(!html.contains("sk-very-secret-key"), "the key is write-only");
+    assert_eq!(
+        root.execute(&format!("return {second}.children[3].textContent"), vec![]).await.unwrap(),
+        "yes",
+        "the edit kept the key"
+    );
+
     // The audit log, filtered to failures, shows a wrong password.
     assert_eq!(app.login("member@example.com", "not the password").await.status(), StatusCode::UNAUTHORIZED);
     root.goto(&app.url("/admin/audit")).await.unwrap();

@@ -136,8 +136,10 @@
       for (const c of data.items) {
         body.append(el("tr", {}, [
           el("td", { text: c.name }), el("td", { text: c.provider }), el("td", { text: c.model }),
+          el("td", { text: c.has_api_key ? "yes" : "no" }),
           el("td", { text: c.is_default ? "yes" : "no" }), el("td", { text: c.enabled ? "yes" : "no" }),
-          el("td", { class: "actions" }, [el("button", { type: "button", text: c.enabled ? "Disable" : "Enable",
+          el("td", { class: "actions" }, [el("button", { type: "button", text: "Edit", "aria-label": "Edit " + c.name,
+            onclick: () => editModel(c) }), el("button", { type: "button", text: c.enabled ? "Disable" : "Enable",
             "aria-label": (c.enabled ? "Disable " : "Enable ") + c.name,
             onclick: async () => {
               try { await api("PATCH", "/api/llm/configs/" + encodeURIComponent(c.id) + "/", { enabled: !c.enabled }); }
@@ -147,6 +149,28 @@
         ]));
       }
     } catch (err) { showError(err); }
+  }
+
+  let editing = null;
+  function editModel(c) {
+    editing = c.id;
+    byId("m-name").value = c.name;
+    byId("m-provider").value = c.provider;
+    byId("m-model").value = c.model;
+    byId("m-base-url").value = c.base_url || "";
+    byId("m-key").value = "";
+    byId("m-default").checked = c.is_default;
+    byId("new-model-h").textContent = "Edit " + c.name;
+    byId("m-submit").textContent = "Save";
+    byId("m-cancel").hidden = false;
+    byId("m-name").focus();
+  }
+  function stopEditing() {
+    editing = null;
+    byId("model-form").reset();
+    byId("new-model-h").textContent = "Add a model";
+    byId("m-submit").textContent = "Add";
+    byId("m-cancel").hidden = true;
   }
 
   if (page === "admin_audit") {
@@ -166,10 +190,16 @@
       const body = { name: byId("m-name").value, provider: byId("m-provider").value, model: byId("m-model").value,
         is_default: byId("m-default").checked };
       if (byId("m-base-url").value) body.base_url = byId("m-base-url").value;
+      else if (editing) body.base_url = null;
       if (byId("m-key").value) body.api_key = byId("m-key").value;
-      try { await api("POST", "/api/llm/configs/", body); e.target.reset(); } catch (err) { showError(err); }
+      try {
+        if (editing) await api("PATCH", "/api/llm/configs/" + encodeURIComponent(editing) + "/", body);
+        else await api("POST", "/api/llm/configs/", body);
+        stopEditing();
+      } catch (err) { showError(err); }
       loadModels();
     });
+    byId("m-cancel").addEventListener("click", stopEditing);
     loadModels();
   }
 })();
