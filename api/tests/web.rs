@@ -143,6 +143,47 @@ both_backends! {
         assert_eq!(app.me(&user.access).await.status(), StatusCode::UNAUTHORIZED);
     }
 
+    async fn with_an_https_public_url_the_cookies_are_secure_and_the_session_form_needs_its_token(backend: Backend) {
+        let app = spawn_app_with(backend, &[("PARLEY_PUBLIC_URL", "https://parley.example.com")]).await;
+        let user = app.signup("secure@example.com").await;
+        let no_redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let page = no_redirect.get(app.url("/signin")).send().await.unwrap();
+        let set = page.headers().get_all(SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_owned()).collect::<Vec<_>>();
+        let csrf = set.iter().find(|c| c.starts_with("parley_csrf=")).expect("a CSRF cookie");
+        assert!(csrf.contains("; Secure") && csrf.contains("HttpOnly"), "{csrf}");
+        let token = csrf.split(';').next().unwrap().trim_start_matches("parley_csrf=").to_owned();
+        let res = no_redirect
+            .post(app.url("/session"))
+            .header(COOKIE, format!("parley_csrf={token}"))
+            .form(&[("csrf", token.as_str()), ("access_token", user.access.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        let session = res.headers().get_all(SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_owned()).find(|c| c.starts_with("parley_session=")).unwrap();
+        assert!(session.contains("; Secure") && session.contains("HttpOnly") && session.contains("SameSite=Lax"), "{session}");
+        // Without the CSRF cookie (a form posted from another site) the form is refused.
+        let res = no_redirect
+            .post(app.url("/session"))
+            .form(&[("csrf", token.as_str()), ("access_token", user.access.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+        assert!(res.headers().get(SET_COOKIE).is_none_or(|c| !c.to_str().unwrap().starts_with("parley_session")));
+        // A token that is not an access token starts nothing.
+        let res = no_redirect
+            .post(app.url("/session"))
+            .header(COOKIE, format!("parley_csrf={token}"))
+            .form(&[("csrf", token.as_str()), ("access_token", user.refresh.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        assert_eq!(res.headers()["location"], "/signin");
+        assert!(res.headers().get(SET_COOKIE).is_none());
+    }
+
     async fn pages_carry_a_strict_policy_and_admin_pages_answer_403_to_other_users(backend: Backend) {
         let fake = FakeLlm::openai(vec![Step::reply(&["x"])]).await;
         let (app, admin) = app_with_model(backend, &fake).await;
