@@ -286,9 +286,9 @@ async fn browser(driver: &Driver, width: u32) -> Client {
     c
 }
 
-/// Evaluates `expr` in the page until it is truthy (15 s deadline); returns its value.
+/// Evaluates `expr` in the page until it is truthy (30 s deadline); returns its value.
 async fn until(c: &Client, what: &str, expr: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let value = c.execute(&format!("return ({expr});"), vec![]).await.unwrap_or(Value::Null);
         let truthy = match &value {
@@ -433,7 +433,7 @@ async fn a_reply_streams_token_by_token_markup_stays_text_and_stop_ends_one_mid_
         Step::reply_with_delays(
             &["Hello", " **world**", " <img src=x onerror=alert(1)>", "\n\n```\n<script>x()</script>\n```"],
             100,
-            150,
+            400,
         ),
         // The title job's request, then the reply that is stopped.
         Step::reply(&["<script>window.pwned = 1</script> title"]),
@@ -493,7 +493,7 @@ async fn a_reply_streams_token_by_token_markup_stays_text_and_stop_ends_one_mid_
     click(&c, "#export-json").await;
     let name = until(&c, "the download", "document.getElementById('download-link').download").await;
     let file = driver.downloads.path().join(name.as_str().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !file.exists() {
         assert!(Instant::now() < deadline, "{} was never downloaded", file.display());
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -516,9 +516,9 @@ async fn a_reply_streams_token_by_token_markup_stays_text_and_stop_ends_one_mid_
 async fn reloading_mid_reply_resumes_the_stream_without_repeating_text() {
     let _one = BROWSER.lock().await;
     let Some(driver) = driver().await else { return };
-    let chunks: Vec<String> = (1..=12).map(|i| format!("part{i} ")).collect();
+    let chunks: Vec<String> = (1..=20).map(|i| format!("part{i} ")).collect();
     let slow: Vec<&str> = chunks.iter().map(String::as_str).collect();
-    let fake = FakeLlm::openai(vec![Step::reply_with_delays(&slow, 50, 250)]).await;
+    let fake = FakeLlm::openai(vec![Step::reply_with_delays(&slow, 50, 300)]).await;
     let (app, _admin) = app_with_model(Backend::Sqlite, &fake).await;
     app.signup("reloader@example.com").await;
     let c = browser(&driver, 375).await;
@@ -755,7 +755,7 @@ async fn a_provider_button_signs_in_through_the_provider_and_back() {
     click(&c, "#providers a").await;
     // The browser is at the provider's authorization page (the fake has none): the
     // provider signs the user in and sends the browser back to the callback.
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(30);
     let url = loop {
         let url = c.current_url().await.unwrap();
         if url.as_str().starts_with(&fake.base) {

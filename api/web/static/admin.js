@@ -8,13 +8,16 @@
   const page = document.body.dataset.page;
 
   // ---- users
+  let usersRequest = 0;
   async function loadUsers() {
+    const ticket = ++usersRequest;
     const search = byId("search").value.trim();
     let q = "?limit=100" + (search ? "&search=" + encodeURIComponent(search) : "");
     if (byId("f-active").value) q += "&is_active=" + byId("f-active").value;
     if (byId("f-admin").value) q += "&is_admin=" + byId("f-admin").value;
     try {
       const data = await api("GET", "/api/admin/users/" + q);
+      if (ticket !== usersRequest) return;
       const body = byId("users-body");
       body.replaceChildren();
       for (const u of data.items) {
@@ -81,19 +84,24 @@
   }
 
   // ---- jobs and queues
+  // Polls and actions overlap: only the latest load may draw.
+  let jobsRequest = 0;
   async function loadJobs() {
+    const ticket = ++jobsRequest;
     try {
       const stats = await api("GET", "/api/admin/queues/");
+      const running = [];
+      for (const status of ["running", "queued", "retrying"]) {
+        const data = await api("GET", "/api/admin/jobs/?limit=50&status=" + status);
+        running.push(...data.items);
+      }
+      const failed = await api("GET", "/api/admin/jobs/?limit=50&status=failed");
+      if (ticket !== jobsRequest) return;
       byId("queue-reachable").textContent = stats.queue_reachable ? "The queue answers." : "The queue does not answer.";
       const counts = byId("queue-counts");
       counts.replaceChildren();
       for (const [status, n] of Object.entries(stats.jobs)) {
         counts.append(el("div", { class: "count" }, [el("dt", { text: status }), el("dd", { text: String(n) })]));
-      }
-      const running = [];
-      for (const status of ["running", "queued", "retrying"]) {
-        const data = await api("GET", "/api/admin/jobs/?limit=50&status=" + status);
-        running.push(...data.items);
       }
       const rbody = byId("running-body");
       rbody.replaceChildren();
@@ -106,7 +114,6 @@
         row.dataset.jobId = j.id;
         rbody.append(row);
       }
-      const failed = await api("GET", "/api/admin/jobs/?limit=50&status=failed");
       const fbody = byId("failed-body");
       fbody.replaceChildren();
       for (const j of failed.items) {
@@ -181,8 +188,13 @@
     byId("user-search").addEventListener("submit", (e) => { e.preventDefault(); loadUsers(); });
     loadUsers();
   } else if (page === "admin_jobs") {
+    let polling = false;
     loadJobs();
-    setInterval(loadJobs, 2000);
+    setInterval(async () => {
+      if (polling) return;
+      polling = true;
+      try { await loadJobs(); } finally { polling = false; }
+    }, 2000);
   } else if (page === "admin_models") {
     byId("model-form").addEventListener("submit", async (e) => {
       e.preventDefault();

@@ -34,7 +34,10 @@
     } catch (err) { showError(err); }
   }
 
+  // Each keystroke in the filters reloads the list: only the latest answer is shown.
+  let listRequest = 0;
   async function loadSessions() {
+    const ticket = ++listRequest;
     const search = byId("session-search").value.trim();
     const tag = byId("tag-filter").value.trim();
     let q = "?limit=100";
@@ -42,6 +45,7 @@
     if (tag) q += "&tag=" + encodeURIComponent(tag);
     try {
       const page = await api("GET", "/api/llm/sessions/" + q);
+      if (ticket !== listRequest) return;
       list.replaceChildren();
       for (const s of page.items) {
         const label = (s.title || "Untitled") + (s.tags.length ? " · " + s.tags.join(", ") : "");
