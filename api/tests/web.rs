@@ -475,10 +475,17 @@ async fn a_reply_streams_token_by_token_markup_stays_text_and_stop_ends_one_mid_
     until(
         &c,
         "the generated title",
-        "[...document.querySelectorAll('.session-link')].some(b => b.textContent.includes('<script>'))",
+        "[...document.querySelectorAll('.session-link')].some(b => b.textContent.startsWith('<script>window.pwned = 1</script> title'))",
     )
     .await;
     assert_eq!(c.execute("return document.querySelectorAll('#sessions script').length", vec![]).await.unwrap(), 0);
+    until(
+        &c,
+        "the heading",
+        "document.getElementById('chat-title').textContent.startsWith('<script>window.pwned = 1</script> title')",
+    )
+    .await;
+    assert_eq!(c.execute("return document.querySelectorAll('script:not([src])').length", vec![]).await.unwrap(), 0);
     screenshot(&c, "chat.png").await;
 
     // Tags (asked in a prompt), the tag filter, and an export made in the page.

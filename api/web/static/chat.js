@@ -170,6 +170,8 @@
       b.item.dataset.status = status;
       if (note) b.item.append(el("p", { class: "note", text: note }));
       loadSessions();
+      // A new session's title is written by a job after the first reply: look again shortly.
+      if (status === "complete") for (const ms of [1500, 4000]) setTimeout(loadSessions, ms);
     };
     source.addEventListener("delta", (e) => { text += JSON.parse(e.data).text || ""; show(); });
     source.addEventListener("status", (e) => {
