@@ -239,8 +239,20 @@ impl Drop for Driver {
     }
 }
 
+/// `PARLEY_<var>`, or `name` found on the `PATH`, or `/usr/bin/<name>`.
+fn program(var: &str, name: &str) -> String {
+    if let Some(path) = std::env::var(var).ok().filter(|p| !p.is_empty()) {
+        return path;
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|dir| dir.join(name)).find(|p| p.is_file()))
+        .unwrap_or_else(|| std::path::Path::new("/usr/bin").join(name))
+        .display()
+        .to_string()
+}
+
 fn chromedriver_path() -> Option<String> {
-    let path = std::env::var("PARLEY_CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
+    let path = program("PARLEY_CHROMEDRIVER", "chromedriver");
     if std::path::Path::new(&path).exists() {
         return Some(path);
     }
@@ -269,7 +281,7 @@ async fn driver() -> Option<Driver> {
 
 /// A new headless browser (its own profile: its own cookies), `width` pixels wide.
 async fn browser(driver: &Driver, width: u32) -> Client {
-    let binary = std::env::var("PARLEY_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let binary = program("PARLEY_CHROMIUM", "chromium");
     let downloads = driver.downloads.path().display().to_string();
     let caps = json!({"goog:chromeOptions": {"binary": binary, "args": [
         "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
