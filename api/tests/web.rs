@@ -67,7 +67,12 @@ async fn cookie_session(app: &TestApp, account: &Account) -> (String, String) {
     assert!(session.contains("HttpOnly") && session.contains("SameSite=Lax"), "{session}");
     assert!(!session.contains("Secure"), "plain http: no Secure attribute");
     let session = session.split(';').next().unwrap().to_owned();
-    (format!("{session}; {csrf_cookie}"), csrf)
+    // Signing in rotates the CSRF token.
+    let fresh = set.iter().find(|c| c.starts_with("parley_csrf=")).expect("a new CSRF cookie");
+    let fresh = fresh.split(';').next().unwrap().to_owned();
+    assert_ne!(fresh, csrf_cookie);
+    let csrf = fresh.trim_start_matches("parley_csrf=").to_owned();
+    (format!("{session}; {fresh}"), csrf)
 }
 
 both_backends! {

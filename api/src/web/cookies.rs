@@ -88,6 +88,13 @@ pub fn csrf_token(state: &AppState, headers: &HeaderMap) -> (String, Option<Head
     (token, HeaderValue::from_str(&value).ok())
 }
 
+/// `Set-Cookie` with a fresh CSRF token: when a browser signs in or out, a token that was
+/// known before does not carry over.
+pub fn rotate_csrf(state: &AppState) -> HeaderValue {
+    let value = format!("{CSRF_COOKIE}={}{}", random_token(), attributes(state));
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
 /// Whether `presented` repeats the request's CSRF cookie.
 pub fn csrf_matches(headers: &HeaderMap, presented: Option<&str>) -> bool {
     match (cookie(headers, CSRF_COOKIE), presented) {

@@ -212,6 +212,7 @@ pub async fn start_session(
             tracing::info!(user.id = %user.id, session.id = %claims.sid, "browser session started");
             let mut response = Redirect::to("/chat").into_response();
             response.headers_mut().append(header::SET_COOKIE, cookies::set_session(&state, claims.sid, user.id));
+            response.headers_mut().append(header::SET_COOKIE, cookies::rotate_csrf(&state));
             response
         }
         _ => Redirect::to("/signin").into_response(),
@@ -252,6 +253,7 @@ pub async fn signout(
     }
     let mut response = Redirect::to("/signin").into_response();
     response.headers_mut().append(header::SET_COOKIE, cookies::clear_session(&state));
+    response.headers_mut().append(header::SET_COOKIE, cookies::rotate_csrf(&state));
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
