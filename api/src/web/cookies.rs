@@ -143,3 +143,23 @@ pub async fn live_session(
     }
     Ok(Some(user))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_found_by_exact_name_across_headers() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::COOKIE, HeaderValue::from_static("a=1; xparley_csrf=evil"));
+        headers.append(header::COOKIE, HeaderValue::from_static("parley_csrf=good ; parley_session="));
+        assert_eq!(cookie(&headers, CSRF_COOKIE), Some("good"));
+        assert_eq!(cookie(&headers, SESSION_COOKIE), None, "an empty value is no cookie");
+        assert!(csrf_matches(&headers, Some("good")));
+        assert!(!csrf_matches(&headers, Some("evil")) && !csrf_matches(&headers, None));
+        assert!(check_fetch_csrf(&Method::GET, &headers).is_ok());
+        assert!(matches!(check_fetch_csrf(&Method::POST, &headers), Err(ApiError::CsrfFailed)));
+        headers.insert(CSRF_HEADER, HeaderValue::from_static("good"));
+        assert!(check_fetch_csrf(&Method::DELETE, &headers).is_ok());
+    }
+}

@@ -257,3 +257,22 @@ pub async fn signout(
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_template_parses_and_the_layout_escapes_what_it_is_given() {
+        let mut hb = Handlebars::new();
+        for (name, source) in TEMPLATES {
+            hb.register_template_string(name, *source).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        let page = json!({"title": "<t>", "script": null, "csrf": "\"x", "user": {"name": "<b>me</b>", "is_admin": false},
+                          "body": "<p>body</p>", "page": "chat"});
+        let html = hb.render("layout", &page).unwrap();
+        assert!(html.contains("&lt;b&gt;me&lt;/b&gt;") && html.contains("&lt;t&gt;") && html.contains("&quot;x"));
+        assert!(html.contains("<p>body</p>"), "the rendered page body goes in as it is");
+        assert!(!html.contains("/admin/jobs"), "no admin links for other users");
+    }
+}
