@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use parley_shared::ids::SessionId;
 use parley_shared::store::{sessions, users::User};
+use parley_shared::time::now_ms;
 use serde::de::DeserializeOwned;
 use std::net::{IpAddr, SocketAddr};
 
@@ -85,6 +86,9 @@ impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
     }
 }
 
+/// How stale a session's `last_used_at` may get before a request moves it.
+const LAST_USE_RESOLUTION_MS: i64 = 60_000;
+
 /// A signed-in user on a live session. Any problem with the token is a 401; the reason is
 /// logged at debug only.
 #[derive(Debug, Clone)]
@@ -113,10 +117,20 @@ impl FromRequestParts<AppState> for AuthUser {
             tracing::debug!(reason = %e, "access token refused");
             ApiError::Unauthorized
         })?;
-        let user = sessions::active_user(&state.db.pool, claims.sid, claims.sub).await?.ok_or_else(|| {
+        let active = sessions::active_user(&state.db.pool, claims.sid, claims.sub).await?.ok_or_else(|| {
             tracing::debug!(session.id = %claims.sid, "access token of an ended session");
             ApiError::Unauthorized
         })?;
+        // The session list shows when each session was last used, to the minute.
+        if now_ms() - active.session_last_used_at > LAST_USE_RESOLUTION_MS {
+            let (writer, sid) = (state.db.writer.clone(), claims.sid);
+            tokio::spawn(async move {
+                if let Err(e) = sessions::touch_if_stale(&writer, sid, LAST_USE_RESOLUTION_MS).await {
+                    tracing::debug!(error = %e, "recording a session's last use");
+                }
+            });
+        }
+        let user = active.user;
         tracing::Span::current().record("user.id", tracing::field::display(user.id));
         let auth = AuthUser { user, session: claims.sid };
         parts.extensions.insert(auth.clone());

@@ -34,7 +34,15 @@ use utoipa::{Modify, OpenApi};
         crate::routes::oauth::exchange, crate::routes::identities::list_identities,
         crate::routes::identities::unlink_identity,
     ),
-    components(schemas(crate::error::ErrorEnvelope, crate::error::ErrorBody)),
+    components(schemas(
+        crate::error::ErrorEnvelope,
+        crate::error::ErrorBody,
+        // Named by query parameters, which do not register what they name.
+        parley_shared::audit::AuditAction,
+        parley_shared::audit::AuditResult,
+        parley_shared::jobs::JobStatus,
+        parley_shared::auth::api_keys::Scope,
+    )),
     modifiers(&BearerAuth, &StandardResponses),
     tags(
         (name = "accounts", description = "Sign-up, sign-in, sessions and profile"),

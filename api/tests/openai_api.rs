@@ -105,6 +105,12 @@ both_backends! {
         assert_openai_error(models(&app, key).await, StatusCode::UNAUTHORIZED, "authentication_error", Some("invalid_api_key")).await;
         let list: Value = app.client.get(app.url("/api/users/me/api-keys/")).bearer_auth(&user.access).send().await.unwrap().json().await.unwrap();
         assert_eq!(list["items"], json!([]));
+        // Both go to the owner's activity log, without the key.
+        let activity = app.client.get(app.url("/api/users/me/activity/")).bearer_auth(&user.access).send().await.unwrap().text().await.unwrap();
+        assert!(!activity.contains(&key["sk-parley-".len()..]), "{activity}");
+        let activity: Value = serde_json::from_str(&activity).unwrap();
+        let actions: Vec<&str> = activity["items"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
+        assert!(actions.contains(&"api_key.create") && actions.contains(&"api_key.revoke"), "{actions:?}");
     }
 
     async fn a_key_opens_only_the_v1_endpoints(backend: Backend) {

@@ -14,7 +14,7 @@ use std::time::Duration;
 macro_rules! actions {
     ($($(#[$meta:meta])* $variant:ident = $name:literal,)*) => {
         /// What happened.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
         pub enum AuditAction {
             $($(#[$meta])* #[serde(rename = $name)] $variant,)*
         }
@@ -54,6 +54,9 @@ actions! {
     /// A provider account linked to a user (by a verified email, or with a new account).
     IdentityLink = "identity.link",
     IdentityUnlink = "identity.unlink",
+    /// A personal API key made or revoked by its owner.
+    ApiKeyCreate = "api_key.create",
+    ApiKeyRevoke = "api_key.revoke",
     AdminUserUpdate = "admin.user.update",
     AdminUserDelete = "admin.user.delete",
     AdminMfaRemove = "admin.mfa.remove",
@@ -62,7 +65,22 @@ actions! {
     AdminLlmConfigDelete = "admin.llm_config.delete",
     AdminJobCreate = "admin.job.create",
     AdminJobRetry = "admin.job.retry",
+    AdminApiKeyRevoke = "admin.api_key.revoke",
 }
+
+// By hand: the derive cannot read the names the macro passes to `serde(rename)`.
+impl utoipa::PartialSchema for AuditAction {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(AuditAction::ALL.iter().map(|a| a.as_str())))
+            .description(Some("What happened."))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for AuditAction {}
 
 impl AuditAction {
     pub fn parse(s: &str) -> Option<Self> {

@@ -61,30 +61,34 @@ impl AuditEntryView {
 #[derive(Debug, Default, Deserialize, IntoParams)]
 pub struct ActivityFilter {
     /// An action name, e.g. `auth.login`.
+    #[param(value_type = Option<AuditAction>)]
     pub action: Option<String>,
     /// `success` or `failure`.
+    #[param(value_type = Option<AuditResult>)]
     pub result: Option<String>,
     /// Entries at or after this time (RFC 3339).
+    #[param(format = DateTime)]
     pub since: Option<String>,
     /// Entries before this time (RFC 3339).
+    #[param(format = DateTime)]
     pub until: Option<String>,
 }
 
 impl ActivityFilter {
     fn parse(&self) -> ApiResult<AuditFilter> {
         let time = |field: &str, value: &Option<String>| -> ApiResult<Option<i64>> {
-            match value.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            match value.as_deref() {
                 None => Ok(None),
                 Some(s) => DateTime::parse_from_rfc3339(s)
                     .map(|t| Some(t.timestamp_millis()))
                     .map_err(|_| ApiError::field(field, "must be an RFC 3339 date-time")),
             }
         };
-        let action = match self.action.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        let action = match self.action.as_deref() {
             None => None,
             Some(a) => Some(AuditAction::parse(a).ok_or_else(|| ApiError::field("action", "is not a known action"))?),
         };
-        let result = match self.result.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        let result = match self.result.as_deref() {
             None => None,
             Some(r) => Some(
                 AuditResult::try_from(r.to_owned())

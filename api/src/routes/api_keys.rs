@@ -11,6 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use chrono::{DateTime, Utc};
+use parley_shared::audit::AuditAction;
 use parley_shared::auth::api_keys::{self, Scope};
 use parley_shared::ids::{ApiKeyId, UserId};
 use parley_shared::store::api_keys::{self as store, ApiKey, NewApiKey};
@@ -88,6 +89,7 @@ pub struct CreatedApiKey {
 pub async fn create_key(
     State(state): State<AppState>,
     auth: AuthUser,
+    meta: crate::audit::RequestMeta,
     Json(req): Json<CreateApiKeyRequest>,
 ) -> ApiResult<(StatusCode, Json<CreatedApiKey>)> {
     let mut errors = FieldErrors::default();
@@ -124,6 +126,13 @@ pub async fn create_key(
     };
     let key = store::insert(&state.db.writer, new).await?;
     tracing::info!(user.id = %auth.user.id, api_key.id = %key.id, "API key created");
+    let details = serde_json::json!({"api_key_id": key.id.to_string(), "prefix": key.prefix, "name": key.name});
+    meta.event(AuditAction::ApiKeyCreate)
+        .actor(auth.user.id)
+        .target(auth.user.id)
+        .details(details)
+        .record(&state.db.writer)
+        .await?;
     Ok((StatusCode::CREATED, Json(CreatedApiKey { view: key.into(), key: generated.secret })))
 }
 
@@ -154,11 +163,19 @@ fn key_id(id: &str) -> ApiResult<ApiKeyId> {
 pub async fn revoke_key(
     State(state): State<AppState>,
     auth: AuthUser,
+    meta: crate::audit::RequestMeta,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let id = key_id(&id)?;
     store::revoke(&state.db.writer, id, Some(auth.user.id)).await?;
     tracing::info!(user.id = %auth.user.id, api_key.id = %id, "API key revoked");
+    let details = serde_json::json!({"api_key_id": id.to_string()});
+    meta.event(AuditAction::ApiKeyRevoke)
+        .actor(auth.user.id)
+        .target(auth.user.id)
+        .details(details)
+        .record(&state.db.writer)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -183,10 +200,13 @@ pub async fn admin_list_keys(
 pub async fn admin_revoke_key(
     State(state): State<AppState>,
     admin: AdminUser,
+    meta: crate::audit::RequestMeta,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let id = key_id(&id)?;
     store::revoke(&state.db.writer, id, None).await?;
     tracing::info!(user.id = %admin.0.user.id, api_key.id = %id, "API key revoked by an admin");
+    let details = serde_json::json!({"api_key_id": id.to_string()});
+    meta.admin_action(&state, &admin, AuditAction::AdminApiKeyRevoke, None, details).await?;
     Ok(StatusCode::NO_CONTENT)
 }

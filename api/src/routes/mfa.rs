@@ -371,7 +371,9 @@ fn optional_body<T: Default + serde::de::DeserializeOwned>(
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(&body)
+    // `null` is no body too.
+    serde_json::from_slice::<Option<T>>(&body)
+        .map(Option::unwrap_or_default)
         .map_err(|e| ApiError::BadRequest { code: "invalid_body", message: format!("the body is not valid: {e}") })
 }
 

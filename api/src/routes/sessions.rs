@@ -22,6 +22,7 @@ pub fn routes() -> Router<AppState> {
 
 /// A live session of the caller.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = AuthSessionView)]
 pub struct SessionView {
     #[schema(value_type = String, format = Uuid)]
     pub id: SessionId,

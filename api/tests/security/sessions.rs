@@ -47,6 +47,26 @@ both_backends! {
         assert_error(app.client.get(app.url("/api/auth/sessions/")).send().await.unwrap(), StatusCode::UNAUTHORIZED, "unauthorized").await;
     }
 
+    async fn a_request_moves_its_sessions_last_use_to_the_minute(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let user = app.signup("lastuse@example.com").await;
+        // The session was last used two hours ago.
+        let two_hours_ago = parley_shared::time::now_ms() - 2 * 3600 * 1000;
+        sqlx::query("update sessions set last_used_at = $1").bind(two_hours_ago).execute(&app.state.db.writer).await.unwrap();
+        // Any request with its token moves it to now (written in the background).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let seen = get_ok(&app, "/api/auth/sessions/", &user.access).await["items"][0]["last_used_at"].as_str().unwrap().to_owned();
+            let seen = chrono::DateTime::parse_from_rfc3339(&seen).unwrap().timestamp_millis();
+            if seen > two_hours_ago {
+                assert!(parley_shared::time::now_ms() - seen < 60_000, "{seen}");
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "last_used_at stayed two hours ago");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     async fn ending_a_session_stops_its_tokens_at_once(backend: Backend) {
         let app = spawn_app(backend).await;
         let first = app.signup("end@example.com").await;

@@ -38,10 +38,15 @@ pub async fn create<'e, E: Exec<'e>>(
 }
 
 /// The user behind a live session: not revoked, not expired, and the account active.
-pub async fn active_user<'e, E: Exec<'e>>(ex: E, session: SessionId, user: UserId) -> Result<Option<User>, StoreError> {
+pub async fn active_user<'e, E: Exec<'e>>(
+    ex: E,
+    session: SessionId,
+    user: UserId,
+) -> Result<Option<ActiveUser>, StoreError> {
     Ok(sqlx::query_as(
         "select u.id, u.email, u.username, u.display_name, u.bio, u.avatar_key, u.password_hash,
-                u.email_verified, u.is_admin, u.is_active, u.date_joined, u.last_login, u.created_at, u.updated_at
+                u.email_verified, u.is_admin, u.is_active, u.date_joined, u.last_login, u.created_at, u.updated_at,
+                s.last_used_at as session_last_used_at
          from sessions s join users u on u.id = s.user_id
          where s.id = $1 and s.user_id = $2 and s.revoked_at is null and s.expires_at > $3 and u.is_active = true",
     )
@@ -50,6 +55,14 @@ pub async fn active_user<'e, E: Exec<'e>>(ex: E, session: SessionId, user: UserI
     .bind(now_ms())
     .fetch_optional(ex)
     .await?)
+}
+
+/// A signed-in user, with when their session was last used.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ActiveUser {
+    #[sqlx(flatten)]
+    pub user: User,
+    pub session_last_used_at: i64,
 }
 
 /// Ends one session.
@@ -142,6 +155,19 @@ pub async fn mark_rotated<'e, E: Exec<'e>>(ex: E, token_hash: &str) -> Result<bo
     .execute(ex)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Moves a session's last use to now, if it is older than `stale_ms` (one write a minute per
+/// busy session, not one per request).
+pub async fn touch_if_stale<'e, E: Exec<'e>>(ex: E, session: SessionId, stale_ms: i64) -> Result<(), StoreError> {
+    let now = now_ms();
+    sqlx::query("update sessions set last_used_at = $2 where id = $1 and last_used_at < $3")
+        .bind(session.to_string())
+        .bind(now)
+        .bind(now - stale_ms)
+        .execute(ex)
+        .await?;
+    Ok(())
 }
 
 pub async fn touch<'e, E: Exec<'e>>(ex: E, session: SessionId) -> Result<(), StoreError> {
