@@ -55,6 +55,9 @@ pub enum ApiError {
     InvalidCredentials,
     #[error("admin rights required")]
     Forbidden,
+    /// 403: a request authenticated by the browser's session cookie without the CSRF token.
+    #[error("the CSRF token is missing or wrong; reload the page")]
+    CsrfFailed,
     #[error("not found")]
     NotFound,
     #[error("{field} is already taken")]
@@ -86,6 +89,7 @@ impl ApiError {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::CsrfFailed => (StatusCode::FORBIDDEN, "csrf_failed"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),

@@ -104,11 +104,10 @@ impl FromRequestParts<AppState> for AuthUser {
         if let Some(user) = parts.extensions.get::<AuthUser>() {
             return Ok(user.clone());
         }
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or(ApiError::Unauthorized)?;
+        let Some(header) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
+            return cookie_user(parts, state).await;
+        };
+        let header = header.to_str().map_err(|_| ApiError::Unauthorized)?;
         let token = header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
@@ -137,6 +136,26 @@ impl FromRequestParts<AppState> for AuthUser {
         parts.extensions.insert(auth.clone());
         Ok(auth)
     }
+}
+
+/// A browser signed in with the session cookie (no `Authorization` header). A
+/// state-changing request must also repeat the CSRF token in `X-CSRF-Token`.
+async fn cookie_user(parts: &mut Parts, state: &AppState) -> Result<AuthUser, ApiError> {
+    let value = crate::web::cookies::cookie(&parts.headers, crate::web::cookies::SESSION_COOKIE)
+        .ok_or(ApiError::Unauthorized)?;
+    let (session, user) = crate::web::cookies::parse_session(state, value).ok_or_else(|| {
+        tracing::debug!("session cookie with a wrong MAC");
+        ApiError::Unauthorized
+    })?;
+    crate::web::cookies::check_fetch_csrf(&parts.method, &parts.headers)?;
+    let user = crate::web::cookies::live_session(state, session, user).await?.ok_or_else(|| {
+        tracing::debug!(session.id = %session, "session cookie of an ended session");
+        ApiError::Unauthorized
+    })?;
+    tracing::Span::current().record("user.id", tracing::field::display(user.id));
+    let auth = AuthUser { user, session };
+    parts.extensions.insert(auth.clone());
+    Ok(auth)
 }
 
 /// A signed-in admin; other users get 403.

@@ -17,5 +17,6 @@ pub mod state;
 pub mod tokens;
 pub mod v1;
 pub mod views;
+pub mod web;
 
 pub use startup::Application;

@@ -46,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .merge(mfa::routes())
         .merge(oauth::routes())
         .merge(identities::routes())
+        .merge(crate::web::routes())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::middleware::from_fn(crate::metrics::track))
