@@ -33,6 +33,7 @@ use utoipa::{Modify, OpenApi};
         crate::routes::oauth::list_providers, crate::routes::oauth::authorize, crate::routes::oauth::callback,
         crate::routes::oauth::exchange, crate::routes::identities::list_identities,
         crate::routes::identities::unlink_identity,
+        crate::routes::usage::my_usage, crate::routes::usage::all_usage,
     ),
     components(schemas(crate::error::ErrorEnvelope, crate::error::ErrorBody)),
     modifiers(&BearerAuth, &StandardResponses),

@@ -173,6 +173,9 @@ pub struct Config {
     /// Ollama). Link-local and cloud-metadata addresses are always refused.
     pub llm_allow_private_hosts: bool,
     pub llm_max_concurrent_per_user: i64,
+    /// Tokens a user may use per UTC day / month unless an admin set their own budget
+    /// (`PARLEY_TOKEN_BUDGET_DAILY`, `PARLEY_TOKEN_BUDGET_MONTHLY`); unset: no limit.
+    pub token_budgets: crate::usecases::quota::DefaultBudgets,
     pub llm_max_message_chars: usize,
     /// The config (by name) that writes session titles; the session's own when unset.
     pub llm_title_config: Option<String>,
@@ -368,6 +371,10 @@ impl Config {
                 Some(_) => return Err(v.error("PARLEY_LLM_ALLOW_PRIVATE_HOSTS", "expected true or false")),
             },
             llm_max_concurrent_per_user: v.positive("PARLEY_LLM_MAX_CONCURRENT_PER_USER", 2)?,
+            token_budgets: crate::usecases::quota::DefaultBudgets {
+                daily: v.optional_count("PARLEY_TOKEN_BUDGET_DAILY")?,
+                monthly: v.optional_count("PARLEY_TOKEN_BUDGET_MONTHLY")?,
+            },
             llm_max_message_chars: v.positive("PARLEY_LLM_MAX_MESSAGE_CHARS", 32_000)?,
             llm_title_config: v.string("PARLEY_LLM_TITLE_CONFIG"),
             metrics_bind: match v.string("PARLEY_METRICS_BIND") {
@@ -507,6 +514,17 @@ impl Vars {
             return Err(self.error(key, "must be greater than zero"));
         }
         Ok(value)
+    }
+
+    /// A count of zero or more, or `None` when unset.
+    fn optional_count(&self, key: &str) -> Result<Option<i64>, ConfigError> {
+        match self.string(key) {
+            None => Ok(None),
+            Some(raw) => match raw.parse::<i64>() {
+                Ok(n) if n >= 0 => Ok(Some(n)),
+                _ => Err(self.error(key, format!("{raw:?}: expected a whole number of zero or more"))),
+            },
+        }
     }
 
     fn secret(&self, key: &str, min_len: usize) -> Result<Option<SecretString>, ConfigError> {

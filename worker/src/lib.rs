@@ -17,6 +17,7 @@ pub mod ops;
 pub mod prompt;
 pub mod runner;
 pub mod running;
+pub mod usage;
 
 pub use context::WorkerContext;
 pub use health::Health;

@@ -17,6 +17,7 @@ pub mod mfa;
 pub mod oauth;
 pub mod openai;
 pub mod sessions;
+pub mod usage;
 pub mod users;
 
 use crate::error::ApiError;
@@ -46,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .merge(mfa::routes())
         .merge(oauth::routes())
         .merge(identities::routes())
+        .merge(usage::routes())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::middleware::from_fn(crate::metrics::track))

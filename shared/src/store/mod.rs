@@ -13,8 +13,10 @@ pub mod job_events;
 pub mod jobs;
 pub mod llm_configs;
 pub mod mfa;
+pub mod quotas;
 pub mod secrets;
 pub mod sessions;
+pub mod usage;
 pub mod users;
 
 /// Anything a query can run on: `&AnyPool`, `&mut AnyConnection`, `&mut Transaction<Any>`.

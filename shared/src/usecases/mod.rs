@@ -8,3 +8,4 @@ pub mod email;
 pub mod identity;
 pub mod llm_config;
 pub mod mfa;
+pub mod quota;

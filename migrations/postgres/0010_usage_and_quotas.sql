@@ -1,0 +1,30 @@
+-- Token usage (one row per finished attempt of a reply, title or /v1 call) and per-user
+-- quotas (budgets and the configs a user may use; no row: the defaults).
+create table token_usage (
+    id text primary key,
+    user_id text not null references users (id) on delete cascade,
+    job_id text not null,
+    attempt bigint not null,
+    kind text not null,
+    config_id text references llm_configs (id) on delete set null,
+    model text not null,
+    day text not null,
+    prompt_tokens bigint not null,
+    completion_tokens bigint not null,
+    counted_by text not null,
+    outcome text not null,
+    created_at bigint not null,
+    updated_at bigint not null
+);
+create unique index token_usage_job_attempt_key on token_usage (job_id, attempt);
+create index token_usage_user_day_idx on token_usage (user_id, day);
+create index token_usage_day_idx on token_usage (day);
+
+create table user_quotas (
+    user_id text primary key references users (id) on delete cascade,
+    token_budget_daily bigint,
+    token_budget_monthly bigint,
+    allowed_config_ids text,
+    created_at bigint not null,
+    updated_at bigint not null
+);
