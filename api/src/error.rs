@@ -67,6 +67,9 @@ pub enum ApiError {
     /// 429 `quota_exceeded`: a token budget is spent until `resets_at`.
     #[error("{message}")]
     QuotaExceeded { message: String, resets_at: chrono::DateTime<chrono::Utc> },
+    /// 410: the resource existed and is gone for good (an expired export).
+    #[error("{message}")]
+    Gone { code: &'static str, message: String },
     /// 403 for something the caller's account may not do (a model it may not use).
     #[error("{message}")]
     NotAllowed { code: &'static str, message: String },
@@ -100,6 +103,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::QuotaExceeded { .. } => (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded"),
             ApiError::NotAllowed { code, .. } => (StatusCode::FORBIDDEN, code),
+            ApiError::Gone { code, .. } => (StatusCode::GONE, code),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }

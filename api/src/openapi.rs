@@ -34,6 +34,8 @@ use utoipa::{Modify, OpenApi};
         crate::routes::oauth::exchange, crate::routes::identities::list_identities,
         crate::routes::identities::unlink_identity,
         crate::routes::usage::my_usage, crate::routes::usage::all_usage,
+        crate::routes::exports::export_me, crate::routes::exports::admin_export, crate::routes::exports::download,
+        crate::routes::exports::export_session,
     ),
     components(schemas(crate::error::ErrorEnvelope, crate::error::ErrorBody)),
     modifiers(&BearerAuth, &StandardResponses),

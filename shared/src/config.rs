@@ -137,6 +137,10 @@ pub struct Config {
     pub smtp: Option<SmtpConfig>,
     /// Where avatars and other media files are kept.
     pub media_dir: std::path::PathBuf,
+    /// Where export files are kept (`PARLEY_EXPORT_DIR`).
+    pub export_dir: std::path::PathBuf,
+    /// Export files are deleted this long after they are written (`PARLEY_EXPORT_TTL_HOURS`).
+    pub export_ttl_hours: u64,
     pub max_avatar_bytes: usize,
     pub max_avatar_pixels: u64,
     /// `redis://...` in the distributed profile: wake-ups, job events and cancel requests
@@ -323,6 +327,8 @@ impl Config {
                 }
             },
             media_dir: v.string("PARLEY_MEDIA_DIR").unwrap_or_else(|| "./data/media".into()).into(),
+            export_dir: v.string("PARLEY_EXPORT_DIR").unwrap_or_else(|| "./data/exports".into()).into(),
+            export_ttl_hours: v.positive("PARLEY_EXPORT_TTL_HOURS", 24)?,
             max_avatar_bytes: v.positive("PARLEY_MAX_AVATAR_BYTES", 5 * 1024 * 1024)?,
             max_avatar_pixels: v.positive("PARLEY_MAX_AVATAR_PIXELS", 40_000_000)?,
             queue_url: SecretUrl::new(match v.string("PARLEY_QUEUE_URL") {

@@ -10,6 +10,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod events;
+pub mod exports;
 pub mod ids;
 pub mod jobs;
 pub mod llm;

@@ -9,6 +9,7 @@ pub mod avatar;
 pub mod chat;
 pub mod docs;
 pub mod email_flows;
+pub mod exports;
 pub mod health;
 pub mod identities;
 pub mod jobs;
@@ -48,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .merge(oauth::routes())
         .merge(identities::routes())
         .merge(usage::routes())
+        .merge(exports::routes())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::middleware::from_fn(crate::metrics::track))

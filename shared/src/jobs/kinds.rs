@@ -133,6 +133,21 @@ impl JobSpec for GenerateTitle {
     const MAX_BACKOFF: Duration = Duration::from_secs(30);
 }
 
+/// `export`: writes an export's file on the bulk queue, so it never delays chat.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExportData {
+    pub export_id: crate::ids::ExportId,
+}
+
+impl JobSpec for ExportData {
+    const KIND: JobKind = JobKind::Export;
+    const QUEUE: QueueName = QueueName::Bulk;
+    const MAX_ATTEMPTS: u32 = 3;
+    const TIMEOUT: Duration = Duration::from_secs(1800);
+    const BASE_BACKOFF: Duration = Duration::from_secs(5);
+    const MAX_BACKOFF: Duration = Duration::from_secs(120);
+}
+
 /// `noop`: optionally sleeps, and fails its first `fail_times` attempts.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

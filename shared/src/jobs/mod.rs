@@ -74,6 +74,8 @@ pub enum JobKind {
     ApiCompletion,
     /// Does nothing (or sleeps/fails as its payload says): for benchmarks and operations checks.
     Noop,
+    /// Writes an export file (personal data, or an admin's users, usage or activity list).
+    Export,
 }
 
 /// Calls `$body` with `$t` bound to the payload type of `$kind`.
@@ -106,18 +108,23 @@ macro_rules! with_job_type {
                 type $t = $crate::jobs::ApiCompletion;
                 $body
             }
+            $crate::jobs::JobKind::Export => {
+                type $t = $crate::jobs::ExportData;
+                $body
+            }
         }
     };
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 6] = [
+    pub const ALL: [JobKind; 7] = [
         JobKind::SendEmail,
         JobKind::ProcessAvatar,
         JobKind::LlmCompletion,
         JobKind::GenerateTitle,
         JobKind::Noop,
         JobKind::ApiCompletion,
+        JobKind::Export,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -128,6 +135,7 @@ impl JobKind {
             JobKind::GenerateTitle => "generate_title",
             JobKind::Noop => "noop",
             JobKind::ApiCompletion => "api_completion",
+            JobKind::Export => "export",
         }
     }
 

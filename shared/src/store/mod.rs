@@ -7,6 +7,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod chat;
 pub mod email_tokens;
+pub mod exports;
 pub mod idempotency;
 pub mod identities;
 pub mod job_events;
@@ -16,6 +17,7 @@ pub mod mfa;
 pub mod quotas;
 pub mod secrets;
 pub mod sessions;
+pub mod shares;
 pub mod usage;
 pub mod users;
 

@@ -214,6 +214,28 @@ pub async fn grouped<'e, E: Exec<'e>>(
         .await?)
 }
 
+/// How many rows [`grouped`] answers for `filter` in all.
+pub async fn count_grouped<'e, E: Exec<'e>>(ex: E, filter: &UsageFilter<'_>) -> Result<i64, StoreError> {
+    let period = match filter.period {
+        Period::Day => "day",
+        Period::Month => "substr(day, 1, 7)",
+    };
+    let sql = format!(
+        "select count(*) from (
+             select 1 from token_usage
+             where day >= $1 and day <= $2 and ($3 is null or user_id = $3) and ($4 is null or model = $4)
+             group by {period}, user_id, model, kind
+         ) grouped"
+    );
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(filter.from)
+        .bind(filter.to)
+        .bind(filter.user.map(|u| u.to_string()))
+        .bind(filter.model)
+        .fetch_one(ex)
+        .await?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

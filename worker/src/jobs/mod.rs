@@ -3,6 +3,7 @@
 //! kinds are registered.
 
 pub mod api_completion;
+pub mod export;
 pub mod generate_title;
 pub mod llm_completion;
 mod noop;
@@ -95,6 +96,7 @@ pub async fn execute(ctx: &WorkerContext, job: &Job, cancel: CancelSignal) -> Ou
         JobKind::SendEmail => run_as::<parley_shared::jobs::SendEmail>(ctx, job, cancel).await,
         JobKind::ProcessAvatar => run_as::<parley_shared::jobs::ProcessAvatar>(ctx, job, cancel).await,
         JobKind::ApiCompletion => run_as::<parley_shared::jobs::ApiCompletion>(ctx, job, cancel).await,
+        JobKind::Export => run_as::<parley_shared::jobs::ExportData>(ctx, job, cancel).await,
     }
 }
 
