@@ -18,6 +18,7 @@ pub mod mfa;
 pub mod oauth;
 pub mod openai;
 pub mod sessions;
+pub mod shares;
 pub mod usage;
 pub mod users;
 
@@ -50,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .merge(identities::routes())
         .merge(usage::routes())
         .merge(exports::routes())
+        .merge(shares::routes())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::middleware::from_fn(crate::metrics::track))
