@@ -64,3 +64,14 @@ create table shared_sessions (
 );
 create unique index shared_sessions_token_key on shared_sessions (token);
 create index shared_sessions_user_idx on shared_sessions (user_id, id);
+
+-- Runs of the periodic jobs: one row per schedule and tick, so that however many worker
+-- processes look, one of them enqueues the tick's job.
+create table schedule_runs (
+    schedule text not null,
+    tick bigint not null,
+    job_id text not null,
+    created_at bigint not null,
+    updated_at bigint not null,
+    primary key (schedule, tick)
+);

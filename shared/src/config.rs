@@ -141,6 +141,12 @@ pub struct Config {
     pub export_dir: std::path::PathBuf,
     /// Export files are deleted this long after they are written (`PARLEY_EXPORT_TTL_HOURS`).
     pub export_ttl_hours: u64,
+    /// Intervals of schedules other than their default (`PARLEY_SCHEDULES`:
+    /// `name=seconds,...`).
+    pub schedules: Vec<(crate::schedules::Schedule, std::time::Duration)>,
+    /// Ended sign-in sessions are deleted this many days after they ended
+    /// (`PARLEY_SESSION_RETENTION_DAYS`).
+    pub session_retention_days: u64,
     pub max_avatar_bytes: usize,
     pub max_avatar_pixels: u64,
     /// `redis://...` in the distributed profile: wake-ups, job events and cancel requests
@@ -329,6 +335,8 @@ impl Config {
             media_dir: v.string("PARLEY_MEDIA_DIR").unwrap_or_else(|| "./data/media".into()).into(),
             export_dir: v.string("PARLEY_EXPORT_DIR").unwrap_or_else(|| "./data/exports".into()).into(),
             export_ttl_hours: v.positive("PARLEY_EXPORT_TTL_HOURS", 24)?,
+            schedules: schedules(&v)?,
+            session_retention_days: v.positive("PARLEY_SESSION_RETENTION_DAYS", 30)?,
             max_avatar_bytes: v.positive("PARLEY_MAX_AVATAR_BYTES", 5 * 1024 * 1024)?,
             max_avatar_pixels: v.positive("PARLEY_MAX_AVATAR_PIXELS", 40_000_000)?,
             queue_url: SecretUrl::new(match v.string("PARLEY_QUEUE_URL") {
@@ -425,6 +433,27 @@ pub struct OidcProvider {
     pub issuer: String,
     pub client_id: String,
     pub client_secret: SecretString,
+}
+
+/// `PARLEY_SCHEDULES`: `name=seconds` pairs, comma-separated.
+fn schedules(v: &Vars) -> Result<Vec<(crate::schedules::Schedule, std::time::Duration)>, ConfigError> {
+    let key = "PARLEY_SCHEDULES";
+    let raw: Vec<String> = v.list(key)?;
+    raw.iter()
+        .map(|pair| {
+            let (name, secs) =
+                pair.split_once('=').ok_or_else(|| v.error(key, format!("{pair:?}: expected name=seconds")))?;
+            let schedule = crate::schedules::Schedule::parse(name.trim())
+                .ok_or_else(|| v.error(key, format!("{name:?} is not a schedule")))?;
+            let secs: u64 = secs
+                .trim()
+                .parse()
+                .ok()
+                .filter(|s| *s > 0)
+                .ok_or_else(|| v.error(key, format!("{pair:?}: seconds must be a whole number above zero")))?;
+            Ok((schedule, std::time::Duration::from_secs(secs)))
+        })
+        .collect()
 }
 
 fn oauth_config(v: &Vars) -> Result<OAuthConfig, ConfigError> {

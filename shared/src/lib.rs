@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod queue;
 pub mod redis_sub;
+pub mod schedules;
 pub mod store;
 pub mod telemetry;
 pub mod time;

@@ -17,6 +17,7 @@ pub mod llm_configs;
 pub mod mfa;
 pub mod oauth;
 pub mod openai;
+pub mod schedules;
 pub mod sessions;
 pub mod shares;
 pub mod usage;
@@ -52,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .merge(usage::routes())
         .merge(exports::routes())
         .merge(shares::routes())
+        .merge(schedules::routes())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::middleware::from_fn(crate::metrics::track))

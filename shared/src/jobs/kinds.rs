@@ -148,6 +148,23 @@ impl JobSpec for ExportData {
     const MAX_BACKOFF: Duration = Duration::from_secs(120);
 }
 
+/// `scheduled`: one tick of a schedule's periodic work (see [`crate::schedules`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Scheduled {
+    pub schedule: crate::schedules::Schedule,
+    /// The tick's start (Unix ms).
+    pub tick: i64,
+}
+
+impl JobSpec for Scheduled {
+    const KIND: JobKind = JobKind::Scheduled;
+    const QUEUE: QueueName = QueueName::Bulk;
+    const MAX_ATTEMPTS: u32 = 3;
+    const TIMEOUT: Duration = Duration::from_secs(600);
+    const BASE_BACKOFF: Duration = Duration::from_secs(5);
+    const MAX_BACKOFF: Duration = Duration::from_secs(60);
+}
+
 /// `noop`: optionally sleeps, and fails its first `fail_times` attempts.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

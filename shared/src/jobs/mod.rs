@@ -76,6 +76,8 @@ pub enum JobKind {
     Noop,
     /// Writes an export file (personal data, or an admin's users, usage or activity list).
     Export,
+    /// A tick of a schedule's periodic work (pruning).
+    Scheduled,
 }
 
 /// Calls `$body` with `$t` bound to the payload type of `$kind`.
@@ -112,12 +114,16 @@ macro_rules! with_job_type {
                 type $t = $crate::jobs::ExportData;
                 $body
             }
+            $crate::jobs::JobKind::Scheduled => {
+                type $t = $crate::jobs::Scheduled;
+                $body
+            }
         }
     };
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 7] = [
+    pub const ALL: [JobKind; 8] = [
         JobKind::SendEmail,
         JobKind::ProcessAvatar,
         JobKind::LlmCompletion,
@@ -125,6 +131,7 @@ impl JobKind {
         JobKind::Noop,
         JobKind::ApiCompletion,
         JobKind::Export,
+        JobKind::Scheduled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -136,6 +143,7 @@ impl JobKind {
             JobKind::Noop => "noop",
             JobKind::ApiCompletion => "api_completion",
             JobKind::Export => "export",
+            JobKind::Scheduled => "scheduled",
         }
     }
 
