@@ -38,6 +38,7 @@ use utoipa::{Modify, OpenApi};
         crate::routes::exports::export_session,
         crate::routes::shares::create_share, crate::routes::shares::list_shares, crate::routes::shares::revoke_share,
         crate::routes::shares::shared_snapshot, crate::routes::schedules::list_schedules,
+        crate::routes::stats::admin_stats,
     ),
     components(schemas(crate::error::ErrorEnvelope, crate::error::ErrorBody)),
     modifiers(&BearerAuth, &StandardResponses),

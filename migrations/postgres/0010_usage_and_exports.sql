@@ -75,3 +75,8 @@ create table schedule_runs (
     updated_at bigint not null,
     primary key (schedule, tick)
 );
+
+-- Admin stats read days by these (and parley_jobs_finished_idx, from 0004).
+create index users_date_joined_idx on users (date_joined);
+create index chat_sessions_created_idx on chat_sessions (created_at);
+create index chat_messages_created_idx on chat_messages (created_at);

@@ -20,6 +20,7 @@ pub mod openai;
 pub mod schedules;
 pub mod sessions;
 pub mod shares;
+pub mod stats;
 pub mod usage;
 pub mod users;
 
@@ -54,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .merge(exports::routes())
         .merge(shares::routes())
         .merge(schedules::routes())
+        .merge(stats::routes())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::middleware::from_fn(crate::metrics::track))

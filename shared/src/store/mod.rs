@@ -18,6 +18,7 @@ pub mod quotas;
 pub mod secrets;
 pub mod sessions;
 pub mod shares;
+pub mod stats;
 pub mod usage;
 pub mod users;
 
