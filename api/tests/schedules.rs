@@ -39,7 +39,7 @@ both_backends! {
         let jobs = scalar(&app, "select count(*) from parley_jobs where kind = 'scheduled' and payload like '%prune_job_events%'").await;
         assert!(runs >= 3, "a tick a second for 3.5 s: {runs}");
         assert_eq!(jobs, runs, "one job per tick, however many processes look");
-        for hourly in ["prune_exports", "prune_audit", "prune_sessions"] {
+        for hourly in ["prune_exports", "prune_audit", "prune_sessions", "rollup_usage"] {
             let sql = format!("select count(*) from parley_jobs where kind = 'scheduled' and payload like '%{hourly}%'");
             assert_eq!(scalar(&app, &sql).await, 1, "{hourly} ran once for its current tick");
         }
@@ -50,7 +50,7 @@ both_backends! {
         assert_eq!(res.status(), StatusCode::OK);
         let list: Value = res.json().await.unwrap();
         let items = list["items"].as_array().unwrap();
-        assert_eq!(items.len(), 5);
+        assert_eq!(items.len(), 6);
         let events = items.iter().find(|s| s["name"] == "prune_job_events").unwrap();
         assert_eq!(events["every_secs"], 1);
         assert_eq!(events["last_run"]["status"], "succeeded", "{events}");

@@ -284,3 +284,39 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+both_backends! {
+    async fn a_rollup_sums_old_days_into_one_row_and_reads_answer_the_same(backend: Backend) {
+        let fake = FakeLlm::openai(vec![Step::reply(&["a", "b"])]).await;
+        let (app, admin, _) = app_with_model(backend, &fake, &[]).await;
+        let user = app.signup("rolled@example.com").await;
+        chat_ok(&app, &user.access, "One").await;
+        chat_ok(&app, &user.access, "Two").await;
+        wait_for_rows(&app, &user.access, 2).await;
+        // Wait for both titles: four attempt rows in all.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let count = |app: &TestApp| {
+            let pool = app.state.db.pool.clone();
+            async move { sqlx::query_scalar::<_, i64>("select count(*) from token_usage").fetch_one(&pool).await.unwrap() }
+        };
+        while count(&app).await < 4 {
+            assert!(std::time::Instant::now() < deadline);
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        sqlx::query("update token_usage set day = '2020-01-15'").execute(&app.state.db.writer).await.unwrap();
+        let path = "/api/admin/usage/?from=2020-01-01&to=2020-01-31&group_by=month";
+        let before: Value = get(&app, &admin.access, path).await.json().await.unwrap();
+
+        let rolled = parley_shared::store::usage::rollup(&app.state.db, "2020-02-01").await.unwrap();
+        assert_eq!(rolled, 4);
+        assert_eq!(count(&app).await, 2, "one row per kind (chat, title) of the day");
+        let after: Value = get(&app, &admin.access, path).await.json().await.unwrap();
+        assert_eq!(before["items"], after["items"]);
+        assert_eq!(row(&after, "chat")["requests"], 2);
+        assert_eq!(row(&after, "chat")["total_tokens"], 18);
+        // A second rollup finds nothing new and changes nothing.
+        assert_eq!(parley_shared::store::usage::rollup(&app.state.db, "2020-02-01").await.unwrap(), 0);
+        let again: Value = get(&app, &admin.access, path).await.json().await.unwrap();
+        assert_eq!(again["items"], after["items"]);
+    }
+}

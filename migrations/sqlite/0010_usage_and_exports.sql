@@ -1,4 +1,5 @@
--- Token usage (one row per finished attempt of a reply, title or /v1 call) and per-user
+-- Token usage (one row per finished attempt of a reply, title or /v1 call, until the
+-- rollup_usage schedule sums old days into one row per user, config, model and kind) and per-user
 -- quotas (budgets and the configs a user may use; no row: the defaults).
 create table token_usage (
     id text primary key,
@@ -13,6 +14,7 @@ create table token_usage (
     completion_tokens bigint not null,
     counted_by text not null,
     outcome text not null,
+    requests bigint not null default 1,
     created_at bigint not null,
     updated_at bigint not null
 );

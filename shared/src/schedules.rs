@@ -29,15 +29,19 @@ pub enum Schedule {
     /// Deletes activity-log entries older than `PARLEY_AUDIT_RETENTION_DAYS`, and expired
     /// second-factor challenges.
     PruneAudit,
+    /// Sums the token usage of days past any budget's window into one row per user, config,
+    /// model, kind and day.
+    RollupUsage,
 }
 
 impl Schedule {
-    pub const ALL: [Schedule; 5] = [
+    pub const ALL: [Schedule; 6] = [
         Schedule::PruneExports,
         Schedule::PruneEmailTokens,
         Schedule::PruneSessions,
         Schedule::PruneJobEvents,
         Schedule::PruneAudit,
+        Schedule::RollupUsage,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -47,6 +51,7 @@ impl Schedule {
             Schedule::PruneSessions => "prune_sessions",
             Schedule::PruneJobEvents => "prune_job_events",
             Schedule::PruneAudit => "prune_audit",
+            Schedule::RollupUsage => "rollup_usage",
         }
     }
 
@@ -60,6 +65,7 @@ impl Schedule {
             Schedule::PruneJobEvents => Duration::from_secs(300),
             Schedule::PruneExports | Schedule::PruneEmailTokens | Schedule::PruneAudit => Duration::from_secs(3600),
             Schedule::PruneSessions => Duration::from_secs(6 * 3600),
+            Schedule::RollupUsage => Duration::from_secs(24 * 3600),
         }
     }
 

@@ -128,6 +128,43 @@ pub async fn record<'e, E: Exec<'e>>(ex: E, u: &NewUsage<'_>) -> Result<(), Stor
     Ok(())
 }
 
+/// Days before this many days ago are rolled up (past any monthly budget's window).
+pub const ROLLUP_AFTER_DAYS: u64 = 40;
+
+/// Sums the attempt rows of days before `before_day` into one row per user, config, model,
+/// kind and day (added to that day's rollup row if one exists), in one transaction; how
+/// many attempt rows went. Every read sums rows, so it answers the same before and after.
+pub async fn rollup(db: &crate::db::Db, before_day: &str) -> Result<u64, StoreError> {
+    let mut tx = db.begin_write().await?;
+    let now = now_ms();
+    sqlx::query(
+        "insert into token_usage (id, user_id, job_id, attempt, kind, config_id, model, day, prompt_tokens,
+             completion_tokens, counted_by, outcome, requests, created_at, updated_at)
+         select 'rollup ' || day || ' ' || user_id || ' ' || kind || ' ' || coalesce(config_id, '-') || ' ' || model,
+                user_id, 'rollup ' || day || ' ' || user_id || ' ' || kind || ' ' || coalesce(config_id, '-') || ' ' || model,
+                0, kind, config_id, model, day, cast(sum(prompt_tokens) as bigint), cast(sum(completion_tokens) as bigint),
+                'rollup', 'rollup', cast(sum(requests) as bigint), $2, $2
+         from token_usage where day < $1 and attempt > 0
+         group by day, user_id, kind, config_id, model
+         on conflict (job_id, attempt) do update set
+             prompt_tokens = token_usage.prompt_tokens + excluded.prompt_tokens,
+             completion_tokens = token_usage.completion_tokens + excluded.completion_tokens,
+             requests = token_usage.requests + excluded.requests,
+             updated_at = excluded.updated_at",
+    )
+    .bind(before_day)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    let rolled = sqlx::query("delete from token_usage where day < $1 and attempt > 0")
+        .bind(before_day)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    tx.commit().await?;
+    Ok(rolled)
+}
+
 /// A user's tokens (prompt and completion) from `first_day` on.
 pub async fn total_since<'e, E: Exec<'e>>(ex: E, user: UserId, first_day: &str) -> Result<i64, StoreError> {
     let total: Option<i64> = sqlx::query_scalar(
@@ -194,7 +231,7 @@ pub async fn grouped<'e, E: Exec<'e>>(
              select {period} as period, user_id, model, kind,
                     cast(sum(prompt_tokens) as bigint) as prompt_tokens,
                     cast(sum(completion_tokens) as bigint) as completion_tokens,
-                    cast(count(*) as bigint) as requests,
+                    cast(sum(requests) as bigint) as requests,
                     {period} || ' ' || user_id || ' ' || kind || ' ' || model as position
              from token_usage
              where day >= $1 and day <= $2 and ($3 is null or user_id = $3) and ($4 is null or model = $4)

@@ -1,5 +1,5 @@
 //! `scheduled`: one tick of a schedule's periodic work. Each is idempotent (a delete of what
-//! is past its time), so a re-run after a crash does no harm.
+//! is past its time, or a rollup in one transaction), so a re-run after a crash does no harm.
 
 use super::{CancelSignal, JobError, Outcome, RunJob};
 use crate::WorkerContext;
@@ -35,6 +35,11 @@ async fn run(p: Scheduled, ctx: &WorkerContext) -> Result<serde_json::Value, Job
             let day_ago = parley_shared::time::now_ms() - 86_400_000;
             parley_shared::store::mfa::delete_challenges_before(&db.writer, day_ago).await?;
             entries
+        }
+        Schedule::RollupUsage => {
+            let days = chrono::Days::new(parley_shared::store::usage::ROLLUP_AFTER_DAYS);
+            let before = chrono::Utc::now().date_naive().checked_sub_days(days).unwrap_or_default();
+            parley_shared::store::usage::rollup(db, &before.format("%Y-%m-%d").to_string()).await?
         }
     };
     if deleted > 0 {
