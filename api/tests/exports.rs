@@ -206,3 +206,18 @@ both_backends! {
         assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     }
 }
+
+both_backends! {
+    async fn deleting_the_account_deletes_its_export_files(backend: Backend) {
+        let fake = FakeLlm::openai(vec![Step::reply(&["ok"])]).await;
+        let (app, _admin) = app_with_model(backend, &fake).await;
+        let user = app.signup("leaving@example.com").await;
+        let (accepted, _) = export(&app, &user.access, "/api/users/me/export/", json!({})).await;
+        let key: String = sqlx::query_scalar("select storage_key from exports where id = $1")
+            .bind(accepted["export_id"].as_str().unwrap()).fetch_one(&app.state.db.pool).await.unwrap();
+        let file = std::path::Path::new(&app.vars["PARLEY_EXPORT_DIR"]).join(&key);
+        assert!(file.exists());
+        assert_eq!(app.delete_me(&user.access, common::PASSWORD).await.status(), StatusCode::NO_CONTENT);
+        assert!(!file.exists(), "the account's export file is deleted with it");
+    }
+}

@@ -241,7 +241,13 @@ pub async fn delete_user(
     if user.id == admin.0.user.id {
         return Err(own_account("delete your own account with DELETE /api/users/me/"));
     }
-    parley_shared::usecases::accounts::delete(&state.db, state.media.as_ref(), &user).await?;
+    parley_shared::usecases::accounts::delete(
+        &state.db,
+        state.media.as_ref(),
+        parley_shared::exports::store(&state.config).as_ref(),
+        &user,
+    )
+    .await?;
     meta.admin_action(
         &state,
         &admin,
