@@ -108,6 +108,15 @@ both_backends! {
         assert_eq!(progress.first().map(|p| (&p["done"], &p["total"])), Some((&json!(0), &json!(1))));
         assert_eq!(progress.last().map(|p| (&p["done"], &p["total"])), Some((&json!(1), &json!(1))));
 
+        // A retry with the same Idempotency-Key answers the first export.
+        let retry = |key: &'static str| {
+            app.client.post(app.url("/api/users/me/export/")).bearer_auth(&user.access).header("idempotency-key", key).json(&json!({})).send()
+        };
+        let first: Value = retry("export-1").await.unwrap().json().await.unwrap();
+        let again: Value = retry("export-1").await.unwrap().json().await.unwrap();
+        assert_eq!(first["export_id"], again["export_id"]);
+        assert_ne!(first["export_id"], accepted["export_id"]);
+
         // Only its owner or an admin downloads it.
         let other = app.signup("other@example.com").await;
         assert_error(download(&app, &other.access, &result).await, StatusCode::NOT_FOUND, "not_found").await;

@@ -4,11 +4,12 @@
 
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::extract::{AdminUser, AuthUser, Json, Query};
+use crate::idempotency::{self, IdempotencyKey};
 use crate::state::AppState;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use parley_shared::exports::{self, ExportFilters};
@@ -41,17 +42,24 @@ pub struct ExportAccepted {
     pub download_url: String,
 }
 
+/// Starts an export; an `Idempotency-Key` makes a retried request answer the first one's
+/// export instead of starting another.
 async fn start(
     state: &AppState,
+    headers: &HeaderMap,
     user: parley_shared::ids::UserId,
     kind: ExportKind,
     format: ExportFormat,
     filters: &ExportFilters,
 ) -> ApiResult<Response> {
+    let key = IdempotencyKey::from_headers(headers, format!("user:{user}:export"))?;
+    if let Some(key) = &key
+        && let Some(first) = key.replay(&state.db.pool).await?
+    {
+        return Ok(first);
+    }
     let mut tx = state.db.begin_write().await?;
     let (export, job) = usecases::exports::start(&mut tx, user, kind, format, filters).await?;
-    tx.commit().await?;
-    state.queue.wake(ExportData::QUEUE);
     let body = ExportAccepted {
         job_id: job,
         export_id: export,
@@ -59,16 +67,21 @@ async fn start(
         stream_url: format!("/api/jobs/{job}/events/"),
         download_url: format!("/api/exports/{export}/download/"),
     };
+    if let Some(first) = idempotency::commit(key.as_ref(), tx, &state.db.pool, StatusCode::ACCEPTED, &body).await? {
+        return Ok(first);
+    }
+    state.queue.wake(ExportData::QUEUE);
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
 /// Starts an export of one's own data: a zip of `profile.json`, `sessions/<id>.json` and
 /// `.md` for each conversation, the avatar and `activity.json`. The job's result names the
 /// download URL.
-#[utoipa::path(post, path = "/api/users/me/export/", tag = "accounts", security(("bearer" = [])), responses(
-    (status = 202, body = ExportAccepted)))]
-pub async fn export_me(State(state): State<AppState>, auth: AuthUser) -> ApiResult<Response> {
-    start(&state, auth.user.id, ExportKind::Personal, ExportFormat::Zip, &ExportFilters::default()).await
+#[utoipa::path(post, path = "/api/users/me/export/", tag = "accounts", security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key answers the first request's export")),
+    responses((status = 202, body = ExportAccepted)))]
+pub async fn export_me(State(state): State<AppState>, auth: AuthUser, headers: HeaderMap) -> ApiResult<Response> {
+    start(&state, &headers, auth.user.id, ExportKind::Personal, ExportFormat::Zip, &ExportFilters::default()).await
 }
 
 /// What an admin exports.
@@ -100,11 +113,13 @@ pub struct AdminExportRequest {
 
 /// Starts an export of accounts, token usage or the activity log, in CSV (cells a
 /// spreadsheet would run as formulas are escaped) or JSON.
-#[utoipa::path(post, path = "/api/admin/exports/", tag = "admin", request_body = AdminExportRequest, security(("bearer" = [])), responses(
-    (status = 202, body = ExportAccepted)))]
+#[utoipa::path(post, path = "/api/admin/exports/", tag = "admin", request_body = AdminExportRequest, security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key answers the first request's export")),
+    responses((status = 202, body = ExportAccepted)))]
 pub async fn admin_export(
     State(state): State<AppState>,
     admin: AdminUser,
+    headers: HeaderMap,
     Json(req): Json<AdminExportRequest>,
 ) -> ApiResult<Response> {
     let filters = req.filters.unwrap_or_default();
@@ -118,7 +133,7 @@ pub async fn admin_export(
         ListFormat::Csv => ExportFormat::Csv,
         ListFormat::Json => ExportFormat::Json,
     };
-    start(&state, admin.0.user.id, kind, format, &filters).await
+    start(&state, &headers, admin.0.user.id, kind, format, &filters).await
 }
 
 fn attachment(content_type: &str, file_name: &str, length: Option<u64>, body: Body) -> Response {
