@@ -23,6 +23,9 @@ pub struct ErrorBody {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fields: Option<BTreeMap<String, Vec<String>>>,
+    /// With `quota_exceeded`: when the spent budget resets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resets_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Everything a handler can fail with.
@@ -64,6 +67,15 @@ pub enum ApiError {
     Conflict { field: &'static str },
     #[error("too many requests")]
     RateLimited { retry_after_secs: u64 },
+    /// 429 `quota_exceeded`: a token budget is spent until `resets_at`.
+    #[error("{message}")]
+    QuotaExceeded { message: String, resets_at: chrono::DateTime<chrono::Utc> },
+    /// 410: the resource existed and is gone for good (an expired export).
+    #[error("{message}")]
+    Gone { code: &'static str, message: String },
+    /// 403 for something the caller's account may not do (a model it may not use).
+    #[error("{message}")]
+    NotAllowed { code: &'static str, message: String },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -93,6 +105,9 @@ impl ApiError {
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::QuotaExceeded { .. } => (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded"),
+            ApiError::NotAllowed { code, .. } => (StatusCode::FORBIDDEN, code),
+            ApiError::Gone { code, .. } => (StatusCode::GONE, code),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
@@ -142,6 +157,7 @@ impl IntoResponse for ApiError {
                     code: "database_unavailable",
                     message: "the database is unavailable; retry shortly".into(),
                     fields: None,
+                    resets_at: None,
                 },
             };
             let mut response = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
@@ -160,9 +176,17 @@ impl IntoResponse for ApiError {
             }
             other => (other.to_string(), None),
         };
-        let body = ErrorEnvelope { error: ErrorBody { code, message, fields } };
+        let resets_at = match &self {
+            ApiError::QuotaExceeded { resets_at, .. } => Some(*resets_at),
+            _ => None,
+        };
+        let body = ErrorEnvelope { error: ErrorBody { code, message, fields, resets_at } };
         let mut response = (status, axum::Json(body)).into_response();
         match self {
+            ApiError::QuotaExceeded { resets_at, .. } => {
+                let secs = (resets_at - chrono::Utc::now()).num_seconds().max(1) as u64;
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
             ApiError::RateLimited { retry_after_secs } => {
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
             }
@@ -176,6 +200,27 @@ impl IntoResponse for ApiError {
 }
 
 pub use parley_shared::domain::FieldErrors;
+
+impl From<parley_shared::usecases::quota::QuotaError> for ApiError {
+    fn from(err: parley_shared::usecases::quota::QuotaError) -> Self {
+        use parley_shared::usecases::quota::QuotaError;
+        match err {
+            QuotaError::ConfigNotAllowed => ApiError::NotAllowed {
+                code: "model_not_allowed",
+                message: "this model is not one your account may use".into(),
+            },
+            QuotaError::Exceeded { period, resets_at } => ApiError::QuotaExceeded {
+                message: format!(
+                    "your {} token budget is spent; it resets at {}",
+                    period.as_str(),
+                    resets_at.to_rfc3339()
+                ),
+                resets_at,
+            },
+            QuotaError::Store(e) => e.into(),
+        }
+    }
+}
 
 impl From<FieldErrors> for ApiError {
     fn from(errors: FieldErrors) -> Self {

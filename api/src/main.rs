@@ -28,8 +28,6 @@ async fn main() -> anyhow::Result<()> {
             parley_shared::metrics::install();
             let ctx = parley_worker::WorkerContext::connect(config).await?;
             parley_worker::ops::spawn(&ctx).await?;
-            parley_shared::queue::spawn_event_pruning(ctx.db.clone(), &ctx.config);
-            parley_shared::audit::spawn_pruning(ctx.db.clone(), &ctx.config);
             parley_worker::run(ctx, startup::shutdown_signal()).await
         }
         Some(other) => bail!("unknown command {other:?}; expected serve, worker, migrate or create-admin"),

@@ -33,6 +33,12 @@ use utoipa::{Modify, OpenApi};
         crate::routes::oauth::list_providers, crate::routes::oauth::authorize, crate::routes::oauth::callback,
         crate::routes::oauth::exchange, crate::routes::identities::list_identities,
         crate::routes::identities::unlink_identity,
+        crate::routes::usage::my_usage, crate::routes::usage::all_usage,
+        crate::routes::exports::export_me, crate::routes::exports::admin_export, crate::routes::exports::download,
+        crate::routes::exports::export_session,
+        crate::routes::shares::create_share, crate::routes::shares::list_shares, crate::routes::shares::revoke_share,
+        crate::routes::shares::shared_snapshot, crate::routes::schedules::list_schedules,
+        crate::routes::stats::admin_stats,
     ),
     components(schemas(
         crate::error::ErrorEnvelope,

@@ -70,8 +70,6 @@ impl Application {
     /// in-process workers (if any) after their grace period.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        parley_shared::queue::spawn_event_pruning(self.state.db.clone(), &self.state.config);
-        parley_shared::audit::spawn_pruning(self.state.db.clone(), &self.state.config);
         let mut workers = Vec::new();
         for _ in 0..self.state.config.workers {
             let mut stop = stop_rx.clone();

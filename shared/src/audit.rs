@@ -1,15 +1,13 @@
 //! The activity log: security events (sign-ins, factor changes, admin actions) with who did
 //! what to whom, the outcome, and where from. Entries are only ever added, and deleted by
-//! age ([`spawn_pruning`]); passwords, tokens and codes never enter them.
+//! age (the `prune_audit` schedule, [`prune`]); passwords, tokens and codes never enter them.
 
 use crate::Db;
-use crate::config::Config;
 use crate::error::StoreError;
 use crate::ids::UserId;
 use crate::jobs::UnknownValue;
 use crate::store::Exec;
 use serde::Serialize;
-use std::time::Duration;
 
 macro_rules! actions {
     ($($(#[$meta:meta])* $variant:ident = $name:literal,)*) => {
@@ -179,31 +177,6 @@ impl AuditEvent {
     pub async fn record<'e>(self, ex: impl Exec<'e>) -> Result<(), StoreError> {
         crate::store::audit::insert(ex, &self).await
     }
-}
-
-/// How often old entries are looked for.
-const PRUNE_EVERY: Duration = Duration::from_secs(3600);
-
-/// Deletes entries older than `PARLEY_AUDIT_RETENTION_DAYS` (and long-expired second-factor
-/// challenges), at start and then every hour, for as long as the process runs.
-pub fn spawn_pruning(db: Db, config: &Config) {
-    let retention_days = config.audit_retention_days;
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(PRUNE_EVERY);
-        loop {
-            every.tick().await;
-            match prune(&db, retention_days).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(entries = n, "pruned old activity-log entries"),
-                Err(e) => tracing::warn!(error = %e, "pruning the activity log failed"),
-            }
-            // Second-factor challenges are useless once expired; a day on, they go too.
-            let day_ago = crate::time::now_ms() - 86_400_000;
-            if let Err(e) = crate::store::mfa::delete_challenges_before(&db.writer, day_ago).await {
-                tracing::warn!(error = %e, "pruning expired second-factor challenges failed");
-            }
-        }
-    });
 }
 
 /// Deletes entries older than `retention_days`; how many went.

@@ -137,6 +137,16 @@ pub struct Config {
     pub smtp: Option<SmtpConfig>,
     /// Where avatars and other media files are kept.
     pub media_dir: std::path::PathBuf,
+    /// Where export files are kept (`PARLEY_EXPORT_DIR`).
+    pub export_dir: std::path::PathBuf,
+    /// Export files are deleted this long after they are written (`PARLEY_EXPORT_TTL_HOURS`).
+    pub export_ttl_hours: u64,
+    /// Intervals of schedules other than their default (`PARLEY_SCHEDULES`:
+    /// `name=seconds,...`).
+    pub schedules: Vec<(crate::schedules::Schedule, std::time::Duration)>,
+    /// Ended sign-in sessions are deleted this many days after they ended
+    /// (`PARLEY_SESSION_RETENTION_DAYS`).
+    pub session_retention_days: u64,
     pub max_avatar_bytes: usize,
     pub max_avatar_pixels: u64,
     /// `redis://...` in the distributed profile: wake-ups, job events and cancel requests
@@ -173,6 +183,9 @@ pub struct Config {
     /// Ollama). Link-local and cloud-metadata addresses are always refused.
     pub llm_allow_private_hosts: bool,
     pub llm_max_concurrent_per_user: i64,
+    /// Tokens a user may use per UTC day / month unless an admin set their own budget
+    /// (`PARLEY_TOKEN_BUDGET_DAILY`, `PARLEY_TOKEN_BUDGET_MONTHLY`); unset: no limit.
+    pub token_budgets: crate::usecases::quota::DefaultBudgets,
     pub llm_max_message_chars: usize,
     /// The config (by name) that writes session titles; the session's own when unset.
     pub llm_title_config: Option<String>,
@@ -320,6 +333,10 @@ impl Config {
                 }
             },
             media_dir: v.string("PARLEY_MEDIA_DIR").unwrap_or_else(|| "./data/media".into()).into(),
+            export_dir: v.string("PARLEY_EXPORT_DIR").unwrap_or_else(|| "./data/exports".into()).into(),
+            export_ttl_hours: v.positive("PARLEY_EXPORT_TTL_HOURS", 24)?,
+            schedules: schedules(&v)?,
+            session_retention_days: v.positive("PARLEY_SESSION_RETENTION_DAYS", 30)?,
             max_avatar_bytes: v.positive("PARLEY_MAX_AVATAR_BYTES", 5 * 1024 * 1024)?,
             max_avatar_pixels: v.positive("PARLEY_MAX_AVATAR_PIXELS", 40_000_000)?,
             queue_url: SecretUrl::new(match v.string("PARLEY_QUEUE_URL") {
@@ -368,6 +385,10 @@ impl Config {
                 Some(_) => return Err(v.error("PARLEY_LLM_ALLOW_PRIVATE_HOSTS", "expected true or false")),
             },
             llm_max_concurrent_per_user: v.positive("PARLEY_LLM_MAX_CONCURRENT_PER_USER", 2)?,
+            token_budgets: crate::usecases::quota::DefaultBudgets {
+                daily: v.optional_count("PARLEY_TOKEN_BUDGET_DAILY")?,
+                monthly: v.optional_count("PARLEY_TOKEN_BUDGET_MONTHLY")?,
+            },
             llm_max_message_chars: v.positive("PARLEY_LLM_MAX_MESSAGE_CHARS", 32_000)?,
             llm_title_config: v.string("PARLEY_LLM_TITLE_CONFIG"),
             metrics_bind: match v.string("PARLEY_METRICS_BIND") {
@@ -412,6 +433,27 @@ pub struct OidcProvider {
     pub issuer: String,
     pub client_id: String,
     pub client_secret: SecretString,
+}
+
+/// `PARLEY_SCHEDULES`: `name=seconds` pairs, comma-separated.
+fn schedules(v: &Vars) -> Result<Vec<(crate::schedules::Schedule, std::time::Duration)>, ConfigError> {
+    let key = "PARLEY_SCHEDULES";
+    let raw: Vec<String> = v.list(key)?;
+    raw.iter()
+        .map(|pair| {
+            let (name, secs) =
+                pair.split_once('=').ok_or_else(|| v.error(key, format!("{pair:?}: expected name=seconds")))?;
+            let schedule = crate::schedules::Schedule::parse(name.trim())
+                .ok_or_else(|| v.error(key, format!("{name:?} is not a schedule")))?;
+            let secs: u64 = secs
+                .trim()
+                .parse()
+                .ok()
+                .filter(|s| *s > 0)
+                .ok_or_else(|| v.error(key, format!("{pair:?}: seconds must be a whole number above zero")))?;
+            Ok((schedule, std::time::Duration::from_secs(secs)))
+        })
+        .collect()
 }
 
 fn oauth_config(v: &Vars) -> Result<OAuthConfig, ConfigError> {
@@ -507,6 +549,17 @@ impl Vars {
             return Err(self.error(key, "must be greater than zero"));
         }
         Ok(value)
+    }
+
+    /// A count of zero or more, or `None` when unset.
+    fn optional_count(&self, key: &str) -> Result<Option<i64>, ConfigError> {
+        match self.string(key) {
+            None => Ok(None),
+            Some(raw) => match raw.parse::<i64>() {
+                Ok(n) if n >= 0 => Ok(Some(n)),
+                _ => Err(self.error(key, format!("{raw:?}: expected a whole number of zero or more"))),
+            },
+        }
     }
 
     fn secret(&self, key: &str, min_len: usize) -> Result<Option<SecretString>, ConfigError> {

@@ -111,7 +111,9 @@ id_conversions!(
     ApiKeyId,
     ApiCompletionId,
     AuditEventId,
-    IdentityId
+    IdentityId,
+    ExportId,
+    ShareId
 );
 
 /// A nullable id column, for `#[sqlx(try_from = "crate::ids::NullableId")]` on an
@@ -157,3 +159,13 @@ mod tests {
         assert_eq!(Option::<LlmConfigId>::try_from(NullableId(None)).unwrap(), None);
     }
 }
+
+id_type!(
+    /// An export file (and the job that writes it).
+    ExportId
+);
+
+id_type!(
+    /// A share link of a chat session (its public id is a separate random token).
+    ShareId
+);

@@ -10,7 +10,6 @@ use crate::jobs::QueueName;
 use anyhow::Context;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::sync::Notify;
 
 /// The handle every process holds to wake workers (cheap to clone).
@@ -95,25 +94,4 @@ impl Queue {
             }
         }
     }
-}
-
-/// How often finished jobs' old event streams are pruned.
-const PRUNE_EVERY: Duration = Duration::from_secs(300);
-
-/// Deletes the event streams of jobs finished more than `PARLEY_JOB_EVENTS_RETENTION_SECS`
-/// ago, every few minutes, for as long as the process runs.
-pub fn spawn_event_pruning(db: crate::Db, config: &Config) {
-    let retention = Duration::from_secs(config.job_events_retention_secs);
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(PRUNE_EVERY);
-        loop {
-            every.tick().await;
-            let before = crate::time::now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-            match crate::store::job_events::prune_finished(&db.writer, before).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(events = n, "pruned the event streams of long-finished jobs"),
-                Err(e) => tracing::warn!(error = %e, "pruning job events failed"),
-            }
-        }
-    });
 }

@@ -17,6 +17,8 @@ pub mod ops;
 pub mod prompt;
 pub mod runner;
 pub mod running;
+pub mod scheduler;
+pub mod usage;
 
 pub use context::WorkerContext;
 pub use health::Health;
@@ -50,6 +52,10 @@ pub async fn run(ctx: WorkerContext, shutdown: impl Future<Output = ()> + Send +
     let canceller = keep_running("cancel relay", {
         let ctx = ctx.clone();
         move || relay_cancels(ctx.clone())
+    });
+    let scheduler = keep_running("scheduler", {
+        let ctx = ctx.clone();
+        move || scheduler::run(ctx.clone())
     });
     let mut monitor = supervised(Monitor::new(), ctx.health.clone());
     for queue in QueueName::ALL {
@@ -94,6 +100,7 @@ pub async fn run(ctx: WorkerContext, shutdown: impl Future<Output = ()> + Send +
     ctx.health.ended(set);
     renewer.abort();
     canceller.abort();
+    scheduler.abort();
     // A claim cut off by the shutdown finishes in its own task; its jobs are handed back too.
     if tokio::time::timeout(Duration::from_secs(10), ctx.running.claims_finished()).await.is_err() {
         tracing::warn!("a claim was still under way at shutdown; its jobs run again once their lease expires");

@@ -11,8 +11,6 @@ async fn main() -> anyhow::Result<()> {
     parley_shared::metrics::install();
     let ctx = WorkerContext::connect(config).await?;
     parley_worker::ops::spawn(&ctx).await?;
-    parley_shared::queue::spawn_event_pruning(ctx.db.clone(), &ctx.config);
-    parley_shared::audit::spawn_pruning(ctx.db.clone(), &ctx.config);
     tracing::info!("worker started");
     parley_worker::run(ctx, shutdown_signal()).await?;
     tracing::info!("worker stopped");

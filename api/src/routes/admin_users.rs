@@ -10,7 +10,8 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
-use parley_shared::ids::UserId;
+use parley_shared::ids::{LlmConfigId, UserId};
+use parley_shared::store::quotas::{self, Quota};
 use parley_shared::store::sessions;
 use parley_shared::store::users::{self, User, UserFilter};
 use serde::{Deserialize, Serialize};
@@ -22,17 +23,47 @@ pub fn routes() -> Router<AppState> {
         .route("/api/admin/users/{id}", get(get_user).patch(update_user).delete(delete_user))
 }
 
-/// An account as admins see it: the profile and whether it may sign in.
+/// An account as admins see it: the profile and whether it may sign in (and, from one
+/// account's routes, its quota).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AdminUserView {
     #[serde(flatten)]
     pub profile: UserProfile,
     pub is_active: bool,
+    /// The account's own budgets and allowed models (on `GET` and `PATCH` of one account).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota: Option<QuotaView>,
+}
+
+/// An account's quota as set by admins.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QuotaView {
+    /// Tokens per UTC day; `null`: the default (`PARLEY_TOKEN_BUDGET_DAILY`, else no limit).
+    pub token_budget_daily: Option<i64>,
+    /// Tokens per UTC month; `null`: the default (`PARLEY_TOKEN_BUDGET_MONTHLY`, else no limit).
+    pub token_budget_monthly: Option<i64>,
+    /// The configs the account may chat with; `null`: every enabled one.
+    #[schema(value_type = Option<Vec<String>>)]
+    pub allowed_config_ids: Option<Vec<LlmConfigId>>,
+}
+
+impl From<Quota> for QuotaView {
+    fn from(q: Quota) -> Self {
+        Self {
+            token_budget_daily: q.token_budget_daily,
+            token_budget_monthly: q.token_budget_monthly,
+            allowed_config_ids: q.allowed_config_ids,
+        }
+    }
 }
 
 impl AdminUserView {
     fn new(user: &User, state: &AppState) -> Self {
-        Self { profile: UserProfile::new(user, &state.config), is_active: user.is_active }
+        Self { profile: UserProfile::new(user, &state.config), is_active: user.is_active, quota: None }
+    }
+
+    fn with_quota(user: &User, state: &AppState, quota: Quota) -> Self {
+        Self { quota: Some(quota.into()), ..Self::new(user, state) }
     }
 }
 
@@ -80,7 +111,8 @@ pub async fn get_user(
     Path(id): Path<String>,
 ) -> ApiResult<Json<AdminUserView>> {
     let user = find(&state, &id).await?;
-    Ok(Json(AdminUserView::new(&user, &state)))
+    let quota = quotas::get(&state.db.pool, user.id).await?;
+    Ok(Json(AdminUserView::with_quota(&user, &state, quota)))
 }
 
 /// What an admin may change about an account; absent fields stay as they are.
@@ -90,9 +122,31 @@ pub struct AdminUserUpdate {
     /// `false` deactivates the account: it cannot sign in, and every session ends at once.
     pub is_active: Option<bool>,
     pub is_admin: Option<bool>,
+    /// Tokens per UTC day; `null` returns the account to the default.
+    #[serde(default, deserialize_with = "parley_shared::domain::numbers::present_integer")]
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 1000000000000000_i64)]
+    pub token_budget_daily: Option<Option<i64>>,
+    /// Tokens per UTC month; `null` returns the account to the default.
+    #[serde(default, deserialize_with = "parley_shared::domain::numbers::present_integer")]
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 1000000000000000_i64)]
+    pub token_budget_monthly: Option<Option<i64>>,
+    /// The configs the account may chat with (ids of `GET /api/llm/configs/`); `null`: all.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<uuid::Uuid>>, max_items = 100)]
+    pub allowed_config_ids: Option<Option<Vec<LlmConfigId>>>,
 }
 
-/// Deactivates or reactivates an account, or grants or takes admin rights.
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::deserialize(d).map(Some)
+}
+
+/// Highest token budget.
+const MAX_BUDGET: i64 = 1_000_000_000_000_000;
+/// Most configs an account may be limited to.
+const MAX_ALLOWED_CONFIGS: usize = 100;
+
+/// Deactivates or reactivates an account, grants or takes admin rights, or sets its token
+/// budgets and the models it may use.
 #[utoipa::path(patch, path = "/api/admin/users/{id}/", tag = "admin", params(("id" = String, Path)), request_body = AdminUserUpdate, security(("bearer" = [])), responses(
     (status = 200, body = AdminUserView), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
     (status = 409, description = "`own_account`: an admin cannot deactivate or demote their own account", body = ErrorEnvelope)))]
@@ -104,6 +158,18 @@ pub async fn update_user(
     Json(req): Json<AdminUserUpdate>,
 ) -> ApiResult<Json<AdminUserView>> {
     let mut user = find(&state, &id).await?;
+    let mut errors = crate::error::FieldErrors::default();
+    for (field, value) in
+        [("token_budget_daily", req.token_budget_daily), ("token_budget_monthly", req.token_budget_monthly)]
+    {
+        if value.flatten().is_some_and(|v| !(0..=MAX_BUDGET).contains(&v)) {
+            errors.add(field, format!("must be between 0 and {MAX_BUDGET}"));
+        }
+    }
+    if req.allowed_config_ids.as_ref().and_then(Option::as_ref).is_some_and(|ids| ids.len() > MAX_ALLOWED_CONFIGS) {
+        errors.add("allowed_config_ids", format!("must hold at most {MAX_ALLOWED_CONFIGS} ids"));
+    }
+    errors.finish()?;
     if user.id == admin.0.user.id {
         if req.is_active == Some(false) {
             return Err(own_account("you cannot deactivate your own account"));
@@ -124,16 +190,41 @@ pub async fn update_user(
     if let Some(is_admin) = req.is_admin {
         users::set_admin(&mut *tx, user.id, is_admin).await?;
     }
+    let mut quota = quotas::get(&mut *tx, user.id).await?;
+    let quota_changes =
+        req.token_budget_daily.is_some() || req.token_budget_monthly.is_some() || req.allowed_config_ids.is_some();
+    if quota_changes {
+        if let Some(daily) = req.token_budget_daily {
+            quota.token_budget_daily = daily;
+        }
+        if let Some(monthly) = req.token_budget_monthly {
+            quota.token_budget_monthly = monthly;
+        }
+        if let Some(allowed) = req.allowed_config_ids.clone() {
+            quota.allowed_config_ids = allowed.map(|mut ids| {
+                ids.sort();
+                ids.dedup();
+                ids
+            });
+        }
+        quotas::set(&mut *tx, user.id, &quota).await?;
+    }
     meta.event(parley_shared::audit::AuditAction::AdminUserUpdate)
         .actor(admin.0.user.id)
         .target(user.id)
-        .details(serde_json::json!({"is_active": req.is_active, "is_admin": req.is_admin}))
+        .details(serde_json::json!({
+            "is_active": req.is_active,
+            "is_admin": req.is_admin,
+            "token_budget_daily": req.token_budget_daily,
+            "token_budget_monthly": req.token_budget_monthly,
+            "allowed_config_ids": req.allowed_config_ids,
+        }))
         .record(&mut *tx)
         .await?;
     tx.commit().await?;
     user.is_active = req.is_active.unwrap_or(user.is_active);
     user.is_admin = req.is_admin.unwrap_or(user.is_admin);
-    Ok(Json(AdminUserView::new(&user, &state)))
+    Ok(Json(AdminUserView::with_quota(&user, &state, quota)))
 }
 
 /// Deletes an account and everything it owns; every session ends.
@@ -150,7 +241,13 @@ pub async fn delete_user(
     if user.id == admin.0.user.id {
         return Err(own_account("delete your own account with DELETE /api/users/me/"));
     }
-    parley_shared::usecases::accounts::delete(&state.db, state.media.as_ref(), &user).await?;
+    parley_shared::usecases::accounts::delete(
+        &state.db,
+        state.media.as_ref(),
+        parley_shared::exports::store(&state.config).as_ref(),
+        &user,
+    )
+    .await?;
     meta.admin_action(
         &state,
         &admin,

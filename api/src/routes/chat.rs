@@ -74,9 +74,10 @@ pub struct ChatAccepted {
 #[utoipa::path(post, path = "/api/llm/chat/", tag = "llm", request_body = ChatRequest, security(("bearer" = [])), responses(
     (status = 202, body = ChatAccepted),
     (status = 200, description = "with Accept: text/event-stream, the job's SSE stream", content_type = "text/event-stream"),
+    (status = 403, description = "`model_not_allowed`: the account may not use this model", body = ErrorEnvelope),
     (status = 404, description = "unknown session or model", body = ErrorEnvelope),
     (status = 422, body = ErrorEnvelope),
-    (status = 429, description = "too many replies in progress", body = ErrorEnvelope)))]
+    (status = 429, description = "too many replies in progress (`rate_limited`), or `quota_exceeded`: a token budget is spent until `resets_at` (see Retry-After)", body = ErrorEnvelope)))]
 pub async fn chat(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -112,8 +113,14 @@ pub async fn chat(
         Some(Err(_)) => ModelPick::NotAnId,
     };
     let mut tx = state.db.begin_write().await?;
-    let message =
-        PostMessage { user, text, session_id, model, max_active_replies: state.config.llm_max_concurrent_per_user };
+    let message = PostMessage {
+        user,
+        text,
+        session_id,
+        model,
+        max_active_replies: state.config.llm_max_concurrent_per_user,
+        budgets: state.config.token_budgets,
+    };
     let posted = usecases::chat::post_message(&mut tx, message).await.map_err(|e| match e {
         PostError::SessionNotFound => ApiError::NotFound,
         PostError::UnknownModel => ApiError::NotFound,
@@ -121,6 +128,7 @@ pub async fn chat(
             ApiError::Unavailable { code: "no_model", message: "no model is configured; an admin must add one".into() }
         }
         PostError::TooManyActive => ApiError::RateLimited { retry_after_secs: 1 },
+        PostError::Quota(e) => e.into(),
         PostError::Store(e) => e.into(),
     })?;
     let job = posted.job;

@@ -9,6 +9,7 @@ pub mod avatar;
 pub mod chat;
 pub mod docs;
 pub mod email_flows;
+pub mod exports;
 pub mod health;
 pub mod identities;
 pub mod jobs;
@@ -16,7 +17,11 @@ pub mod llm_configs;
 pub mod mfa;
 pub mod oauth;
 pub mod openai;
+pub mod schedules;
 pub mod sessions;
+pub mod shares;
+pub mod stats;
+pub mod usage;
 pub mod users;
 
 use crate::error::ApiError;
@@ -47,6 +52,11 @@ pub fn router(state: AppState) -> Router {
         .merge(oauth::routes())
         .merge(identities::routes())
         .merge(crate::web::routes())
+        .merge(usage::routes())
+        .merge(exports::routes())
+        .merge(shares::routes())
+        .merge(schedules::routes())
+        .merge(stats::routes())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::middleware::from_fn(crate::metrics::track))

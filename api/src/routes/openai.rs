@@ -110,10 +110,10 @@ pub struct ChatCompletionRequestDoc {
         headers(("X-Parley-Job-Id" = String, description = "the job answering the request"))),
     (status = 400, description = "invalid or unsupported request", body = OpenAiErrorEnvelope),
     (status = 401, description = "missing, unknown, revoked or expired key", body = OpenAiErrorEnvelope),
-    (status = 403, description = "the key lacks the `chat` scope, or the model is not enabled", body = OpenAiErrorEnvelope),
+    (status = 403, description = "the key lacks the `chat` scope, the model is not enabled, or the account may not use it (`model_not_allowed`)", body = OpenAiErrorEnvelope),
     (status = 404, description = "unknown model or session", body = OpenAiErrorEnvelope),
     (status = 413, description = "the body is too large", body = OpenAiErrorEnvelope),
-    (status = 429, description = "the key's rate limit (see Retry-After)", body = OpenAiErrorEnvelope),
+    (status = 429, description = "the key's rate limit, or `quota_exceeded`: a token budget is spent (type `insufficient_quota`; see Retry-After)", body = OpenAiErrorEnvelope),
     (status = 502, description = "the provider failed after the job's retries, or the job was cancelled", body = OpenAiErrorEnvelope)))]
 pub async fn chat_completions(
     State(state): State<AppState>,
@@ -157,9 +157,11 @@ pub async fn chat_completions(
         config: &config,
         request: &parsed.request,
         session,
+        budgets: state.config.token_budgets,
     };
     let started = api_completion::start(&mut tx, call).await.map_err(|e| match e {
         StartError::SessionNotFound => OpenAiError::not_found("session_not_found", "No such chat session."),
+        StartError::Quota(e) => e.into(),
         StartError::Store(e) => e.into(),
     })?;
     let first = Attached { job: started.job, completion: started.completion, session_id: started.session_id };

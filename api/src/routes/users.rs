@@ -88,7 +88,13 @@ pub async fn delete_me(
         errors.add("password", "is not correct");
         return Err(errors.into());
     }
-    parley_shared::usecases::accounts::delete(&state.db, state.media.as_ref(), &auth.user).await?;
+    parley_shared::usecases::accounts::delete(
+        &state.db,
+        state.media.as_ref(),
+        parley_shared::exports::store(&state.config).as_ref(),
+        &auth.user,
+    )
+    .await?;
     tracing::info!(user.id = %auth.user.id, "account deleted");
     Ok(StatusCode::NO_CONTENT)
 }

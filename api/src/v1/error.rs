@@ -87,6 +87,15 @@ impl OpenAiError {
         }
     }
 
+    /// 429 `insufficient_quota` (OpenAI's code for a spent budget), with Retry-After until
+    /// the budget resets.
+    pub fn quota_exceeded(message: String, retry_after_secs: u64) -> Self {
+        Self {
+            retry_after_secs: Some(retry_after_secs.max(1)),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "insufficient_quota", Some("quota_exceeded"), message)
+        }
+    }
+
     /// 502: the provider failed (after the job's retries).
     pub fn provider_failed(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_GATEWAY, "api_error", Some("provider_error"), message)
@@ -137,6 +146,25 @@ impl From<StoreError> for OpenAiError {
 impl From<sqlx::Error> for OpenAiError {
     fn from(err: sqlx::Error) -> Self {
         StoreError::from(err).into()
+    }
+}
+
+impl From<parley_shared::usecases::quota::QuotaError> for OpenAiError {
+    fn from(err: parley_shared::usecases::quota::QuotaError) -> Self {
+        use parley_shared::usecases::quota::QuotaError;
+        match err {
+            QuotaError::ConfigNotAllowed => {
+                OpenAiError::forbidden("model_not_allowed", "Your account may not use this model.")
+            }
+            QuotaError::Exceeded { period, resets_at } => {
+                let secs = (resets_at - chrono::Utc::now()).num_seconds().max(1) as u64;
+                OpenAiError::quota_exceeded(
+                    format!("Your {} token budget is spent; it resets at {}.", period.as_str(), resets_at.to_rfc3339()),
+                    secs,
+                )
+            }
+            QuotaError::Store(e) => e.into(),
+        }
     }
 }
 

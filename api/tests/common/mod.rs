@@ -124,6 +124,7 @@ pub fn base_vars(dir: &std::path::Path) -> HashMap<String, String> {
     .collect();
     vars.insert("PARLEY_EMAIL_DIR".into(), dir.join("mail").display().to_string());
     vars.insert("PARLEY_MEDIA_DIR".into(), dir.join("media").display().to_string());
+    vars.insert("PARLEY_EXPORT_DIR".into(), dir.join("exports").display().to_string());
     vars
 }
 

@@ -133,6 +133,38 @@ impl JobSpec for GenerateTitle {
     const MAX_BACKOFF: Duration = Duration::from_secs(30);
 }
 
+/// `export`: writes an export's file on the bulk queue, so it never delays chat.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExportData {
+    pub export_id: crate::ids::ExportId,
+}
+
+impl JobSpec for ExportData {
+    const KIND: JobKind = JobKind::Export;
+    const QUEUE: QueueName = QueueName::Bulk;
+    const MAX_ATTEMPTS: u32 = 3;
+    const TIMEOUT: Duration = Duration::from_secs(1800);
+    const BASE_BACKOFF: Duration = Duration::from_secs(5);
+    const MAX_BACKOFF: Duration = Duration::from_secs(120);
+}
+
+/// `scheduled`: one tick of a schedule's periodic work (see [`crate::schedules`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Scheduled {
+    pub schedule: crate::schedules::Schedule,
+    /// The tick's start (Unix ms).
+    pub tick: i64,
+}
+
+impl JobSpec for Scheduled {
+    const KIND: JobKind = JobKind::Scheduled;
+    const QUEUE: QueueName = QueueName::Bulk;
+    const MAX_ATTEMPTS: u32 = 3;
+    const TIMEOUT: Duration = Duration::from_secs(600);
+    const BASE_BACKOFF: Duration = Duration::from_secs(5);
+    const MAX_BACKOFF: Duration = Duration::from_secs(60);
+}
+
 /// `noop`: optionally sleeps, and fails its first `fail_times` attempts.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -74,6 +74,10 @@ pub enum JobKind {
     ApiCompletion,
     /// Does nothing (or sleeps/fails as its payload says): for benchmarks and operations checks.
     Noop,
+    /// Writes an export file (personal data, or an admin's users, usage or activity list).
+    Export,
+    /// A tick of a schedule's periodic work (pruning).
+    Scheduled,
 }
 
 /// Calls `$body` with `$t` bound to the payload type of `$kind`.
@@ -106,18 +110,28 @@ macro_rules! with_job_type {
                 type $t = $crate::jobs::ApiCompletion;
                 $body
             }
+            $crate::jobs::JobKind::Export => {
+                type $t = $crate::jobs::ExportData;
+                $body
+            }
+            $crate::jobs::JobKind::Scheduled => {
+                type $t = $crate::jobs::Scheduled;
+                $body
+            }
         }
     };
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 6] = [
+    pub const ALL: [JobKind; 8] = [
         JobKind::SendEmail,
         JobKind::ProcessAvatar,
         JobKind::LlmCompletion,
         JobKind::GenerateTitle,
         JobKind::Noop,
         JobKind::ApiCompletion,
+        JobKind::Export,
+        JobKind::Scheduled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -128,6 +142,8 @@ impl JobKind {
             JobKind::GenerateTitle => "generate_title",
             JobKind::Noop => "noop",
             JobKind::ApiCompletion => "api_completion",
+            JobKind::Export => "export",
+            JobKind::Scheduled => "scheduled",
         }
     }
 

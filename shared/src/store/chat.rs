@@ -8,7 +8,7 @@ use crate::time::{Timestamp, now_ms};
 use serde::{Deserialize, Serialize};
 
 const SESSION_COLUMNS: &str = "id, user_id, config_id, title, title_is_auto, tags, created_at, updated_at";
-const MESSAGE_COLUMNS: &str = "id, session_id, user_id, role, content, status, model, prompt_tokens, \
+pub(crate) const MESSAGE_COLUMNS: &str = "id, session_id, user_id, role, content, status, model, prompt_tokens, \
     completion_tokens, finish_reason, error, job_id, created_at, updated_at";
 
 /// A session row. An id that does not parse fails to decode.

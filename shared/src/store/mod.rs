@@ -7,14 +7,19 @@ pub mod api_keys;
 pub mod audit;
 pub mod chat;
 pub mod email_tokens;
+pub mod exports;
 pub mod idempotency;
 pub mod identities;
 pub mod job_events;
 pub mod jobs;
 pub mod llm_configs;
 pub mod mfa;
+pub mod quotas;
 pub mod secrets;
 pub mod sessions;
+pub mod shares;
+pub mod stats;
+pub mod usage;
 pub mod users;
 
 /// Anything a query can run on: `&AnyPool`, `&mut AnyConnection`, `&mut Transaction<Any>`.

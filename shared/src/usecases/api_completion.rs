@@ -11,6 +11,7 @@ use crate::store::api_completions::{self, CompletionRequest, NewApiCompletion};
 use crate::store::chat::{self, MessageRole, MessageStatus, NewMessage};
 use crate::store::jobs;
 use crate::store::llm_configs::LlmConfig;
+use crate::usecases::quota::{self, DefaultBudgets, QuotaError};
 use sqlx::AnyConnection;
 
 /// Where a call's conversation is kept.
@@ -32,6 +33,8 @@ pub struct StartCompletion<'a> {
     pub config: &'a LlmConfig,
     pub request: &'a CompletionRequest,
     pub session: SessionPick,
+    /// The token budgets of users without their own.
+    pub budgets: DefaultBudgets,
 }
 
 /// What starting wrote.
@@ -48,12 +51,18 @@ pub enum StartError {
     #[error("no such session")]
     SessionNotFound,
     #[error(transparent)]
+    Quota(QuotaError),
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 /// Writes the call (and, when opted in, its chat messages) and its job in `tx`; the caller
 /// commits, then wakes the interactive queue.
 pub async fn start(tx: &mut AnyConnection, call: StartCompletion<'_>) -> Result<Started, StartError> {
+    quota::check(&mut *tx, call.user, call.config.id, call.budgets).await.map_err(|e| match e {
+        QuotaError::Store(e) => StartError::Store(e),
+        e => StartError::Quota(e),
+    })?;
     let turns: Vec<_> = call.request.messages.iter().filter(|m| m.role != Role::System).collect();
     let (session_id, message_id) = match call.session {
         SessionPick::None => (None, None),

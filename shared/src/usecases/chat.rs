@@ -8,6 +8,7 @@ use crate::jobs::lifecycle::JobEnv;
 use crate::jobs::{JobKind, LlmCompletion, lifecycle};
 use crate::store::chat::{self, MessageRole, MessageStatus, NewMessage, Session};
 use crate::store::{jobs, llm_configs, users};
+use crate::usecases::quota::{self, DefaultBudgets, QuotaError};
 use sqlx::AnyConnection;
 
 /// Fallback titles (before or instead of a generated one) take this much of the first message.
@@ -24,6 +25,8 @@ pub struct PostMessage<'a> {
     pub model: ModelPick,
     /// Replies a user may have in progress at once.
     pub max_active_replies: i64,
+    /// The token budgets of users without their own.
+    pub budgets: DefaultBudgets,
 }
 
 /// The model a message asks for.
@@ -57,6 +60,8 @@ pub enum PostError {
     NoModel,
     #[error("too many replies in progress")]
     TooManyActive,
+    #[error(transparent)]
+    Quota(QuotaError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -94,6 +99,10 @@ pub async fn post_message(tx: &mut AnyConnection, msg: PostMessage<'_>) -> Resul
         None if picked.is_none() => llm_configs::default_enabled(&mut *tx).await?.ok_or(PostError::NoModel)?,
         None => return Err(PostError::UnknownModel),
     };
+    quota::check(&mut *tx, msg.user, config.id, msg.budgets).await.map_err(|e| match e {
+        QuotaError::Store(e) => PostError::Store(e),
+        e => PostError::Quota(e),
+    })?;
     if jobs::count_active(&mut *tx, msg.user, JobKind::LlmCompletion).await? >= msg.max_active_replies {
         return Err(PostError::TooManyActive);
     }

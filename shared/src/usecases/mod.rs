@@ -5,6 +5,8 @@ pub mod accounts;
 pub mod api_completion;
 pub mod chat;
 pub mod email;
+pub mod exports;
 pub mod identity;
 pub mod llm_config;
 pub mod mfa;
+pub mod quota;

@@ -6,16 +6,19 @@
 use super::llm_completion::{provider_settings, to_job_error};
 use super::{CancelSignal, JobError, Outcome as JobOutcome, RunJob};
 use crate::WorkerContext;
+use crate::usage::Spent;
 use futures::StreamExt;
 use parley_shared::events::StreamWriter;
 use parley_shared::ids::MessageId;
 use parley_shared::jobs::{ApiCompletion, GenerateTitle, JobSpec};
+use parley_shared::llm::ChatMessage;
 use parley_shared::llm::StreamItem;
 use parley_shared::store::api_completions;
 use parley_shared::store::chat::{self, MessageRole, MessageStatus, Outcome};
 use parley_shared::store::job_events::{self, EventType};
 use parley_shared::store::jobs::{self as job_store, Job};
-use parley_shared::store::llm_configs;
+use parley_shared::store::llm_configs::{self, LlmConfig};
+use parley_shared::store::usage::{UsageKind, UsageOutcome};
 use serde_json::json;
 
 impl RunJob for ApiCompletion {
@@ -62,9 +65,18 @@ async fn complete(
         let (mut usage, mut finish, mut model) = (None, None, config.model.clone());
         let connected = tokio::select! {
             connected = ctx.llm.stream_chat(&settings, &request.messages) => connected,
-            _ = cancel.changed() => return cancelled(ctx, &p, &text, &model).await,
+            _ = cancel.changed() => {
+                spend(ctx, job, &config, &model, None, &request.messages, &text, UsageOutcome::Cancelled).await;
+                return cancelled(ctx, &p, &text, &model).await;
+            }
         };
-        let mut stream = connected.map_err(to_job_error)?;
+        let mut stream = match connected {
+            Ok(stream) => stream,
+            Err(e) => {
+                spend(ctx, job, &config, &model, None, &request.messages, "", UsageOutcome::Failed).await;
+                return Err(to_job_error(e));
+            }
+        };
         loop {
             tokio::select! {
                 item = stream.next() => match item {
@@ -76,13 +88,20 @@ async fn complete(
                     Some(Ok(StreamItem::Usage { prompt_tokens, completion_tokens })) => usage = Some((prompt_tokens, completion_tokens)),
                     Some(Ok(StreamItem::Finish { reason })) => finish = Some(reason),
                     Some(Ok(StreamItem::Model(m))) => model = m,
-                    Some(Err(e)) => return Err(to_job_error(e)),
+                    Some(Err(e)) => {
+                        spend(ctx, job, &config, &model, usage, &request.messages, &text, UsageOutcome::Failed).await;
+                        return Err(to_job_error(e));
+                    }
                 },
-                _ = cancel.changed() => return cancelled(ctx, &p, &text, &model).await,
+                _ = cancel.changed() => {
+                    spend(ctx, job, &config, &model, usage, &request.messages, &text, UsageOutcome::Cancelled).await;
+                    return cancelled(ctx, &p, &text, &model).await;
+                }
             }
         }
         let (prompt_tokens, completion_tokens) = (usage.map(|u| i64::from(u.0)), usage.map(|u| i64::from(u.1)));
         api_completions::set_usage(writer, call.id, prompt_tokens, completion_tokens).await?;
+        spend(ctx, job, &config, &model, usage, &request.messages, &text, UsageOutcome::Complete).await;
         if let Some(message_id) = p.message_id {
             let outcome = Outcome {
                 status: MessageStatus::Complete,
@@ -127,6 +146,22 @@ async fn title_new_session(ctx: &WorkerContext, job: &Job, message_id: MessageId
         ctx.queue.wake(GenerateTitle::QUEUE);
     }
     Ok(())
+}
+
+/// Records the tokens of this attempt of a call.
+#[expect(clippy::too_many_arguments, reason = "the figures of one attempt, each from its own place")]
+async fn spend(
+    ctx: &WorkerContext,
+    job: &Job,
+    config: &LlmConfig,
+    model: &str,
+    reported: Option<(u32, u32)>,
+    prompt: &[ChatMessage],
+    text: &str,
+    outcome: UsageOutcome,
+) {
+    let spent = Spent { kind: UsageKind::Api, config: config.id, model, reported, prompt, text, outcome };
+    crate::usage::record(ctx, job, spent).await;
 }
 
 /// Ends the call as cancelled; a chat reply it was filling keeps the text it has.

@@ -4,6 +4,7 @@
 use super::llm_completion::{provider_settings, resolve_config, to_job_error};
 use super::{CancelSignal, JobError, Outcome, RunJob};
 use crate::WorkerContext;
+use crate::usage::Spent;
 use futures::StreamExt;
 use parley_shared::domain::truncate_words;
 use parley_shared::jobs::GenerateTitle;
@@ -11,6 +12,7 @@ use parley_shared::llm::{ChatMessage, Role, StreamItem};
 use parley_shared::store::chat;
 use parley_shared::store::jobs::Job;
 use parley_shared::store::llm_configs;
+use parley_shared::store::usage::{UsageKind, UsageOutcome};
 use serde_json::json;
 
 pub const MAX_TITLE_CHARS: usize = 60;
@@ -19,12 +21,12 @@ const INSTRUCTION: &str = "Write a title of at most six words for this conversat
     Answer with the title only: no quotes, no punctuation at the end, no explanation.";
 
 impl RunJob for GenerateTitle {
-    async fn run(self, ctx: &WorkerContext, _job: &Job, _cancel: CancelSignal) -> Outcome {
-        generate(self, ctx).await.into()
+    async fn run(self, ctx: &WorkerContext, job: &Job, _cancel: CancelSignal) -> Outcome {
+        generate(self, ctx, job).await.into()
     }
 }
 
-async fn generate(p: GenerateTitle, ctx: &WorkerContext) -> Result<serde_json::Value, JobError> {
+async fn generate(p: GenerateTitle, ctx: &WorkerContext, job: &Job) -> Result<serde_json::Value, JobError> {
     let pool = &ctx.db.writer;
     let Some(session) = chat::session_by_id(pool, p.session_id).await? else {
         return Ok(json!({"skipped": "the session was deleted"}));
@@ -51,13 +53,38 @@ async fn generate(p: GenerateTitle, ctx: &WorkerContext) -> Result<serde_json::V
         ChatMessage { role: Role::System, content: INSTRUCTION.into() },
         ChatMessage { role: Role::User, content: conversation },
     ];
-    let mut stream = ctx.llm.stream_chat(&settings, &prompt).await.map_err(to_job_error)?;
-    let mut raw = String::new();
+    // Titles count against the owner's usage too, marked as titles.
+    let spent = |reported, text, outcome| Spent {
+        kind: UsageKind::Title,
+        config: config.id,
+        model: &config.model,
+        reported,
+        prompt: &prompt,
+        text,
+        outcome,
+    };
+    let mut stream = match ctx.llm.stream_chat(&settings, &prompt).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            crate::usage::record(ctx, job, spent(None, "", UsageOutcome::Failed)).await;
+            return Err(to_job_error(e));
+        }
+    };
+    let (mut raw, mut usage) = (String::new(), None);
     while let Some(item) = stream.next().await {
-        if let StreamItem::Delta(d) = item.map_err(to_job_error)? {
-            raw.push_str(&d);
+        match item {
+            Ok(StreamItem::Delta(d)) => raw.push_str(&d),
+            Ok(StreamItem::Usage { prompt_tokens, completion_tokens }) => {
+                usage = Some((prompt_tokens, completion_tokens))
+            }
+            Ok(_) => {}
+            Err(e) => {
+                crate::usage::record(ctx, job, spent(usage, &raw, UsageOutcome::Failed)).await;
+                return Err(to_job_error(e));
+            }
         }
     }
+    crate::usage::record(ctx, job, spent(usage, &raw, UsageOutcome::Complete)).await;
     let title = clean_title(&raw);
     if title.is_empty() {
         return Err(JobError::fatal("the model gave an empty title"));

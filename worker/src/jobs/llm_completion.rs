@@ -4,17 +4,19 @@
 
 use super::{CancelSignal, JobError, Outcome as JobOutcome, RunJob};
 use crate::WorkerContext;
+use crate::usage::Spent;
 use futures::StreamExt;
 use parley_shared::crypto;
 use parley_shared::events::StreamWriter;
 use parley_shared::ids::{LlmConfigId, MessageId};
 use parley_shared::jobs::{GenerateTitle, JobSpec, LlmCompletion};
-use parley_shared::llm::{LlmError, Provider, ProviderSettings, StreamItem, UserFacing};
+use parley_shared::llm::{ChatMessage, LlmError, Provider, ProviderSettings, StreamItem, UserFacing};
 use parley_shared::metrics;
 use parley_shared::store::chat::{self, MessageRole, MessageStatus, Outcome};
 use parley_shared::store::job_events::{self, EventType};
 use parley_shared::store::jobs::{self as job_store, Job};
 use parley_shared::store::llm_configs::{self, LlmConfig};
+use parley_shared::store::usage::{UsageKind, UsageOutcome};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -70,12 +72,16 @@ async fn complete(
         // A cancel is honoured while the provider has not answered yet, too.
         let connected = tokio::select! {
             connected = ctx.llm.stream_chat(&settings, &prompt) => connected,
-            _ = cancel.changed() => return cancelled(ctx, message.id, &text, model.as_deref()).await,
+            _ = cancel.changed() => {
+                record(ctx, job, &config, model.as_deref(), None, &prompt, &text, UsageOutcome::Cancelled).await;
+                return cancelled(ctx, message.id, &text, model.as_deref()).await;
+            }
         };
         let mut stream = match connected {
             Ok(stream) => stream,
             Err(e) => {
                 metrics::provider_error(&config.provider, e.kind());
+                record(ctx, job, &config, model.as_deref(), None, &prompt, "", UsageOutcome::Failed).await;
                 return Err(fail(ctx, job, message.id, "", e).await);
             }
         };
@@ -103,6 +109,7 @@ async fn complete(
                     Some(Ok(StreamItem::Model(m))) => model = Some(m),
                     Some(Err(e)) => {
                         metrics::provider_error(&config.provider, e.kind());
+                        record(ctx, job, &config, model.as_deref(), usage, &prompt, &text, UsageOutcome::Failed).await;
                         return Err(fail(ctx, job, message.id, &text, e).await);
                     }
                 },
@@ -111,7 +118,10 @@ async fn complete(
                     saved_at = Instant::now();
                     unsaved = false;
                 }
-                _ = cancel.changed() => return cancelled(ctx, message.id, &text, model.as_deref()).await,
+                _ = cancel.changed() => {
+                    record(ctx, job, &config, model.as_deref(), usage, &prompt, &text, UsageOutcome::Cancelled).await;
+                    return cancelled(ctx, message.id, &text, model.as_deref()).await;
+                }
             }
         }
         let outcome = Outcome {
@@ -124,6 +134,7 @@ async fn complete(
             error: None,
         };
         chat::finish_message(writer, message.id, &outcome).await?;
+        record(ctx, job, &config, model.as_deref(), usage, &prompt, &text, UsageOutcome::Complete).await;
         if let Some((prompt, completion)) = usage {
             metrics::llm_tokens(&config.name, &config.provider, u64::from(prompt), u64::from(completion));
         }
@@ -148,6 +159,23 @@ async fn complete(
     let value = replied?;
     closed?;
     Ok(value)
+}
+
+/// Records the tokens of this attempt of a chat reply.
+#[expect(clippy::too_many_arguments, reason = "the figures of one attempt, each from its own place")]
+async fn record(
+    ctx: &WorkerContext,
+    job: &Job,
+    config: &LlmConfig,
+    model: Option<&str>,
+    reported: Option<(u32, u32)>,
+    prompt: &[ChatMessage],
+    text: &str,
+    outcome: UsageOutcome,
+) {
+    let model = model.unwrap_or(&config.model);
+    let spent = Spent { kind: UsageKind::Chat, config: config.id, model, reported, prompt, text, outcome };
+    crate::usage::record(ctx, job, spent).await;
 }
 
 /// Ends the reply as cancelled, keeping the text it has.

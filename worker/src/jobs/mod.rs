@@ -3,10 +3,12 @@
 //! kinds are registered.
 
 pub mod api_completion;
+pub mod export;
 pub mod generate_title;
 pub mod llm_completion;
 mod noop;
 pub mod process_avatar;
+pub mod scheduled;
 pub mod send_email;
 
 use crate::WorkerContext;
@@ -95,6 +97,8 @@ pub async fn execute(ctx: &WorkerContext, job: &Job, cancel: CancelSignal) -> Ou
         JobKind::SendEmail => run_as::<parley_shared::jobs::SendEmail>(ctx, job, cancel).await,
         JobKind::ProcessAvatar => run_as::<parley_shared::jobs::ProcessAvatar>(ctx, job, cancel).await,
         JobKind::ApiCompletion => run_as::<parley_shared::jobs::ApiCompletion>(ctx, job, cancel).await,
+        JobKind::Export => run_as::<parley_shared::jobs::ExportData>(ctx, job, cancel).await,
+        JobKind::Scheduled => run_as::<parley_shared::jobs::Scheduled>(ctx, job, cancel).await,
     }
 }
 
