@@ -148,7 +148,8 @@ both_backends! {
             }
             // Admins see the provider's text, without the key.
             let admin_jobs: Value = serde_json::from_str(&seen[4]).unwrap();
-            let detail = admin_jobs["items"][0]["error_detail"].as_str().unwrap_or_default();
+            let chat_job = admin_jobs["items"].as_array().unwrap().iter().find(|j| j["id"] == job_id).expect("the chat's job");
+            let detail = chat_job["error_detail"].as_str().unwrap_or_default();
             assert!(detail.contains("[redacted]"), "{shape:?}: {admin_jobs}");
             let log = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
             assert!(log.contains(job_id), "the job's lines are captured");

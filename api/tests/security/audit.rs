@@ -159,7 +159,8 @@ both_backends! {
     }
 
     async fn entries_older_than_the_retention_are_pruned(backend: Backend) {
-        let app = spawn_app_with(backend, &[("PARLEY_AUDIT_RETENTION_DAYS", "30")]).await;
+        // No workers: the scheduled pruning would race the one called here.
+        let app = spawn_app_with(backend, &[("PARLEY_AUDIT_RETENTION_DAYS", "30"), ("PARLEY_WORKERS", "0")]).await;
         let account = app.signup("old@example.com").await;
         app.signin("old@example.com", PASSWORD).await;
         // Age the sign-up entry past the retention.
