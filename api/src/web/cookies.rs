@@ -130,18 +130,17 @@ pub async fn live_session(
     user: UserId,
 ) -> Result<Option<parley_shared::store::users::User>, ApiError> {
     use parley_shared::store::sessions;
-    let Some(user) = sessions::active_user(&state.db.pool, session, user).await? else { return Ok(None) };
-    let Some(info) = sessions::get(&state.db.pool, session).await? else { return Ok(None) };
-    let idle_ms = parley_shared::time::now_ms() - info.last_used_at.millis();
+    let Some(active) = sessions::active_user(&state.db.pool, session, user).await? else { return Ok(None) };
+    let idle_ms = parley_shared::time::now_ms() - active.session_last_used_at;
     if idle_ms > state.config.session_idle_timeout_secs * 1000 {
         sessions::revoke(&state.db.writer, session, "idle_timeout").await?;
         tracing::debug!(session.id = %session, "browser session idle too long");
         return Ok(None);
     }
     if idle_ms > TOUCH_EVERY_MS {
-        sessions::touch(&state.db.writer, session).await?;
+        sessions::touch_if_stale(&state.db.writer, session, TOUCH_EVERY_MS).await?;
     }
-    Ok(Some(user))
+    Ok(Some(active.user))
 }
 
 #[cfg(test)]
