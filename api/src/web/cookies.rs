@@ -131,17 +131,16 @@ pub async fn live_session(
 ) -> Result<Option<parley_shared::store::users::User>, ApiError> {
     use parley_shared::store::sessions;
     let Some(active) = sessions::active_user(&state.db.pool, session, user).await? else { return Ok(None) };
-    let (user, last_used_at) = (active.user, active.session_last_used_at);
-    let idle_ms = parley_shared::time::now_ms() - last_used_at;
+    let idle_ms = parley_shared::time::now_ms() - active.session_last_used_at;
     if idle_ms > state.config.session_idle_timeout_secs * 1000 {
         sessions::revoke(&state.db.writer, session, "idle_timeout").await?;
         tracing::debug!(session.id = %session, "browser session idle too long");
         return Ok(None);
     }
     if idle_ms > TOUCH_EVERY_MS {
-        sessions::touch(&state.db.writer, session).await?;
+        sessions::touch_if_stale(&state.db.writer, session, TOUCH_EVERY_MS).await?;
     }
-    Ok(Some(user))
+    Ok(Some(active.user))
 }
 
 #[cfg(test)]

@@ -208,8 +208,7 @@ pub async fn start_session(
         return Redirect::to("/signin").into_response();
     };
     match sessions::active_user(&state.db.pool, claims.sid, claims.sub).await {
-        Ok(Some(active)) => {
-            let user = active.user;
+        Ok(Some(sessions::ActiveUser { user, .. })) => {
             tracing::info!(user.id = %user.id, session.id = %claims.sid, "browser session started");
             let mut response = Redirect::to("/chat").into_response();
             response.headers_mut().append(header::SET_COOKIE, cookies::set_session(&state, claims.sid, user.id));
