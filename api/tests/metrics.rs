@@ -234,16 +234,21 @@ async fn json_logs_follow_a_request_into_the_job_it_enqueued() {
     let lines: Vec<Value> = loop {
         let text = std::fs::read_to_string(&log_path).unwrap();
         let lines: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-        if lines.iter().any(|l| l["message"] == "job succeeded") {
+        // Scheduled jobs log too: this job's lines are the ones with its id.
+        if lines.iter().any(|l| l["message"] == "job succeeded" && l["span"]["job.id"] == job.as_str()) {
             break lines;
         }
         assert!(Instant::now() < deadline, "the job never logged its success: {text}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let enqueued = lines.iter().find(|l| l["message"] == "job enqueued").expect("the enqueue is logged");
+    let enqueued = lines
+        .iter()
+        .find(|l| l["message"] == "job enqueued" && l["job.id"] == job.as_str())
+        .expect("the enqueue is logged");
     assert_eq!(enqueued["job.id"], job.as_str(), "{enqueued}");
     assert_eq!(enqueued["span"]["request.id"], "trace-me-0123", "{enqueued}");
-    let succeeded = lines.iter().find(|l| l["message"] == "job succeeded").unwrap();
+    let succeeded =
+        lines.iter().find(|l| l["message"] == "job succeeded" && l["span"]["job.id"] == job.as_str()).unwrap();
     assert_eq!(succeeded["span"]["job.id"], job.as_str(), "{succeeded}");
     assert_eq!(succeeded["span"]["request.id"], "trace-me-0123", "{succeeded}");
     let _ = api.kill();
