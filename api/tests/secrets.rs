@@ -148,7 +148,9 @@ both_backends! {
             }
             // Admins see the provider's text, without the key.
             let admin_jobs: Value = serde_json::from_str(&seen[4]).unwrap();
-            let detail = admin_jobs["items"][0]["error_detail"].as_str().unwrap_or_default();
+            // The reply's job (scheduled jobs are listed too).
+            let reply = admin_jobs["items"].as_array().unwrap().iter().find(|j| j["id"] == job_id).cloned().unwrap_or_default();
+            let detail = reply["error_detail"].as_str().unwrap_or_default();
             assert!(detail.contains("[redacted]"), "{shape:?}: {admin_jobs}");
             let log = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
             assert!(log.contains(job_id), "the job's lines are captured");
