@@ -4,14 +4,11 @@
 mod common;
 
 use common::fake_llm::{FakeLlm, Step};
-use common::{Account, Backend, TestApp, assert_error, spawn_app_with};
+use common::{Account, Backend, TestApp, assert_error};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-const ADMIN: (&str, &str) = ("root@example.com", "admin passphrase 1");
-
-/// An app with an admin, and a default config pointing at `fake`.
 async fn app_with_model(
     backend: Backend,
     fake: &FakeLlm,
@@ -19,20 +16,10 @@ async fn app_with_model(
     key: &str,
     extra: &[(&str, &str)],
 ) -> (TestApp, Account) {
-    let mut vars =
-        vec![("PARLEY_ADMIN_EMAIL", ADMIN.0), ("PARLEY_ADMIN_PASSWORD", ADMIN.1), ("PARLEY_LLM_STALL_SECS", "1")];
+    let config = json!({"provider": provider, "api_key": key, "system_prompt": "You are terse."});
+    let mut vars = vec![("PARLEY_LLM_STALL_SECS", "1")];
     vars.extend_from_slice(extra);
-    let app = spawn_app_with(backend, &vars).await;
-    let admin = app.signin(ADMIN.0, ADMIN.1).await;
-    let res = app
-        .post_json(
-            "/api/llm/configs/",
-            &json!({"name": "fake", "provider": provider, "model": "fake-model", "base_url": fake.base_url(),
-                    "api_key": key, "is_default": true, "system_prompt": "You are terse."}),
-            Some(&admin.access),
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::CREATED, "{}", res.text().await.unwrap());
+    let (app, admin, _) = common::app_with_model(backend, &fake.base_url(), config, &vars).await;
     (app, admin)
 }
 

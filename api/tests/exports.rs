@@ -5,26 +5,13 @@
 mod common;
 
 use common::fake_llm::{FakeLlm, Step};
-use common::{Account, Backend, TestApp, assert_error, spawn_app_with};
+use common::{Account, Backend, TestApp, assert_error};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::io::Read;
 
-const ADMIN: (&str, &str) = ("root@example.com", "admin passphrase 1");
-
 async fn app_with_model(backend: Backend, fake: &FakeLlm) -> (TestApp, Account) {
-    let vars = [("PARLEY_ADMIN_EMAIL", ADMIN.0), ("PARLEY_ADMIN_PASSWORD", ADMIN.1)];
-    let app = spawn_app_with(backend, &vars).await;
-    let admin = app.signin(ADMIN.0, ADMIN.1).await;
-    let res = app
-        .post_json(
-            "/api/llm/configs/",
-            &json!({"name": "fake", "provider": "openai_compatible", "model": "fake-model", "base_url": fake.base_url(),
-                    "is_default": true}),
-            Some(&admin.access),
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::CREATED, "{}", res.text().await.unwrap());
+    let (app, admin, _) = common::app_with_model(backend, &fake.base_url(), json!({}), &[]).await;
     (app, admin)
 }
 

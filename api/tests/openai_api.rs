@@ -4,33 +4,16 @@
 mod common;
 
 use common::fake_llm::{FakeLlm, Step};
-use common::{Account, Backend, TestApp, spawn_app_with};
+use common::{Account, Backend, TestApp};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-const ADMIN: (&str, &str) = ("root@example.com", "admin passphrase 1");
-
-/// An app with an admin and an enabled config named `fake` pointing at `fake`.
 async fn app_with_model(backend: Backend, fake: &FakeLlm, extra: &[(&str, &str)]) -> (TestApp, Account) {
-    let mut vars = vec![
-        ("PARLEY_ADMIN_EMAIL", ADMIN.0),
-        ("PARLEY_ADMIN_PASSWORD", ADMIN.1),
-        ("PARLEY_LLM_STALL_SECS", "1"),
-        ("PARLEY_API_KEY_RPM", "1000"),
-    ];
+    let config = json!({"api_key": "sk-upstream", "system_prompt": "Never sent on /v1."});
+    let mut vars = vec![("PARLEY_LLM_STALL_SECS", "1"), ("PARLEY_API_KEY_RPM", "1000")];
     vars.extend_from_slice(extra);
-    let app = spawn_app_with(backend, &vars).await;
-    let admin = app.signin(ADMIN.0, ADMIN.1).await;
-    let res = app
-        .post_json(
-            "/api/llm/configs/",
-            &json!({"name": "fake", "provider": "openai_compatible", "model": "fake-model", "base_url": fake.base_url(),
-                    "api_key": "sk-upstream", "is_default": true, "system_prompt": "Never sent on /v1."}),
-            Some(&admin.access),
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::CREATED, "{}", res.text().await.unwrap());
+    let (app, admin, _) = common::app_with_model(backend, &fake.base_url(), config, &vars).await;
     (app, admin)
 }
 

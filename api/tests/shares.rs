@@ -4,19 +4,12 @@
 mod common;
 
 use common::fake_llm::{FakeLlm, Step};
-use common::{Account, Backend, TestApp, assert_error, spawn_app_with};
+use common::{Account, Backend, TestApp, assert_error};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const ADMIN: (&str, &str) = ("root@example.com", "admin passphrase 1");
-
 async fn app_with_model(backend: Backend, fake: &FakeLlm) -> TestApp {
-    let app = spawn_app_with(backend, &[("PARLEY_ADMIN_EMAIL", ADMIN.0), ("PARLEY_ADMIN_PASSWORD", ADMIN.1)]).await;
-    let admin = app.signin(ADMIN.0, ADMIN.1).await;
-    let config = json!({"name": "fake", "provider": "openai_compatible", "model": "fake-model", "base_url": fake.base_url(), "is_default": true});
-    let res = app.post_json("/api/llm/configs/", &config, Some(&admin.access)).await;
-    assert_eq!(res.status(), StatusCode::CREATED);
-    app
+    common::app_with_model(backend, &fake.base_url(), json!({}), &[]).await.0
 }
 
 async fn chat(app: &TestApp, user: &Account, body: Value) -> Value {

@@ -4,33 +4,16 @@
 mod common;
 
 use common::fake_llm::{FakeLlm, Step};
-use common::{Account, Backend, TestApp, assert_error, spawn_app_with};
+use common::{Account, Backend, TestApp, assert_error};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const ADMIN: (&str, &str) = ("root@example.com", "admin passphrase 1");
-
-/// An app with an admin and a default config `fake` pointing at `fake`; its id.
+/// The app, its admin and the id of its default config `fake`.
 async fn app_with_model(backend: Backend, fake: &FakeLlm, extra: &[(&str, &str)]) -> (TestApp, Account, String) {
-    let mut vars = vec![
-        ("PARLEY_ADMIN_EMAIL", ADMIN.0),
-        ("PARLEY_ADMIN_PASSWORD", ADMIN.1),
-        ("PARLEY_LLM_STALL_SECS", "1"),
-        ("PARLEY_API_KEY_RPM", "1000"),
-    ];
+    let mut vars = vec![("PARLEY_LLM_STALL_SECS", "1"), ("PARLEY_API_KEY_RPM", "1000")];
     vars.extend_from_slice(extra);
-    let app = spawn_app_with(backend, &vars).await;
-    let admin = app.signin(ADMIN.0, ADMIN.1).await;
-    let res = app
-        .post_json(
-            "/api/llm/configs/",
-            &json!({"name": "fake", "provider": "openai_compatible", "model": "fake-model", "base_url": fake.base_url(),
-                    "api_key": "sk-upstream", "is_default": true}),
-            Some(&admin.access),
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::CREATED, "{}", res.text().await.unwrap());
-    let config: Value = res.json().await.unwrap();
+    let (app, admin, config) =
+        common::app_with_model(backend, &fake.base_url(), json!({"api_key": "sk-upstream"}), &vars).await;
     (app, admin, config["id"].as_str().unwrap().to_owned())
 }
 

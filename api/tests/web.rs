@@ -9,29 +9,17 @@ mod common;
 mod fake_idp;
 
 use common::fake_llm::{FakeLlm, Step};
-use common::{Account, Backend, PASSWORD, TestApp, assert_error, spawn_app_with};
+use common::{ADMIN, Account, Backend, PASSWORD, TestApp, assert_error, spawn_app_with};
 use fantoccini::{Client, ClientBuilder, Locator};
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, SET_COOKIE};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-const ADMIN: (&str, &str) = ("root@example.com", "admin passphrase 1");
-
-/// An app with an admin and a default model served by `fake`.
 async fn app_with_model(backend: Backend, fake: &FakeLlm) -> (TestApp, Account) {
-    let vars = [("PARLEY_ADMIN_EMAIL", ADMIN.0), ("PARLEY_ADMIN_PASSWORD", ADMIN.1), ("PARLEY_LLM_STALL_SECS", "5")];
-    let app = spawn_app_with(backend, &vars).await;
-    let admin = app.signin(ADMIN.0, ADMIN.1).await;
-    let res = app
-        .post_json(
-            "/api/llm/configs/",
-            &json!({"name": "fake", "provider": "openai_compatible", "model": "fake-model",
-                    "base_url": fake.base_url(), "api_key": "sk-test", "is_default": true}),
-            Some(&admin.access),
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::CREATED, "{}", res.text().await.unwrap());
+    let config = json!({"api_key": "sk-test"});
+    let (app, admin, _) =
+        common::app_with_model(backend, &fake.base_url(), config, &[("PARLEY_LLM_STALL_SECS", "5")]).await;
     (app, admin)
 }
 

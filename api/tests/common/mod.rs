@@ -143,6 +143,31 @@ pub async fn start(vars: HashMap<String, String>, dir: std::sync::Arc<tempfile::
     TestApp { address, client: reqwest::Client::new(), state, vars, _dir: dir }
 }
 
+/// The environment admin of [`app_with_model`].
+pub const ADMIN: (&str, &str) = ("root@example.com", "admin passphrase 1");
+
+/// An app with its environment admin signed in and one default model: a config named
+/// `fake` (`openai_compatible`, model `fake-model`) at `base_url`, with `config`'s fields on
+/// top. Answers the app, the admin and the config as created.
+pub async fn app_with_model(
+    backend: Backend,
+    base_url: &str,
+    config: Value,
+    extra: &[(&str, &str)],
+) -> (TestApp, Account, Value) {
+    let mut vars = vec![("PARLEY_ADMIN_EMAIL", ADMIN.0), ("PARLEY_ADMIN_PASSWORD", ADMIN.1)];
+    vars.extend_from_slice(extra);
+    let app = spawn_app_with(backend, &vars).await;
+    let admin = app.signin(ADMIN.0, ADMIN.1).await;
+    let mut body = json!({"name": "fake", "provider": "openai_compatible", "model": "fake-model",
+                          "base_url": base_url, "is_default": true});
+    body.as_object_mut().unwrap().extend(config.as_object().cloned().unwrap_or_default());
+    let res = app.post_json("/api/llm/configs/", &body, Some(&admin.access)).await;
+    assert_eq!(res.status(), StatusCode::CREATED, "{}", res.text().await.unwrap());
+    let created = res.json().await.unwrap();
+    (app, admin, created)
+}
+
 pub const PASSWORD: &str = "correct horse battery staple";
 
 /// A signed-in user made by [`TestApp::signup`].
