@@ -21,21 +21,32 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !has_json_content_type(req.headers()) {
+            return Err(ApiError::UnsupportedMediaType {
+                message: "expected a body with Content-Type: application/json".to_owned(),
+            });
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|r| rejection("invalid_body", r.status(), r.body_text()))?;
         // Every request body is an object: serde would also take a struct from an array.
-        let value = match axum::Json::<serde_json::Value>::from_request(req, state).await {
-            Ok(axum::Json(value)) => value,
-            Err(rejection) => return Err(json_rejection(rejection)),
-        };
-        if !value.is_object() {
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| *b != b'{') {
             return Err(ApiError::Unprocessable {
                 code: "invalid_body",
                 message: "the body must be a JSON object".to_owned(),
             });
         }
-        serde_json::from_value(value)
-            .map(Json)
-            .map_err(|e| ApiError::Unprocessable { code: "invalid_body", message: format!("invalid body: {e}") })
+        axum::Json::<T>::from_bytes(&bytes).map(|axum::Json(value)| Json(value)).map_err(json_rejection)
     }
+}
+
+/// `application/json`, or any `+json` type, as axum's own extractor accepts.
+fn has_json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 fn json_rejection(r: JsonRejection) -> ApiError {
