@@ -145,6 +145,15 @@ both_backends! {
         let (_, result) = export(&app, &admin.access, "/api/admin/exports/", json!({"kind": "audit", "format": "csv", "filters": {"action": "user.signup"}})).await;
         let text = download(&app, &admin.access, &result).await.text().await.unwrap();
         assert_eq!(text.lines().count(), 1 + 3, "a header and the three sign-ups: {text}");
+        // The audit list's own filter names work too: `target` and a `since`/`until` window.
+        let filters = json!({"action": "user.signup", "target": user.id, "since": "2000-01-01T00:00:00Z"});
+        let (_, result) = export(&app, &admin.access, "/api/admin/exports/", json!({"kind": "audit", "format": "json", "filters": filters})).await;
+        let rows: Value = download(&app, &admin.access, &result).await.json().await.unwrap();
+        assert_eq!(rows.as_array().unwrap().len(), 1, "only chatty's sign-up: {rows}");
+        assert_eq!(rows[0]["target_id"], user.id.as_str());
+        let filters = json!({"action": "user.signup", "until": "2000-01-01T00:00:00Z", "to": "2999-01-01"});
+        let (_, result) = export(&app, &admin.access, "/api/admin/exports/", json!({"kind": "audit", "format": "csv", "filters": filters})).await;
+        assert_eq!(download(&app, &admin.access, &result).await.text().await.unwrap().lines().count(), 1, "the earlier bound applies");
 
         // Admins only; bad requests are refused.
         assert_error(app.post_json("/api/admin/exports/", &json!({"kind": "users", "format": "csv"}), Some(&user.access)).await, StatusCode::FORBIDDEN, "forbidden").await;

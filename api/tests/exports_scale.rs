@@ -1,4 +1,4 @@
-//! An export of 100,000 messages streams them a page at a time: the process's memory,
+//! An export of 100,000 messages streams them a page at a time (and stops at a cancel): the process's memory,
 //! sampled while it runs, grows by less than the messages' size, and every message is in the zip. Its own
 //! test binary, so that no other test moves the peak.
 
@@ -91,4 +91,43 @@ both_backends! {
         let convo: Value = serde_json::from_str(&json).unwrap();
         assert_eq!(convo["messages"].as_array().unwrap().len() as i64, MESSAGES);
     }
+}
+
+both_backends! {
+    async fn a_cancel_stops_a_running_export_and_removes_its_partial_file(backend: Backend) {
+        let _alone = ALONE.lock().await;
+        let app = spawn_app(backend).await;
+        let user = app.signup("cancelled@example.com").await;
+        fill(&app, backend, &user.id).await;
+
+        let res = app.post_json("/api/users/me/export/", &json!({}), Some(&user.access)).await;
+        assert_eq!(res.status(), StatusCode::ACCEPTED);
+        let accepted: Value = res.json().await.unwrap();
+        let job_id = accepted["job_id"].as_str().unwrap();
+        app.wait_for_status(&user.access, job_id, "running").await;
+        let res = app.post_json(&format!("/api/jobs/{job_id}/cancel/"), &json!({}), Some(&user.access)).await;
+        assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+        let job = app.wait_for_status(&user.access, job_id, "cancelled").await;
+        assert!(job["result"].is_null(), "{job}");
+
+        // Nothing was stored, and the scratch file is gone.
+        let key: Option<String> = sqlx::query_scalar("select storage_key from exports where id = $1")
+            .bind(accepted["export_id"].as_str().unwrap())
+            .fetch_one(&app.state.db.pool)
+            .await
+            .unwrap();
+        assert!(key.is_none(), "a cancelled export stores no file");
+        let dir = std::path::Path::new(&app.vars["PARLEY_EXPORT_DIR"]);
+        let files: Vec<_> = walk(dir);
+        assert!(files.is_empty(), "no file is left behind: {files:?}");
+        let res = app.client.get(app.url(&format!("/api/exports/{}/download/", accepted["export_id"].as_str().unwrap())))
+            .bearer_auth(&user.access).send().await.unwrap();
+        assert!(res.status().is_client_error(), "{}", res.status());
+    }
+}
+
+/// Every file under `dir` (none when it does not exist).
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries.flatten().flat_map(|e| if e.path().is_dir() { walk(&e.path()) } else { vec![e.path()] }).collect()
 }

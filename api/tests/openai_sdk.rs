@@ -1,7 +1,7 @@
 //! The official `openai` Python package against a running Parley with the fake provider:
 //! `api/tests/openai_sdk/check_openai_sdk.py` lists models, creates completions (whole and
 //! streamed with usage) and checks that a revoked key, an unknown model, an unsupported field
-//! and the key rate limit raise the SDK's matching exceptions.
+//! the key rate limit and a spent token quota raise the SDK's matching exceptions.
 //!
 //! The Python interpreter comes from `PARLEY_OPENAI_SDK_PYTHON` (a virtualenv with `openai`
 //! installed, which `.ci/run` makes); without it the test is skipped, except in CI. When
@@ -56,6 +56,20 @@ async fn the_official_openai_python_package_works_against_parley() {
         assert_eq!(res.status(), StatusCode::CREATED);
         keys.push(res.json::<Value>().await.unwrap());
     }
+    // A second user with no tokens left today: its key meets the quota, not the rate limit.
+    let spent = app.signup("sdk-spent@example.com").await;
+    let res = app
+        .client
+        .patch(app.url(&format!("/api/admin/users/{}/", spent.id)))
+        .bearer_auth(&admin.access)
+        .json(&json!({"token_budget_daily": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = app.post_json("/api/users/me/api-keys/", &json!({"name": "spent"}), Some(&spent.access)).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let spent_key = res.json::<Value>().await.unwrap()["key"].as_str().unwrap().to_owned();
     let revoked = format!("/api/users/me/api-keys/{}/", keys[1]["id"].as_str().unwrap());
     let res = app.client.delete(app.url(&revoked)).bearer_auth(&user.access).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
@@ -67,6 +81,7 @@ async fn the_official_openai_python_package_works_against_parley() {
         .env("PARLEY_KEY", keys[0]["key"].as_str().unwrap())
         .env("PARLEY_REVOKED_KEY", keys[1]["key"].as_str().unwrap())
         .env("PARLEY_LIMITED_KEY", keys[2]["key"].as_str().unwrap())
+        .env("PARLEY_SPENT_KEY", &spent_key)
         // The SDK must talk to this app, whatever proxy the environment names.
         .env("NO_PROXY", "127.0.0.1,localhost")
         .env_remove("OPENAI_API_KEY")
@@ -78,6 +93,7 @@ async fn the_official_openai_python_package_works_against_parley() {
     let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "the OpenAI SDK checks failed\n{stdout}\n{stderr}");
     assert!(stdout.contains("ok rate_limit_raises_rate_limit_error"), "{stdout}");
+    assert!(stdout.contains("ok quota_raises_rate_limit_error"), "{stdout}");
     if let Some(modules) = node_modules() {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openai_sdk/check_openai_node.cjs");
         let run = tokio::process::Command::new("node")

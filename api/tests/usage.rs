@@ -176,6 +176,11 @@ both_backends! {
         assert_error(chat(&app, &user.access, json!({"message": "Hi"})).await, StatusCode::FORBIDDEN, "model_not_allowed").await;
         assert_error(chat(&app, &user.access, json!({"message": "Hi", "config_id": config})).await, StatusCode::FORBIDDEN, "model_not_allowed").await;
         assert_eq!(job_count(&app, &user.access).await, jobs);
+        // The model list shows only what the account may use.
+        let models: Value = get(&app, &user.access, "/api/llm/models/").await.json().await.unwrap();
+        assert_eq!(models["items"], json!([]), "{models}");
+        let models: Value = get(&app, &admin.access, "/api/llm/models/").await.json().await.unwrap();
+        assert_eq!(models["items"].as_array().unwrap().len(), 1, "{models}");
 
         let res = patch_user(&app, &admin, &user.id, json!({"allowed_config_ids": [config, other]})).await;
         let view: Value = res.json().await.unwrap();
@@ -217,6 +222,10 @@ both_backends! {
         assert_eq!(res.status(), StatusCode::FORBIDDEN);
         let error: Value = res.json().await.unwrap();
         assert_eq!(error["error"]["code"], "model_not_allowed", "{error}");
+        // And `/v1/models` no longer lists it.
+        let res = app.client.get(app.url("/v1/models")).bearer_auth(key).send().await.unwrap();
+        let models: Value = res.json().await.unwrap();
+        assert_eq!(models["data"], json!([]), "{models}");
     }
 
     async fn admins_read_everyones_usage_grouped_filtered_and_paginated(backend: Backend) {

@@ -187,11 +187,13 @@ pub struct ExportFilters {
     /// `usage`: `day` (default) or `month`.
     #[schema(value_type = Option<String>, pattern = "^(day|month)$")]
     pub group_by: Option<String>,
-    /// `audit`: events done by this account.
+    /// `audit`: events done by this account (`actor`, as in the audit list, is accepted too).
     #[schema(value_type = Option<String>, format = Uuid)]
+    #[serde(alias = "actor")]
     pub actor_id: Option<crate::ids::UserId>,
-    /// `audit`: events done to this account.
+    /// `audit`: events done to this account (`target`, as in the audit list, is accepted too).
     #[schema(value_type = Option<String>, format = Uuid)]
+    #[serde(alias = "target")]
     pub target_id: Option<crate::ids::UserId>,
     /// `audit`: one action, e.g. `auth.login` (an action that does not exist matches nothing).
     #[schema(min_length = 1, max_length = 100)]
@@ -205,6 +207,12 @@ pub struct ExportFilters {
     /// `usage` and `audit`: the last UTC day, included.
     #[schema(value_type = Option<String>, format = Date)]
     pub to: Option<chrono::NaiveDate>,
+    /// `audit`: events at or after this time, as the audit list's `since` (with `from`, the
+    /// later of the two applies).
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// `audit`: events before this time, as the audit list's `until` (with `to`, the earlier
+    /// of the two applies).
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl ExportFilters {

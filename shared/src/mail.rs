@@ -23,6 +23,7 @@ pub enum TemplateName {
     MfaDisabled,
     MfaRemovedByAdmin,
     RecoveryCodesRegenerated,
+    RecoveryCodeUsed,
 }
 
 impl TemplateName {
@@ -36,6 +37,7 @@ impl TemplateName {
             TemplateName::MfaDisabled => "mfa_disabled",
             TemplateName::MfaRemovedByAdmin => "mfa_removed_by_admin",
             TemplateName::RecoveryCodesRegenerated => "recovery_codes_regenerated",
+            TemplateName::RecoveryCodeUsed => "recovery_code_used",
         }
     }
 }
@@ -83,7 +85,8 @@ impl Templates {
             "mfa_enabled",
             "mfa_disabled",
             "mfa_removed_by_admin",
-            "recovery_codes_regenerated"
+            "recovery_codes_regenerated",
+            "recovery_code_used"
         ) {
             let target = if name.ends_with(".html") { &mut html } else { &mut text };
             target.register_template_string(name, source).with_context(|| format!("template {name}"))?;
@@ -229,6 +232,7 @@ mod tests {
             TemplateName::MfaDisabled,
             TemplateName::MfaRemovedByAdmin,
             TemplateName::RecoveryCodesRegenerated,
+            TemplateName::RecoveryCodeUsed,
         ] {
             let email = templates
                 .render(

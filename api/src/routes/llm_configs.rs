@@ -77,13 +77,15 @@ pub struct ModelView {
     pub is_default: bool,
 }
 
-/// The enabled models.
+/// The enabled models the caller may use (an admin can limit a user to some of them).
 #[utoipa::path(get, path = "/api/llm/models/", tag = "llm", security(("bearer" = [])), responses((status = 200, body = Page<ModelView>)))]
-pub async fn list_models(State(state): State<AppState>, _auth: AuthUser) -> ApiResult<Json<Page<ModelView>>> {
+pub async fn list_models(State(state): State<AppState>, auth: AuthUser) -> ApiResult<Json<Page<ModelView>>> {
     let configs = llm_configs::list(&state.db.pool, true).await?;
+    let quota = parley_shared::store::quotas::get(&state.db.pool, auth.user.id).await?;
     Ok(Json(Page::whole(
         configs
             .into_iter()
+            .filter(|c| quota.allows(c.id))
             .map(|c| ModelView {
                 id: c.id,
                 name: c.name,

@@ -316,6 +316,9 @@ pub async fn verify(
         Code::Recovery(_) => "recovery_code",
     }});
     meta.event(AuditAction::Login).by(account.id).details(details).record(&mut *tx).await?;
+    if matches!(code, Code::Recovery(_)) {
+        usecases::email::enqueue(&mut *tx, user, EmailKind::RecoveryCodeUsed).await?;
+    }
     tx.commit().await?;
     tracing::info!(user.id = %user, session.id = %session, "signed in with a second factor");
     Ok(Json(tokens::issue_pair(&state, user, session, refresh, &amr)?))

@@ -60,7 +60,8 @@ pub struct OpenAiModelList {
     pub data: Vec<OpenAiModel>,
 }
 
-/// The enabled models (LLM configs), by name. Needs the `read` or `chat` scope.
+/// The enabled models (LLM configs) the key's owner may use, by name. Needs the `read` or
+/// `chat` scope.
 #[utoipa::path(get, path = "/v1/models", tag = "openai", security(("api_key" = [])), responses(
     (status = 200, body = OpenAiModelList),
     (status = 401, description = "missing, unknown, revoked or expired key", body = OpenAiErrorEnvelope),
@@ -69,8 +70,10 @@ pub struct OpenAiModelList {
 pub async fn list_models(State(state): State<AppState>, auth: ApiKeyAuth) -> Result<Response, OpenAiError> {
     auth.require(Scope::Read)?;
     let configs = llm_configs::list(&state.db.pool, true).await?;
+    let quota = parley_shared::store::quotas::get(&state.db.pool, auth.key.user_id).await?;
     let data = configs
         .into_iter()
+        .filter(|c| quota.allows(c.id))
         .map(|c| OpenAiModel { id: c.name, object: "model", created: c.created_at.0.timestamp(), owned_by: "parley" })
         .collect();
     Ok(axum::Json(OpenAiModelList { object: "list", data }).into_response())

@@ -1,6 +1,6 @@
 //! The signed-in user's own profile.
 
-use crate::error::{ApiResult, ErrorEnvelope, FieldErrors};
+use crate::error::{ApiError, ApiResult, ErrorEnvelope, FieldErrors};
 use crate::extract::{AuthUser, Json};
 use crate::state::AppState;
 use crate::views::UserProfile;
@@ -9,7 +9,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use parley_shared::domain::{Bio, DisplayName, Username};
+use parley_shared::store::sessions;
 use parley_shared::store::users::{self, ProfileChanges};
+use parley_shared::time::now_ms;
+use parley_shared::usecases::mfa::RECENT_SIGN_IN_SECS;
 use serde::{Deserialize, Deserializer};
 use utoipa::ToSchema;
 
@@ -71,22 +74,40 @@ pub async fn update_me(
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct DeleteAccountRequest {
-    /// The current password, to confirm.
-    pub password: String,
+    /// The current password, to confirm. An account without a password (made through an
+    /// identity provider) leaves it out and confirms by a sign-in within the last 10 minutes.
+    #[serde(default)]
+    pub password: Option<String>,
 }
 
 /// Deletes the account and everything it owns; every session ends.
 #[utoipa::path(delete, path = "/api/users/me/", tag = "accounts", request_body = DeleteAccountRequest, security(("bearer" = [])), responses(
-    (status = 204, description = "deleted"), (status = 401, body = ErrorEnvelope), (status = 422, description = "wrong password", body = ErrorEnvelope)))]
+    (status = 204, description = "deleted"), (status = 401, body = ErrorEnvelope),
+    (status = 422, description = "a missing or wrong password (`validation_error`), or, for an account without one, a sign-in older than 10 minutes (`reauthentication_required`)", body = ErrorEnvelope)))]
 pub async fn delete_me(
     State(state): State<AppState>,
     auth: AuthUser,
     Json(req): Json<DeleteAccountRequest>,
 ) -> ApiResult<StatusCode> {
-    if !state.hasher.verify(&req.password, &auth.user.password_hash).await?.valid {
-        let mut errors = FieldErrors::default();
-        errors.add("password", "is not correct");
-        return Err(errors.into());
+    if auth.user.password_hash.is_empty() {
+        // No password to confirm with: the session must be fresh instead.
+        let session = sessions::get(&state.db.pool, auth.session).await?.ok_or(ApiError::Unauthorized)?;
+        if now_ms() - session.created_at.millis() > RECENT_SIGN_IN_SECS * 1000 {
+            return Err(ApiError::Unprocessable {
+                code: "reauthentication_required",
+                message: "this account has no password: sign in again, then delete it within 10 minutes".into(),
+            });
+        }
+    } else {
+        let valid = match req.password.as_deref() {
+            Some(password) => state.hasher.verify(password, &auth.user.password_hash).await?.valid,
+            None => false,
+        };
+        if !valid {
+            let mut errors = FieldErrors::default();
+            errors.add("password", if req.password.is_some() { "is not correct" } else { "is required" });
+            return Err(errors.into());
+        }
     }
     parley_shared::usecases::accounts::delete(
         &state.db,

@@ -3,7 +3,8 @@
 Run by `api/tests/openai_sdk.rs` against a running Parley whose one model, `fake`, answers
 "Hello there" with usage 7 + 2. The environment names the endpoint and the keys:
 PARLEY_BASE_URL (ends in /v1), PARLEY_KEY, PARLEY_REVOKED_KEY, PARLEY_LIMITED_KEY (a key
-whose per-minute limit is low enough to reach). Exits non-zero on the first failed check.
+whose per-minute limit is low enough to reach), PARLEY_SPENT_KEY (a key whose owner has a
+daily token budget of 0). Exits non-zero on the first failed check.
 """
 
 import os
@@ -85,6 +86,17 @@ def rate_limit_raises_rate_limit_error():
     raise AssertionError("the key's rate limit was never reached")
 
 
+def quota_raises_rate_limit_error():
+    try:
+        client(os.environ["PARLEY_SPENT_KEY"]).chat.completions.create(model="fake", messages=MESSAGES)
+    except openai.RateLimitError as e:
+        assert e.code == "quota_exceeded", e.body
+        assert e.type == "insufficient_quota", e.body
+        assert int(e.response.headers["retry-after"]) >= 1, dict(e.response.headers)
+    else:
+        raise AssertionError("a spent quota answered")
+
+
 CHECKS = [
     models_list,
     create,
@@ -93,6 +105,7 @@ CHECKS = [
     unknown_model_raises_not_found_error,
     unsupported_field_raises_bad_request_error,
     rate_limit_raises_rate_limit_error,
+    quota_raises_rate_limit_error,
 ]
 
 if __name__ == "__main__":

@@ -227,6 +227,8 @@ both_backends! {
         let access = res.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
         let token = challenge(&app, "recover@example.com").await;
         assert_error(verify(&app, &json!({"mfa_token": token, "recovery_code": codes[0]})).await, StatusCode::BAD_REQUEST, "invalid_code").await;
+        // The owner hears of the code's use.
+        wait_for_email(&app, "A recovery code was used").await;
         // Case, spaces and dashes do not matter.
         let typed = codes[1].to_uppercase().replace('-', " ");
         assert_eq!(verify(&app, &json!({"mfa_token": token, "recovery_code": typed})).await.status(), StatusCode::OK);

@@ -217,7 +217,7 @@ both_backends! {
         assert_eq!(get_ok(&app, "/api/users/me/", pair["access_token"].as_str().unwrap()).await["email_verified"], false);
     }
 
-    async fn state_from_another_browser_forged_or_missing_is_refused(backend: Backend) {
+    async fn state_from_another_browser_forged_expired_or_missing_is_refused(backend: Backend) {
         let (app, fake) = app_with(backend).await;
         let started = start(&app, "github").await;
         let mut grant = Grant::new("1", "victim@example.com", true);
@@ -237,6 +237,12 @@ both_backends! {
         state.pop();
         state.push(flipped);
         assert_error(callback(&app, "github", &forged, "the-code", Some(&started.cookie)).await, StatusCode::BAD_REQUEST, "invalid_state").await;
+        // The same state, sealed by this server, once its ten minutes are over.
+        let mut flow = parley_shared::oauth::FlowState::open(&app.state.keys, &started.query["state"]).expect("a sealed state");
+        flow.expires_at = parley_shared::time::now_ms() - 1;
+        let mut expired = Started { query: started.query.clone(), cookie: started.cookie.clone() };
+        expired.query.insert("state".into(), flow.seal(&app.state.keys).unwrap());
+        assert_error(callback(&app, "github", &expired, "the-code", Some(&started.cookie)).await, StatusCode::BAD_REQUEST, "invalid_state").await;
         // Nothing was exchanged or created.
         assert!(fake.token_requests().is_empty());
         let (users,): (i64,) = sqlx::query_as("select count(*) from users").fetch_one(&app.state.db.pool).await.unwrap();
@@ -335,5 +341,33 @@ both_backends! {
         let res = app.client.delete(app.url(&format!("/api/users/me/identities/{id}/"))).bearer_auth(&pw.access).send().await.unwrap();
         assert_eq!(res.status(), StatusCode::NO_CONTENT);
         assert_eq!(app.login("pw@example.com", PASSWORD).await.status(), StatusCode::OK);
+    }
+
+    async fn an_account_without_a_password_deletes_itself_after_a_fresh_sign_in(backend: Backend) {
+        let (app, fake) = app_with(backend).await;
+        let back = sign_in(&app, &fake, "github", Grant::new("9", "gone@example.com", true)).await;
+        let pair = tokens(&app, &back).await;
+        let access = pair["access_token"].as_str().unwrap();
+        let me = get_ok(&app, "/api/users/me/", access).await;
+        let delete = || app.client.delete(app.url("/api/users/me/")).bearer_auth(access).json(&json!({})).send();
+        // A session that signed in more than ten minutes ago must sign in again first.
+        sqlx::query("update sessions set created_at = created_at - 700000 where user_id = $1")
+            .bind(me["id"].as_str().unwrap())
+            .execute(&app.state.db.writer)
+            .await
+            .unwrap();
+        assert_error(delete().await.unwrap(), StatusCode::UNPROCESSABLE_ENTITY, "reauthentication_required").await;
+        // A fresh provider sign-in may.
+        let back = sign_in(&app, &fake, "github", Grant::new("9", "gone@example.com", true)).await;
+        let fresh = tokens(&app, &back).await["access_token"].as_str().unwrap().to_owned();
+        let res = app.client.delete(app.url("/api/users/me/")).bearer_auth(&fresh).json(&json!({})).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        let (users,): (i64,) = sqlx::query_as("select count(*) from users").fetch_one(&app.state.db.pool).await.unwrap();
+        assert_eq!(users, 0);
+
+        // An account with a password still needs it.
+        let pw = app.signup("kept@example.com").await;
+        let res = app.client.delete(app.url("/api/users/me/")).bearer_auth(&pw.access).json(&json!({})).send().await.unwrap();
+        assert_error(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_error").await;
     }
 }

@@ -23,6 +23,8 @@ pub enum EmailKind {
     /// An admin removed the user's TOTP factor.
     MfaRemovedByAdmin,
     RecoveryCodesRegenerated,
+    /// A recovery code signed the user in.
+    RecoveryCodeUsed,
 }
 
 /// `send_email`: the job makes any token itself, so no secret sits in the queue.

@@ -28,32 +28,45 @@ use std::path::Path;
 const PAGE: i64 = 500;
 
 impl RunJob for ExportData {
-    async fn run(self, ctx: &WorkerContext, job: &Job, _cancel: CancelSignal) -> Outcome {
-        export(self, ctx, job).await.into()
+    async fn run(self, ctx: &WorkerContext, job: &Job, cancel: CancelSignal) -> Outcome {
+        export(self, ctx, job, cancel).await.into()
     }
 }
 
-async fn export(p: ExportData, ctx: &WorkerContext, job: &Job) -> Result<Value, JobError> {
+async fn export(p: ExportData, ctx: &WorkerContext, job: &Job, mut cancel: CancelSignal) -> Result<Outcome, JobError> {
     let store = exports::store(&ctx.config);
     // Until a schedule does it, each export sweeps the files that expired.
     if let Err(e) = parley_shared::usecases::exports::prune_expired(&ctx.db, store.as_ref()).await {
         tracing::warn!(error = %e, "deleting expired exports");
     }
     let Some(export) = export_store::get(&ctx.db.pool, p.export_id).await? else {
-        return Ok(json!({"skipped": "the export was deleted"}));
+        return Ok(Outcome::Succeeded(json!({"skipped": "the export was deleted"})));
     };
     if export.storage_key.is_some() {
-        return Ok(result(&export));
+        return Ok(Outcome::Succeeded(result(&export)));
     }
     let scratch = store.scratch_dir();
     tokio::fs::create_dir_all(&scratch).await.map_err(anyhow::Error::from)?;
     let path = scratch.join(parley_shared::media::new_key("", "part"));
     let mut events = StreamWriter::open(&ctx.db, &ctx.bus, job.id).await?;
-    let written = write(ctx, &export, &path, &mut events).await;
+    // A cancel stops the writing between two rows; the partial file is removed.
+    let written = tokio::select! {
+        written = write(ctx, &export, &path, &mut events) => Some(written),
+        _ = async {
+            if cancel.wait_for(|cancelled| *cancelled).await.is_err() {
+                // No cancel can come any more: the writing decides.
+                std::future::pending::<()>().await;
+            }
+        } => None,
+    };
     let closed = events.close().await;
-    if written.is_err() || closed.is_err() {
+    if !matches!(written, Some(Ok(()))) || closed.is_err() {
         let _ = tokio::fs::remove_file(&path).await;
     }
+    let Some(written) = written else {
+        tracing::info!(export.id = %export.id, "export cancelled; its partial file was removed");
+        return Ok(Outcome::Cancelled);
+    };
     written?;
     closed?;
     let size = tokio::fs::metadata(&path).await.map_err(anyhow::Error::from)?.len();
@@ -67,7 +80,7 @@ async fn export(p: ExportData, ctx: &WorkerContext, job: &Job) -> Result<Value, 
     let export =
         export_store::get(&ctx.db.pool, export.id).await?.ok_or_else(|| JobError::fatal("the export was deleted"))?;
     tracing::info!(export.id = %export.id, size_bytes = size, "export written");
-    Ok(result(&export))
+    Ok(Outcome::Succeeded(result(&export)))
 }
 
 /// The job's result: where to download the file, and until when.
@@ -386,6 +399,19 @@ async fn usage_list(
     progress(events, done, total)
 }
 
+/// The later of two optional bounds (either alone when the other is unset).
+fn later(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    a.max(b)
+}
+
+/// The earlier of two optional bounds (either alone when the other is unset).
+fn earlier(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 async fn audit_list(
     ctx: &WorkerContext,
     f: &ExportFilters,
@@ -399,8 +425,8 @@ async fn audit_list(
         target: f.target_id,
         action: f.action.as_deref().and_then(AuditAction::parse),
         result: f.result.clone().and_then(|r| AuditResult::try_from(r).ok()),
-        since: f.from.and_then(start_of),
-        until: f.to.and_then(|d| d.succ_opt()).and_then(start_of),
+        since: later(f.from.and_then(start_of), f.since.map(|t| t.timestamp_millis())),
+        until: earlier(f.to.and_then(|d| d.succ_opt()).and_then(start_of), f.until.map(|t| t.timestamp_millis())),
         ..AuditFilter::default()
     };
     // An action that does not exist matches nothing.

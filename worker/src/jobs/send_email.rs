@@ -33,6 +33,7 @@ async fn send(p: SendEmail, ctx: &WorkerContext, job: &Job) -> Result<serde_json
         EmailKind::MfaDisabled => TemplateName::MfaDisabled,
         EmailKind::MfaRemovedByAdmin => TemplateName::MfaRemovedByAdmin,
         EmailKind::RecoveryCodesRegenerated => TemplateName::RecoveryCodesRegenerated,
+        EmailKind::RecoveryCodeUsed => TemplateName::RecoveryCodeUsed,
     };
     if template == TemplateName::VerifyEmail && user.email_verified {
         return Ok(json!({"skipped": "the address is already verified"}));
@@ -85,7 +86,8 @@ async fn prepare_and_send(ctx: &WorkerContext, user: &User, template: TemplateNa
         TemplateName::MfaEnabled
         | TemplateName::MfaDisabled
         | TemplateName::MfaRemovedByAdmin
-        | TemplateName::RecoveryCodesRegenerated => (format!("{base}/settings/security"), ""),
+        | TemplateName::RecoveryCodesRegenerated
+        | TemplateName::RecoveryCodeUsed => (format!("{base}/account"), ""),
     };
     let context = json!({"display_name": user.display_name, "link": link, "expires_in": expires_in});
     let email = ctx.templates.render(template, &context).map_err(JobError::Fatal)?;
