@@ -43,6 +43,7 @@ both_backends! {
         let share_id = link["share_id"].as_str().unwrap();
         assert!(share_id.len() >= 43, "at least 256 bits in base64url: {share_id}");
         assert!(link["url"].as_str().unwrap().ends_with(&format!("/api/shared/{share_id}/")));
+        assert!(link["page_url"].as_str().unwrap().ends_with(&format!("/shared/{share_id}")));
         assert!(link["expires_at"].is_null());
 
         // A later exchange is not in the snapshot.

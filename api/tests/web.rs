@@ -17,9 +17,15 @@ use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 async fn app_with_model(backend: Backend, fake: &FakeLlm) -> (TestApp, Account) {
+    app_with_model_and(backend, fake, &[]).await
+}
+
+/// [`app_with_model`] with more settings.
+async fn app_with_model_and(backend: Backend, fake: &FakeLlm, extra: &[(&str, &str)]) -> (TestApp, Account) {
     let config = json!({"api_key": "sk-test"});
-    let (app, admin, _) =
-        common::app_with_model(backend, &fake.base_url(), config, &[("PARLEY_LLM_STALL_SECS", "5")]).await;
+    let mut vars = vec![("PARLEY_LLM_STALL_SECS", "5")];
+    vars.extend_from_slice(extra);
+    let (app, admin, _) = common::app_with_model(backend, &fake.base_url(), config, &vars).await;
     (app, admin)
 }
 
@@ -197,18 +203,111 @@ both_backends! {
         let html = res.text().await.unwrap();
         assert!(!html.contains("<script>") && html.contains("<script src=\"/static/chat.js\""), "no inline script");
 
-        for page in ["/admin", "/admin/jobs", "/admin/models"] {
+        for page in ["/admin", "/admin/jobs", "/admin/models", "/admin/stats", "/admin/exports"] {
             let res = no_redirect.get(app.url(page)).header(COOKIE, &cookie).send().await.unwrap();
             assert_eq!(res.status(), StatusCode::FORBIDDEN, "{page}");
         }
         let (admin_cookie, _) = cookie_session(&app, &admin).await;
-        for page in ["/admin", "/admin/jobs", "/admin/models"] {
+        for page in ["/admin", "/admin/jobs", "/admin/models", "/admin/stats", "/admin/exports"] {
             let res = no_redirect.get(app.url(page)).header(COOKIE, &admin_cookie).send().await.unwrap();
             assert_eq!(res.status(), StatusCode::OK, "{page}");
         }
         let res = no_redirect.get(app.url("/static/chat.js")).send().await.unwrap();
         assert_eq!(res.status(), StatusCode::OK);
         assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"));
+    }
+}
+
+/// Starts a no-op job as the admin; its id.
+async fn noop(app: &TestApp, admin: &Account, body: Value) -> String {
+    let res = app.post_json("/api/admin/jobs/noop/", &body, Some(&admin.access)).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    res.json::<Value>().await.unwrap()["job_id"].as_str().unwrap().to_owned()
+}
+
+async fn queue_stats(app: &TestApp, admin: &Account) -> Value {
+    let res = app.client.get(app.url("/api/admin/queues/")).bearer_auth(&admin.access).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    res.json().await.unwrap()
+}
+
+/// Jobs of the one-slot `default` queue: a success, a fatal failure and a success after a
+/// failed attempt have ended; a long no-op runs and another waits behind it. The ids of
+/// the running and the waiting job.
+async fn busy_default_queue(app: &TestApp, admin: &Account) -> (String, String) {
+    let ok = noop(app, admin, json!({})).await;
+    app.wait_for_status(&admin.access, &ok, "succeeded").await;
+    let failed = noop(app, admin, json!({"fail_times": 1, "fatal": true})).await;
+    app.wait_for_status(&admin.access, &failed, "failed").await;
+    let second_try = noop(app, admin, json!({"fail_times": 1})).await;
+    let job = app.wait_for_status(&admin.access, &second_try, "succeeded").await;
+    assert_eq!(job["attempts"], 2, "{job}");
+    let running = noop(app, admin, json!({"sleep_ms": 120_000})).await;
+    app.wait_for_status(&admin.access, &running, "running").await;
+    let waiting = noop(app, admin, json!({})).await;
+    // It waits (the queue's one slot is taken), due for a minute and a half.
+    let due = parley_shared::time::now_ms() - 90_000;
+    sqlx::query("update parley_jobs set run_after = $1, created_at = $1 where id = $2")
+        .bind(due)
+        .bind(&waiting)
+        .execute(&app.state.db.writer)
+        .await
+        .unwrap();
+    assert_eq!(app.job(&admin.access, &waiting).await["status"], "queued");
+    (running, waiting)
+}
+
+both_backends! {
+    async fn the_queue_stats_give_each_queues_load_and_the_last_hours_outcomes_per_kind(backend: Backend) {
+        let app = spawn_app_with(backend, &[("PARLEY_ADMIN_EMAIL", ADMIN.0), ("PARLEY_ADMIN_PASSWORD", ADMIN.1),
+            ("PARLEY_WORKER_CONCURRENCY", "1")]).await;
+        let admin = app.signin(ADMIN.0, ADMIN.1).await;
+        let user = app.signup("counted@example.com").await;
+        let res = app.client.get(app.url("/api/admin/queues/")).bearer_auth(&user.access).send().await.unwrap();
+        assert_error(res, StatusCode::FORBIDDEN, "forbidden").await;
+
+        // Before any job of its kind: every queue listed, idle; no noop outcome.
+        let stats = queue_stats(&app, &admin).await;
+        let names: Vec<&str> = stats["queues"].as_array().unwrap().iter().map(|q| q["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["interactive", "default", "bulk"], "{stats}");
+        assert!(stats["last_hour"].as_array().unwrap().iter().all(|k| k["kind"] != "noop"), "{stats}");
+
+        let (running, waiting) = busy_default_queue(&app, &admin).await;
+        let stats = queue_stats(&app, &admin).await;
+        let default = stats["queues"].as_array().unwrap().iter().find(|q| q["name"] == "default").unwrap().clone();
+        assert_eq!((default["waiting"].as_i64(), default["running"].as_i64()), (Some(1), Some(1)), "{stats}");
+        let oldest = default["oldest_waiting_secs"].as_i64().expect("a due waiting job");
+        assert!((90..120).contains(&oldest), "{stats}");
+        let bulk = stats["queues"].as_array().unwrap().iter().find(|q| q["name"] == "bulk").unwrap().clone();
+        assert_eq!(bulk, json!({"name": "bulk", "waiting": 0, "running": 0, "oldest_waiting_secs": null}));
+        let noop_row = |stats: &Value| {
+            stats["last_hour"].as_array().unwrap().iter().find(|k| k["kind"] == "noop").cloned().expect("a noop row")
+        };
+        assert_eq!(
+            noop_row(&stats),
+            json!({"kind": "noop", "queue": "default", "succeeded": 2, "failed": 1, "cancelled": 0, "retried": 1})
+        );
+        // The old counts stay as they were.
+        assert_eq!((stats["jobs"]["running"].as_i64(), stats["jobs"]["failed"].as_i64()), (Some(1), Some(1)), "{stats}");
+
+        // Cancelling both: the waiting one ends at once, the running one when its worker stops it.
+        for id in [&waiting, &running] {
+            let res = app.post_json(&format!("/api/jobs/{id}/cancel/"), &Value::Null, Some(&admin.access)).await;
+            assert!(res.status().is_success(), "{}", res.status());
+        }
+        app.wait_for_status(&admin.access, &running, "cancelled").await;
+        let stats = queue_stats(&app, &admin).await;
+        assert_eq!(noop_row(&stats)["cancelled"], 2, "{stats}");
+        let default = stats["queues"].as_array().unwrap().iter().find(|q| q["name"] == "default").unwrap().clone();
+        assert_eq!(default, json!({"name": "default", "waiting": 0, "running": 0, "oldest_waiting_secs": null}));
+
+        // Jobs that ended more than an hour ago are out of the window.
+        sqlx::query("update parley_jobs set finished_at = finished_at - 3600001 where kind = 'noop'")
+            .execute(&app.state.db.writer)
+            .await
+            .unwrap();
+        let stats = queue_stats(&app, &admin).await;
+        assert!(stats["last_hour"].as_array().unwrap().iter().all(|k| k["kind"] != "noop"), "{stats}");
     }
 }
 
@@ -348,7 +447,16 @@ async fn fits_and_is_labelled(c: &Client, width: u32) {
     let viewport = c.execute("return window.innerWidth", vec![]).await.unwrap();
     assert_eq!(viewport, width, "the window is {width} px wide");
     let overflow = c.execute("return document.documentElement.scrollWidth", vec![]).await.unwrap();
-    assert!(overflow.as_u64().unwrap() <= u64::from(width), "the page is {overflow} px wide at {width} px");
+    let wide = c
+        .execute(
+            "return [...document.querySelectorAll('body *')]
+               .filter(e => e.getBoundingClientRect().right + window.scrollX > window.innerWidth)
+               .slice(0, 5).map(e => e.tagName + '#' + e.id + '.' + e.className + ' ' + e.getBoundingClientRect().right)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(overflow.as_u64().unwrap() <= u64::from(width), "the page is {overflow} px wide at {width} px: {wide}");
     let unlabelled = c
         .execute(
             "return [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
@@ -811,4 +919,334 @@ async fn an_admin_cancels_a_running_job_from_the_queue_page() {
     app.wait_for_status(&admin.access, &job_id, "cancelled").await;
     until(&root, "the job leaves the running list", &format!("!document.querySelector('{row}')")).await;
     root.close().await.unwrap();
+}
+
+/// Waits for `name` in the browsers' download folder; its bytes.
+async fn downloaded(driver: &Driver, name: &str) -> Vec<u8> {
+    let file = driver.downloads.path().join(name);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // Chromium writes `<name>.crdownload` first and renames it when done.
+        if file.exists() {
+            return std::fs::read(&file).unwrap();
+        }
+        assert!(Instant::now() < deadline, "{} was never downloaded", file.display());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Fetches `url` from the page (with its cookie): `[status, content type, body]`.
+async fn fetch_in_page(c: &Client, url: &str) -> Value {
+    c.execute_async(
+        "const [url, done] = [arguments[0], arguments[arguments.length - 1]];
+         fetch(url, {credentials: 'same-origin'}).then(async r => done([r.status, r.headers.get('content-type'), await r.text()]))
+           .catch(e => done([0, '', String(e)]));",
+        vec![json!(url)],
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_watches_each_queues_depth_and_the_last_hour_live_on_the_queue_page() {
+    let _one = BROWSER.lock().await;
+    let Some(driver) = driver().await else { return };
+    let fake = FakeLlm::openai(vec![Step::reply(&["x"])]).await;
+    let (app, admin) = app_with_model_and(Backend::Sqlite, &fake, &[("PARLEY_WORKER_CONCURRENCY", "1")]).await;
+    let (running, waiting) = busy_default_queue(&app, &admin).await;
+
+    let root = browser(&driver, 1440).await;
+    sign_in(&root, &app, ADMIN.0, ADMIN.1).await;
+    root.goto(&app.url("/admin/jobs")).await.unwrap();
+    let cells = |selector: &str| {
+        format!(
+            "[...(document.querySelector('{selector}') || {{children: []}}).children].map(c => c.textContent).join('|')"
+        )
+    };
+    let default = until(
+        &root,
+        "the default queue's row",
+        &format!("{0}.startsWith('default|1|1|') && {0}", cells("#queues-body tr[data-queue=default]")),
+    )
+    .await;
+    let oldest = default.as_str().unwrap().rsplit('|').next().unwrap().to_owned();
+    assert!(oldest.starts_with("1 min "), "the oldest waiting job's age, from 90 s: {oldest}");
+    let bulk = root.execute(&format!("return {}", cells("#queues-body tr[data-queue=bulk]")), vec![]).await.unwrap();
+    assert_eq!(bulk, "bulk|0|0|none due");
+    until(
+        &root,
+        "the last hour's noop outcomes",
+        &format!("{} === 'noop|default|2|1|0|1'", cells("#last-hour-body tr[data-kind=noop]")),
+    )
+    .await;
+
+    // Live: the page shows what happens next without a reload.
+    for id in [&waiting, &running] {
+        let res = app.post_json(&format!("/api/jobs/{id}/cancel/"), &Value::Null, Some(&admin.access)).await;
+        assert!(res.status().is_success());
+    }
+    until(
+        &root,
+        "the cancelled jobs",
+        &format!("{} === 'noop|default|2|1|2|1'", cells("#last-hour-body tr[data-kind=noop]")),
+    )
+    .await;
+    until(
+        &root,
+        "the idle default queue",
+        &format!("{} === 'default|0|0|none due'", cells("#queues-body tr[data-queue=default]")),
+    )
+    .await;
+    root.set_window_size(375, 900).await.unwrap();
+    fits_and_is_labelled(&root, 375).await;
+    root.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_sets_a_users_quota_and_downloads_a_users_csv_export_from_the_link() {
+    let _one = BROWSER.lock().await;
+    let Some(driver) = driver().await else { return };
+    let fake = FakeLlm::openai(vec![Step::reply(&["x"])]).await;
+    let (app, admin, model) =
+        common::app_with_model(Backend::Sqlite, &fake.base_url(), json!({"api_key": "sk-test"}), &[]).await;
+    let user = app.signup("=cmd|quoted@example.com").await;
+    let root = browser(&driver, 1440).await;
+    sign_in(&root, &app, ADMIN.0, ADMIN.1).await;
+
+    // Quotas: budgets and one allowed model, saved through the account's PATCH.
+    root.goto(&app.url("/admin")).await.unwrap();
+    let row = "#users-body tr[data-email=\"=cmd|quoted@example.com\"]";
+    until(&root, "the user's row", &format!("document.querySelector('{row}')")).await;
+    click(&root, &format!("{row} button.quota")).await;
+    until(
+        &root,
+        "the quota form",
+        "!document.getElementById('quota-card').hidden && document.querySelectorAll('#q-models input').length === 1",
+    )
+    .await;
+    assert_eq!(root.execute("return document.getElementById('q-all-models').checked", vec![]).await.unwrap(), true);
+    fill(&root, "#q-daily", "1000").await;
+    fill(&root, "#q-monthly", "20000").await;
+    click(&root, "#q-all-models").await;
+    click(&root, "#q-models input").await;
+    click(&root, "#q-save").await;
+    until(&root, "the saved notice", "document.getElementById('notice').textContent.includes('was saved')").await;
+    let user_id = app.me(&user.access).await.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let seen: Value = app
+        .client
+        .get(app.url(&format!("/api/admin/users/{user_id}/")))
+        .bearer_auth(&admin.access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        seen["quota"],
+        json!({"token_budget_daily": 1000, "token_budget_monthly": 20000, "allowed_config_ids": [model["id"]]})
+    );
+    // Reopened, the form shows what is set; emptied, the budgets go back to the default.
+    click(&root, &format!("{row} button.quota")).await;
+    until(&root, "the stored budget", "document.getElementById('q-daily').value === '1000'").await;
+    fill(&root, "#q-daily", "").await;
+    click(&root, "#q-all-models").await;
+    click(&root, "#q-save").await;
+    until(&root, "the quota form closes", "document.getElementById('quota-card').hidden").await;
+    let seen: Value = app
+        .client
+        .get(app.url(&format!("/api/admin/users/{user_id}/")))
+        .bearer_auth(&admin.access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        seen["quota"],
+        json!({"token_budget_daily": null, "token_budget_monthly": 20000, "allowed_config_ids": null})
+    );
+    fits_and_is_labelled(&root, 1440).await;
+
+    // The export: started, followed to its end, then its link serves the file.
+    root.goto(&app.url("/admin/exports")).await.unwrap();
+    root.find(Locator::Css("#x-kind")).await.unwrap().select_by_value("users").await.unwrap();
+    root.find(Locator::Css("#x-format")).await.unwrap().select_by_value("csv").await.unwrap();
+    click(&root, "#x-start").await;
+    let link = "document.querySelector('#exports-body tr[data-status=succeeded] a.download')";
+    let href = until(&root, "the download link", &format!("{link} && {link}.getAttribute('href')")).await;
+    let href = href.as_str().unwrap().to_owned();
+    assert!(href.starts_with("/api/exports/") && href.ends_with("/download/"), "{href}");
+    let fetched = fetch_in_page(&root, &href).await;
+    assert_eq!(fetched[0], 200, "{fetched}");
+    assert!(fetched[1].as_str().unwrap().starts_with("text/csv"), "{fetched}");
+    let csv = fetched[2].as_str().unwrap();
+    assert!(csv.starts_with("id,email"), "{csv}");
+    assert!(
+        csv.contains(ADMIN.0) && csv.contains("'=cmd|quoted@example.com"),
+        "every account, formulas escaped: {csv}"
+    );
+    // Clicking the link saves the file (the browser's cookie is its only credential).
+    let name = root.execute(&format!("return {link}.textContent"), vec![]).await.unwrap();
+    let name = name.as_str().unwrap().split(" (").next().unwrap().to_owned();
+    click(&root, "#exports-body tr[data-status=succeeded] a.download").await;
+    assert_eq!(String::from_utf8(downloaded(&driver, &name).await).unwrap(), csv);
+    // Someone else's browser is refused the same link.
+    let other = app.client.get(app.url(&href)).bearer_auth(&user.access).send().await.unwrap();
+    assert_eq!(other.status(), StatusCode::NOT_FOUND);
+    root.set_window_size(375, 900).await.unwrap();
+    fits_and_is_labelled(&root, 375).await;
+    root.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stats_page_draws_its_charts_and_lists_usage_after_a_chat() {
+    let _one = BROWSER.lock().await;
+    let Some(driver) = driver().await else { return };
+    let fake = FakeLlm::openai(vec![Step::reply(&["one ", "two ", "three"]), Step::reply(&["A title"])]).await;
+    let (app, admin) = app_with_model(Backend::Sqlite, &fake).await;
+    let user = app.signup("stats@example.com").await;
+    let res = app.post_json("/api/llm/chat/", &json!({"message": "count to three"}), Some(&user.access)).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let job_id = res.json::<Value>().await.unwrap()["job_id"].as_str().unwrap().to_owned();
+    app.wait_for_status(&admin.access, &job_id, "succeeded").await;
+
+    let root = browser(&driver, 1440).await;
+    sign_in(&root, &app, ADMIN.0, ADMIN.1).await;
+    root.goto(&app.url("/admin/stats")).await.unwrap();
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let bar = |chart: &str| format!("document.querySelector('#{chart} svg g.bar[data-day=\"{today}\"]')");
+    let messages_bar = bar("messages-chart");
+    until(
+        &root,
+        "today's bar of messages",
+        &format!("{messages_bar} && {messages_bar}.querySelector('rect').getAttribute('height') > 0"),
+    )
+    .await;
+    let bars =
+        root.execute("return document.querySelectorAll('#messages-chart svg g.bar').length", vec![]).await.unwrap();
+    assert_eq!(bars, 30, "one bar per day of the range, days without messages too");
+    let label =
+        root.execute(&format!("return {messages_bar}.querySelector('title').textContent"), vec![]).await.unwrap();
+    assert_eq!(label, format!("{today}: 2 messages"));
+    let tokens_bar = bar("tokens-chart");
+    let heights = root
+        .execute(
+            &format!(
+                "return [...{tokens_bar}.querySelectorAll('rect')].map(r => Number(r.getAttribute('height')) > 0)"
+            ),
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(heights, json!([true, true]), "prompt and completion tokens stacked");
+    let day = until(&root, "today's row", "[...document.querySelectorAll('#days-body tr')].map(r => [...r.children].map(c => c.textContent).join('|')).join('\\n')").await;
+    assert!(
+        day.as_str().unwrap().starts_with(&format!("{today}|2|1|1|2|")),
+        "the admin and the user joined today: {day}"
+    );
+    // Usage rows name the account by its email.
+    until(&root, "the usage row", "[...document.querySelectorAll('#usage-body tr')].some(r => r.children[1].textContent === 'stats@example.com' && r.children[3].textContent === 'chat' && r.children[6].textContent === '10')").await;
+    assert_eq!(root.execute("return document.querySelectorAll('script:not([src])').length", vec![]).await.unwrap(), 0);
+    root.set_window_size(375, 900).await.unwrap();
+    fits_and_is_labelled(&root, 375).await;
+    root.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_link_shows_the_conversation_to_anyone_as_text_until_revoked_and_the_account_exports_its_data() {
+    let _one = BROWSER.lock().await;
+    let Some(driver) = driver().await else { return };
+    let fake = FakeLlm::openai(vec![
+        Step::reply(&["Hello **there** <img src=x onerror=window.pwned=1>"]),
+        Step::reply(&["<script>window.pwned = 1</script> title"]),
+    ])
+    .await;
+    let (app, _admin) = app_with_model(Backend::Sqlite, &fake).await;
+    app.signup("sharer@example.com").await;
+    let c = browser(&driver, 375).await;
+    sign_in(&c, &app, "sharer@example.com", PASSWORD).await;
+    send_message(&c, "<b>bold?</b> hi").await;
+    until(&c, "the finished reply", &format!("{LAST_REPLY} && {LAST_REPLY}.dataset.status === 'complete'")).await;
+    until(&c, "the generated title", "document.getElementById('chat-title').textContent.startsWith('<script>')").await;
+
+    click(&c, "#share").await;
+    let url = until(
+        &c,
+        "the share link",
+        "!document.getElementById('share-box').hidden && document.getElementById('share-url').value",
+    )
+    .await;
+    let url = url.as_str().unwrap().to_owned();
+    assert!(url.starts_with(&app.url("/shared/")), "{url}");
+    fits_and_is_labelled(&c, 375).await;
+
+    // Anyone (a browser never signed in) reads it.
+    let visitor = browser(&driver, 375).await;
+    visitor.goto(&url).await.unwrap();
+    let title = until(&visitor, "the shared title", "document.getElementById('shared-title').textContent.includes('title') && document.getElementById('shared-title').textContent").await;
+    assert_eq!(title, "<script>window.pwned = 1</script> title");
+    let texts = until(&visitor, "the messages", "document.querySelectorAll('#messages li').length === 2 && [...document.querySelectorAll('#messages .body')].map(b => b.textContent)").await;
+    assert_eq!(texts, json!(["<b>bold?</b> hi", "Hello there <img src=x onerror=window.pwned=1>"]));
+    let strong = visitor
+        .execute("return document.querySelector('#messages li.assistant strong').textContent", vec![])
+        .await
+        .unwrap();
+    assert_eq!(strong, "there", "replies are rendered as Markdown");
+    let injected = visitor
+        .execute("return [window.pwned === undefined, document.querySelectorAll('main script, main img, main b').length, document.querySelectorAll('script:not([src])').length]", vec![])
+        .await
+        .unwrap();
+    assert_eq!(injected, json!([true, 0, 0]), "nothing shared is markup");
+    assert_eq!(visitor.execute("return document.body.dataset.signedIn === undefined", vec![]).await.unwrap(), true);
+    fits_and_is_labelled(&visitor, 375).await;
+    let res = app.client.get(&url).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["x-robots-tag"], "noindex");
+    let csp = res.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+
+    // The account page lists the link; revoking it ends it for the visitor too.
+    c.goto(&app.url("/account")).await.unwrap();
+    let share_id = url.rsplit('/').next().unwrap().to_owned();
+    let row = format!("#shares-body tr[data-share-id=\"{share_id}\"]");
+    let listed = until(
+        &c,
+        "the listed link",
+        &format!("document.querySelector('{row}') && document.querySelector('{row} td').textContent"),
+    )
+    .await;
+    assert_eq!(listed, "<script>window.pwned = 1</script> title");
+    click(&c, &format!("{row} button.revoke")).await;
+    until(&c, "no links left", "document.querySelectorAll('#shares-body tr').length === 0").await;
+    visitor.refresh().await.unwrap();
+    until(
+        &visitor,
+        "the dead link",
+        "document.getElementById('shared-title').textContent === 'This link does not work'",
+    )
+    .await;
+
+    // One's data: the export's job is followed until its zip's link shows.
+    click(&c, "#data-export").await;
+    let href = until(
+        &c,
+        "the data download link",
+        "document.getElementById('data-download') && document.getElementById('data-download').getAttribute('href')",
+    )
+    .await;
+    let fetched = c
+        .execute_async(
+            "const [url, done] = [arguments[0], arguments[arguments.length - 1]];
+             fetch(url, {credentials: 'same-origin'}).then(async r => done([r.status, r.headers.get('content-type'),
+               new Uint8Array(await r.arrayBuffer()).slice(0, 2).join(',')]));",
+            vec![href.clone()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(fetched, json!([200, "application/zip", "80,75"]), "a zip ('PK') for {href}");
+    fits_and_is_labelled(&c, 375).await;
+    visitor.close().await.unwrap();
+    c.close().await.unwrap();
 }

@@ -144,6 +144,15 @@ impl Deployment {
         Ok(Some(next))
     }
 
+    /// The app database's URL (`sqlite://...` or `postgres://...`), for a scenario that
+    /// fills it directly.
+    pub fn database_url(&self) -> anyhow::Result<String> {
+        match &self.distributed {
+            Some(d) => d.app_database_url(),
+            None => Ok(self.server.sqlite_url()),
+        }
+    }
+
     /// Stops the processes, then drops the database and deletes the Redis keys.
     pub async fn stop(self) -> anyhow::Result<()> {
         let stopped = self.server.stop().await;

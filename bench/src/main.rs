@@ -20,6 +20,7 @@ mod provider;
 mod queue;
 mod server;
 mod sse;
+mod stats;
 
 use anyhow::bail;
 use cli::{Common, Flags};
@@ -32,6 +33,7 @@ scenarios:
   accounts   argon2 limit, sign-in rate, /api/users/me/ under sign-in load, /me against /healthz
   queue      no-op jobs: enqueue rate, end-to-end rate, POST-to-`done` round trip
   chat       against a fake provider: added time to first token, added inter-token delay
+  stats      GET /api/admin/stats/ over a million messages written straight into the database
 
 flags (each also read from the environment variable shown):
   --secs S               length of each measured phase, seconds [PARLEY_BENCH_SECS, 5]
@@ -42,7 +44,7 @@ accounts:
   --login-clients N      concurrent sign-in clients [PARLEY_BENCH_LOGIN_CLIENTS, 2 x cores]
   --read-clients N       concurrent /me and /healthz clients [PARLEY_BENCH_READ_CLIENTS, 16]
   --hash-samples N       argon2 hashes timed for the median [PARLEY_BENCH_HASH_SAMPLES, 10]
-queue and chat:
+queue, chat and stats:
   --backend B            sqlite (one process) or redis (PostgreSQL + Redis + one worker
                          process) [PARLEY_BENCH_BACKEND, required]
   --database-url URL     PostgreSQL server where a fresh database is created (redis)
@@ -62,6 +64,10 @@ chat:
   --ttft-tokens N        tokens per reply in those phases [PARLEY_BENCH_TTFT_TOKENS, 10]
   --streams N            concurrent replies for the inter-token delay [PARLEY_BENCH_STREAMS, 200]
   --tokens N             tokens per reply in that phase [PARLEY_BENCH_TOKENS, 40]
+stats:
+  --messages N           messages written, over 30 days [PARLEY_BENCH_MESSAGES, 1000000]
+  --users N              accounts they belong to [PARLEY_BENCH_USERS, 1000]
+  --requests N           sequential requests timed per range [PARLEY_BENCH_REQUESTS, 20]
 
 Build the server first: cargo build --release --bin parley-api
 ";
@@ -106,6 +112,11 @@ async fn run() -> anyhow::Result<()> {
             let options = chat::Options::from_flags(&mut flags)?;
             flags.finish()?;
             chat::run(&common, &options).await
+        }
+        "stats" => {
+            let options = stats::Options::from_flags(&mut flags)?;
+            flags.finish()?;
+            stats::run(&common, &options).await
         }
         other => bail!("unknown scenario {other:?}\n\n{USAGE}"),
     }

@@ -68,6 +68,11 @@ impl Server {
         Ok(server)
     }
 
+    /// The SQLite database the server was given (unless `env` named another).
+    pub fn sqlite_url(&self) -> String {
+        format!("sqlite://{}", self.dir.path.join("p.db").display())
+    }
+
     /// `http://127.0.0.1:<port>`.
     pub fn base_url(&self) -> &str {
         &self.base_url

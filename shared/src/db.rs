@@ -50,6 +50,9 @@ impl Db {
             AnyPoolOptions::new()
                 .max_connections(max)
                 .acquire_timeout(Duration::from_secs(10))
+                // An event per connection handed out, with the time it waited: the
+                // `parley_db_pool_acquire_wait_seconds` histogram (`telemetry::init`).
+                .acquire_time_level(log::LevelFilter::Trace)
                 // sqlx pings every connection it hands out, a round trip per query; a
                 // connection in steady use is known good, so only one idle for a while (the
                 // server may have restarted meanwhile) is checked.

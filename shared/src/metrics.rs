@@ -78,7 +78,16 @@ fn describe() {
     describe_counter!("parley_rate_limited_total", "Requests refused by a rate limit (429), by matched route");
     describe_gauge!("parley_db_pool_connections", "App database pool connections, by pool and state (in_use, idle)");
     describe_gauge!("parley_db_pool_max_connections", "App database pool size limit, by pool");
+    describe_histogram!(
+        "parley_db_pool_acquire_wait_seconds",
+        "Time each app database query or transaction waited for a pool connection"
+    );
     describe_counter!("parley_worker_restarts_total", "Queue workers restarted after ending, by queue");
+}
+
+/// A database pool handed out a connection after `secs` of waiting.
+pub fn pool_acquired(secs: f64) {
+    histogram!("parley_db_pool_acquire_wait_seconds").record(secs);
 }
 
 /// One answered HTTP request; `route` is the matched route template.

@@ -1,5 +1,5 @@
-//! Queue operations for admins: counts per status, every job, retrying a failed one, and a
-//! no-op job to check the pipeline end to end.
+//! Queue operations for admins: counts per status, each queue's load and the last hour's
+//! outcomes, every job, retrying a failed one, and a no-op job to check the pipeline end to end.
 
 use crate::error::{ApiError, ApiResult, ErrorEnvelope, FieldErrors};
 use crate::extract::{AdminUser, Json, Query};
@@ -11,8 +11,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use parley_shared::ids::JobId;
-use parley_shared::jobs::{JobKind, JobSpec, JobStatus, Noop};
+use parley_shared::jobs::{JobKind, JobSpec, JobStatus, Noop, QueueName};
 use parley_shared::store::jobs;
+use parley_shared::time::now_ms;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
@@ -25,20 +26,62 @@ pub fn routes() -> Router<AppState> {
         .route("/api/admin/jobs/{id}/retry", post(retry_job))
 }
 
-/// Jobs per status, and whether the queue answers.
+/// Jobs per status, and whether the queue answers; each queue's load now, and what jobs came
+/// to in the last hour.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct QueueStats {
     pub queue_reachable: bool,
     /// `queued`, `running`, `retrying`, `succeeded`, `failed`, `cancelled` → count.
     pub jobs: BTreeMap<String, i64>,
+    /// Every queue (`interactive`, `default`, `bulk`, in that order), an idle one too.
+    pub queues: Vec<QueueLoad>,
+    /// Per kind and queue, the jobs that ended or were set to retry in the last 60 minutes;
+    /// kinds without any are left out.
+    pub last_hour: Vec<jobs::RecentOutcomes>,
 }
+
+/// One queue's load now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueLoad {
+    /// `interactive`, `default` or `bulk`.
+    pub name: String,
+    /// Jobs queued or waiting to retry (including those scheduled for later).
+    pub waiting: i64,
+    /// Jobs a worker is running.
+    pub running: i64,
+    /// Seconds since the oldest waiting job that is due fell due (was enqueued, or its
+    /// retry time came); `null` when no waiting job is due. The same figure as the
+    /// `parley_queue_oldest_due_age_seconds` metric.
+    pub oldest_waiting_secs: Option<i64>,
+}
+
+/// The window of [`QueueStats::last_hour`].
+const LAST_HOUR_MS: i64 = 3_600_000;
 
 #[utoipa::path(get, path = "/api/admin/queues/", tag = "admin", security(("bearer" = [])), responses(
     (status = 200, body = QueueStats), (status = 403, body = ErrorEnvelope)))]
 pub async fn queue_stats(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<QueueStats>> {
+    let pool = &state.db.pool;
     let mut counts: BTreeMap<String, i64> = JobStatus::ALL.iter().map(|s| (s.as_str().to_owned(), 0)).collect();
-    counts.extend(jobs::count_by_status(&state.db.pool).await?);
-    Ok(Json(QueueStats { queue_reachable: state.queue.ping().await, jobs: counts }))
+    counts.extend(jobs::count_by_status(pool).await?);
+    let depths = jobs::queue_depths(pool).await?;
+    let running = jobs::running_per_queue(pool).await?;
+    let now = now_ms();
+    let queues = QueueName::ALL
+        .iter()
+        .map(|q| {
+            let name = q.as_str();
+            let (waiting, oldest_due) = depths.iter().find(|d| d.0 == name).map_or((0, None), |d| (d.1, d.2));
+            QueueLoad {
+                name: name.to_owned(),
+                waiting,
+                running: running.iter().find(|r| r.0 == name).map_or(0, |r| r.1),
+                oldest_waiting_secs: oldest_due.map(|due| (now - due).max(0) / 1000),
+            }
+        })
+        .collect();
+    let last_hour = jobs::outcomes_since(pool, now - LAST_HOUR_MS).await?;
+    Ok(Json(QueueStats { queue_reachable: state.queue.ping().await, jobs: counts, queues, last_hour }))
 }
 
 /// Every user's jobs, newest first.

@@ -44,8 +44,10 @@ pub struct ShareView {
     pub id: ShareId,
     /// The public id (256 random bits).
     pub share_id: String,
-    /// The public snapshot's address.
+    /// The public snapshot's address (JSON).
     pub url: String,
+    /// The web page that shows the snapshot to anyone with the link.
+    pub page_url: String,
     #[schema(value_type = String)]
     pub session_id: ChatSessionId,
     pub title: String,
@@ -57,6 +59,7 @@ impl ShareView {
     fn new(share: Share, state: &AppState) -> Self {
         Self {
             url: format!("{}/api/shared/{}/", state.config.public_url.trim_end_matches('/'), share.token),
+            page_url: format!("{}/shared/{}", state.config.public_url.trim_end_matches('/'), share.token),
             id: share.id,
             share_id: share.token,
             session_id: share.session_id,

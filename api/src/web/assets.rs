@@ -14,6 +14,9 @@ const FILES: &[(&str, &str, &[u8])] = &[
     ("chat.js", "text/javascript; charset=utf-8", include_bytes!("../../web/static/chat.js")),
     ("admin.js", "text/javascript; charset=utf-8", include_bytes!("../../web/static/admin.js")),
     ("account.js", "text/javascript; charset=utf-8", include_bytes!("../../web/static/account.js")),
+    ("admin_stats.js", "text/javascript; charset=utf-8", include_bytes!("../../web/static/admin_stats.js")),
+    ("admin_exports.js", "text/javascript; charset=utf-8", include_bytes!("../../web/static/admin_exports.js")),
+    ("shared.js", "text/javascript; charset=utf-8", include_bytes!("../../web/static/shared.js")),
 ];
 
 pub fn routes() -> Router<AppState> {

@@ -27,5 +27,8 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/jobs", get(pages::admin_jobs))
         .route("/admin/models", get(pages::admin_models))
         .route("/admin/audit", get(pages::admin_audit))
+        .route("/admin/stats", get(pages::admin_stats))
+        .route("/admin/exports", get(pages::admin_exports))
+        .route("/shared/{share_id}", get(pages::shared))
         .merge(assets::routes())
 }

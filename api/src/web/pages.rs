@@ -27,6 +27,9 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("admin_jobs", include_str!("../../web/templates/admin_jobs.hbs")),
     ("admin_models", include_str!("../../web/templates/admin_models.hbs")),
     ("admin_audit", include_str!("../../web/templates/admin_audit.hbs")),
+    ("admin_stats", include_str!("../../web/templates/admin_stats.hbs")),
+    ("admin_exports", include_str!("../../web/templates/admin_exports.hbs")),
+    ("shared", include_str!("../../web/templates/shared.hbs")),
     ("error", include_str!("../../web/templates/error.hbs")),
 ];
 
@@ -177,6 +180,25 @@ pub async fn admin_models(State(state): State<AppState>, headers: HeaderMap) -> 
 
 pub async fn admin_audit(State(state): State<AppState>, headers: HeaderMap) -> Response {
     signed_in_page(&state, &headers, true, "admin_audit", "Audit log", "admin.js", json!({})).await
+}
+
+pub async fn admin_stats(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    signed_in_page(&state, &headers, true, "admin_stats", "Usage and stats", "admin_stats.js", json!({})).await
+}
+
+pub async fn admin_exports(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    signed_in_page(&state, &headers, true, "admin_exports", "Exports", "admin_exports.js", json!({})).await
+}
+
+/// A shared conversation's public page, for anyone with the link. The page reads the
+/// snapshot from the JSON API (which answers 404 for a revoked or expired link); search
+/// engines are asked not to index it.
+pub async fn shared(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let visitor = visitor(&state, &headers).await;
+    let page = Page { status: StatusCode::OK, name: "shared", title: "Shared conversation", script: Some("shared.js") };
+    let mut response = render(&state, &headers, page, visitor.as_ref(), json!({}));
+    response.headers_mut().insert("x-robots-tag", HeaderValue::from_static("noindex"));
+    response
 }
 
 /// The sign-in form's last step: the page signed in through the JSON API (password, then

@@ -1,8 +1,9 @@
-// The account page: profile, password, sessions with "end", two-factor setup, activity.
+// The account page: profile, password, sessions with "end", two-factor setup, the export of
+// one's data (its job followed to the download link), shared links with "revoke", activity.
 "use strict";
 
 (function () {
-  const { api, el, showError, when } = window.Parley;
+  const { api, el, showError, when, followJob, jobStatus } = window.Parley;
   const byId = (id) => document.getElementById(id);
   const notice = (t) => { byId("notice").textContent = t; };
 
@@ -145,5 +146,59 @@
     } catch (err) { showError(err); }
   });
 
-  Promise.all([loadProfile(), loadSessions(), loadMfa(), loadActivity(), loadIdentities()]).catch(showError);
+  // One's data: a job writes the zip; the link shows when it is done.
+  byId("data-export").addEventListener("click", async () => {
+    showError(null);
+    const button = byId("data-export");
+    const status = byId("data-status");
+    const file = byId("data-file");
+    button.disabled = true;
+    file.replaceChildren();
+    try {
+      const started = await api("POST", "/api/users/me/export/");
+      const job = await followJob(started.job_id, (j) => { status.textContent = "Export: " + jobStatus(j); });
+      if (job.status === "succeeded" && job.result && job.result.download_url) {
+        status.textContent = "Your export is ready.";
+        file.append(el("a", { href: job.result.download_url, id: "data-download", download: "",
+          text: "Download " + (job.result.file_name || "the export") }));
+        if (job.result.expires_at) file.append(" (until " + when(job.result.expires_at) + ")");
+      } else {
+        status.textContent = "The export did not finish: " + (job.error || job.status) + ".";
+      }
+    } catch (err) { showError(err); }
+    button.disabled = false;
+  });
+
+  // The public page of a link (the API's `url` is the snapshot's JSON).
+  const sharedPage = (s) => window.location.origin + "/shared/" + encodeURIComponent(s.share_id);
+
+  async function loadShares() {
+    const data = await api("GET", "/api/llm/shares/?limit=100");
+    const body = byId("shares-body");
+    body.replaceChildren();
+    for (const s of data.items) {
+      const expired = s.expires_at && new Date(s.expires_at).getTime() <= Date.now();
+      const row = el("tr", {}, [
+        el("td", { text: s.title || "Untitled" }),
+        el("td", {}, [el("a", { href: sharedPage(s), rel: "noopener noreferrer", target: "_blank", text: "Open" })]),
+        el("td", { text: when(s.created_at) }),
+        el("td", { text: s.expires_at ? (expired ? "expired " : "") + when(s.expires_at) : "never" }),
+        el("td", {}, [el("button", { type: "button", text: "Revoke", class: "revoke",
+          "aria-label": "Revoke the link to " + (s.title || "Untitled"), onclick: async () => {
+            showError(null);
+            try {
+              await api("DELETE", "/api/llm/shares/" + encodeURIComponent(s.id) + "/");
+              notice("The link was revoked.");
+            } catch (err) { showError(err); }
+            loadShares().catch(showError);
+          } })]),
+      ]);
+      row.dataset.shareId = s.share_id;
+      body.append(row);
+    }
+    byId("shares-empty").textContent = data.items.length ? "" : "You have not shared a conversation.";
+  }
+
+  Promise.all([loadProfile(), loadSessions(), loadMfa(), loadActivity(), loadIdentities(), loadShares()])
+    .catch(showError);
 })();

@@ -1,5 +1,6 @@
-// Admin pages: users (search, deactivate, grant admin), jobs and queues (live counts,
-// running jobs with cancel, failed jobs with retry), models (the key is write-only).
+// Admin pages: users (search, deactivate, grant admin, quotas), jobs and queues (live counts,
+// each queue's depth, the last hour's outcomes, running jobs with cancel, failed jobs with
+// retry), models (the key is write-only), the audit log.
 "use strict";
 
 (function () {
@@ -32,7 +33,9 @@
           el("td", { text: u.email }), el("td", { text: u.display_name }),
           el("td", { text: u.is_active ? "yes" : "no" }), el("td", { text: u.is_admin ? "yes" : "no" }),
           el("td", { class: "actions" }, [toggle, admin, el("button", { type: "button", text: "Remove 2FA",
-            "aria-label": "Remove the second factor of " + label, onclick: () => removeFactor(u.id, label) })]),
+            "aria-label": "Remove the second factor of " + label, onclick: () => removeFactor(u.id, label) }),
+          el("button", { type: "button", text: "Quota", class: "quota", "aria-label": "Quota of " + label,
+            onclick: () => editQuota(u.id, label) })]),
         ]);
         row.dataset.email = u.email;
         body.append(row);
@@ -54,6 +57,66 @@
       await api("DELETE", "/api/admin/users/" + encodeURIComponent(id) + "/mfa/");
       byId("notice").textContent = "The second factor of " + label + " was removed.";
     } catch (err) { showError(err); }
+  }
+
+  // ---- quotas: token budgets and allowed models of one account
+  let quotaUser = null;
+  async function editQuota(id, label) {
+    showError(null);
+    try {
+      const [user, configs] = await Promise.all([
+        api("GET", "/api/admin/users/" + encodeURIComponent(id) + "/"),
+        api("GET", "/api/llm/configs/?limit=100"),
+      ]);
+      quotaUser = { id, label };
+      const quota = user.quota || {};
+      byId("quota-h").textContent = "Quota of " + label;
+      byId("q-daily").value = quota.token_budget_daily ?? "";
+      byId("q-monthly").value = quota.token_budget_monthly ?? "";
+      const allowed = quota.allowed_config_ids;
+      byId("q-all-models").checked = allowed === null || allowed === undefined;
+      const list = byId("q-models");
+      list.replaceChildren();
+      for (const c of configs.items) {
+        const box = el("input", { type: "checkbox", id: "q-model-" + c.id, value: c.id });
+        box.checked = Array.isArray(allowed) && allowed.includes(c.id);
+        list.append(el("li", {}, [el("label", { class: "check", for: box.id }, [box,
+          c.name + " (" + c.model + ")" + (c.enabled ? "" : " (disabled)")])]));
+      }
+      modelChoice();
+      byId("quota-card").hidden = false;
+      byId("q-daily").focus();
+    } catch (err) { showError(err); }
+  }
+
+  // "Every enabled model" makes the single choices moot.
+  function modelChoice() {
+    const all = byId("q-all-models").checked;
+    byId("q-models").querySelectorAll("input").forEach((i) => { i.disabled = all; });
+  }
+
+  function budget(id) {
+    const v = byId(id).value.trim();
+    return v === "" ? null : Number(v);
+  }
+
+  async function saveQuota() {
+    if (!quotaUser) return;
+    showError(null);
+    const allowed = byId("q-all-models").checked ? null
+      : [...byId("q-models").querySelectorAll("input:checked")].map((i) => i.value);
+    const change = { token_budget_daily: budget("q-daily"), token_budget_monthly: budget("q-monthly"),
+      allowed_config_ids: allowed };
+    try {
+      await api("PATCH", "/api/admin/users/" + encodeURIComponent(quotaUser.id) + "/", change);
+      byId("notice").textContent = "The quota of " + quotaUser.label + " was saved.";
+      closeQuota();
+    } catch (err) { showError(err); }
+  }
+
+  function closeQuota() {
+    quotaUser = null;
+    byId("quota-card").hidden = true;
   }
 
   // ---- audit log
@@ -103,6 +166,7 @@
       for (const [status, n] of Object.entries(stats.jobs)) {
         counts.append(el("div", { class: "count" }, [el("dt", { text: status }), el("dd", { text: String(n) })]));
       }
+      showQueues(stats);
       const rbody = byId("running-body");
       rbody.replaceChildren();
       for (const j of running) {
@@ -126,6 +190,36 @@
         fbody.append(row);
       }
     } catch (err) { showError(err); }
+  }
+
+  // Each queue's load now, and what each kind's jobs came to in the last hour.
+  function showQueues(stats) {
+    const qbody = byId("queues-body");
+    qbody.replaceChildren();
+    for (const q of stats.queues || []) {
+      const oldest = q.oldest_waiting_secs === null ? "none due" : seconds(q.oldest_waiting_secs);
+      const row = el("tr", {}, [el("th", { scope: "row", text: q.name }), el("td", { text: String(q.waiting) }),
+        el("td", { text: String(q.running) }), el("td", { text: oldest })]);
+      row.dataset.queue = q.name;
+      qbody.append(row);
+    }
+    const hbody = byId("last-hour-body");
+    hbody.replaceChildren();
+    for (const k of stats.last_hour || []) {
+      const row = el("tr", {}, [el("th", { scope: "row", text: k.kind }), el("td", { text: k.queue }),
+        el("td", { text: String(k.succeeded) }), el("td", { text: String(k.failed) }),
+        el("td", { text: String(k.cancelled) }), el("td", { text: String(k.retried) })]);
+      row.dataset.kind = k.kind;
+      row.dataset.queue = k.queue;
+      hbody.append(row);
+    }
+    byId("last-hour-empty").textContent = (stats.last_hour || []).length ? "" : "No job ended in the last hour.";
+  }
+
+  function seconds(s) {
+    if (s < 60) return s + " s";
+    if (s < 3600) return Math.floor(s / 60) + " min " + (s % 60) + " s";
+    return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min";
   }
 
   async function jobAction(id, url) {
@@ -186,6 +280,9 @@
     loadAudit(false);
   } else if (page === "admin_users") {
     byId("user-search").addEventListener("submit", (e) => { e.preventDefault(); loadUsers(); });
+    byId("quota-form").addEventListener("submit", (e) => { e.preventDefault(); saveQuota(); });
+    byId("q-all-models").addEventListener("change", modelChoice);
+    byId("q-cancel").addEventListener("click", closeQuota);
     loadUsers();
   } else if (page === "admin_jobs") {
     let polling = false;

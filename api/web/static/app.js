@@ -1,5 +1,6 @@
-// Parley's shared page code: the CSRF token, JSON calls with the session cookie, and
-// signing the page out when its session ends. No inline script: every page loads files.
+// Parley's shared page code: the CSRF token, JSON calls with the session cookie, following
+// a job to its end, and signing the page out when its session ends. No inline script:
+// every page loads files.
 "use strict";
 
 window.Parley = (function () {
@@ -126,11 +127,32 @@ window.Parley = (function () {
     });
   }
 
+  // Follows job `id` until it ends: polls its record (an export's file may take a while;
+  // a poll needs no open connection), telling `onUpdate` each time. Resolves with the
+  // final record; rejects when the job cannot be read.
+  const FINAL = ["succeeded", "failed", "cancelled"];
+  async function followJob(id, onUpdate) {
+    for (;;) {
+      const job = await api("GET", "/api/jobs/" + encodeURIComponent(id) + "/");
+      if (onUpdate) onUpdate(job);
+      if (FINAL.includes(job.status)) return job;
+      await new Promise((resolve) => setTimeout(resolve, 700));
+    }
+  }
+
+  // A job's status in words, with its progress when it reports one.
+  function jobStatus(job) {
+    const p = job.progress;
+    const done = p && typeof p.done === "number" && typeof p.total === "number" && p.total > 0
+      ? " (" + p.done + " of " + p.total + ")" : "";
+    return job.status + done;
+  }
+
   // A signed-in page notices at once when its session ends (deactivated, signed out
   // elsewhere): it checks every few seconds and then goes to the sign-in page.
   if (document.body.dataset.signedIn) {
     setInterval(() => { api("GET", "/api/users/me/").catch(() => {}); }, 3000);
   }
 
-  return { api, el, csrf, showError, when, age, markdown };
+  return { api, el, csrf, showError, when, age, markdown, followJob, jobStatus };
 })();

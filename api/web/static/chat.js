@@ -59,7 +59,25 @@
   }
 
   function sessionActions(shown) {
-    for (const id of ["rename", "tags", "export-md", "export-json", "delete"]) byId(id).hidden = !shown;
+    for (const id of ["rename", "tags", "export-md", "export-json", "share", "delete"]) byId(id).hidden = !shown;
+    byId("share-box").hidden = true;
+  }
+
+  // A public read-only link to the open conversation, up to its latest complete message.
+  async function share() {
+    if (!current) return;
+    showError(null);
+    try {
+      const link = await api("POST", "/api/llm/sessions/" + encodeURIComponent(current) + "/share/", {});
+      // The API's `url` is the snapshot's JSON; people get its page.
+      const url = window.location.origin + "/shared/" + encodeURIComponent(link.share_id);
+      byId("share-url").value = url;
+      byId("share-open").href = url;
+      byId("share-copy").textContent = "Copy link";
+      byId("share-box").hidden = false;
+      byId("share-url").focus();
+      byId("share-url").select();
+    } catch (err) { showError(err); }
   }
 
   function showTags(tags) {
@@ -235,6 +253,13 @@
   });
 
   byId("new-chat").addEventListener("click", newChat);
+  byId("share").addEventListener("click", share);
+  byId("share-close").addEventListener("click", () => { byId("share-box").hidden = true; byId("share").focus(); });
+  byId("share-copy").addEventListener("click", async () => {
+    const button = byId("share-copy");
+    try { await navigator.clipboard.writeText(byId("share-url").value); button.textContent = "Copied"; }
+    catch (_) { byId("share-url").select(); button.textContent = "Press Ctrl+C to copy"; }
+  });
   byId("session-search").addEventListener("input", () => loadSessions());
   byId("tag-filter").addEventListener("input", () => loadSessions());
   byId("export-md").addEventListener("click", () => exportSession("markdown"));

@@ -505,3 +505,49 @@ pub async fn count_active<'e, E: Exec<'e>>(ex: E, owner: UserId, kind: JobKind) 
 fn placeholders(first: usize, n: usize) -> String {
     (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
+
+/// Per queue: jobs running now (the admin queue page; waiting ones are [`queue_depths`]).
+pub async fn running_per_queue<'e, E: Exec<'e>>(ex: E) -> Result<Vec<(String, i64)>, StoreError> {
+    Ok(sqlx::query_as("select queue, count(*) from parley_jobs where status = 'running' group by queue")
+        .fetch_all(ex)
+        .await?)
+}
+
+/// What jobs of one kind (in one queue) came to since a point in time (the admin queue
+/// page's last hour).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
+pub struct RecentOutcomes {
+    /// The job kind, e.g. `llm_completion`.
+    pub kind: String,
+    /// The queue the kind runs on.
+    pub queue: String,
+    /// Jobs that ended succeeded.
+    pub succeeded: i64,
+    /// Jobs that ended failed (out of attempts, or a fatal error).
+    pub failed: i64,
+    /// Jobs that ended cancelled.
+    pub cancelled: i64,
+    /// Jobs that needed another attempt: ended since then after two or more attempts, or
+    /// waiting now to retry after an attempt that failed since then.
+    pub retried: i64,
+}
+
+/// Per kind and queue, the jobs that ended (and those that were set to retry) at or after
+/// `since_ms`, by kind. Reads the finished-time index and the status index only, so a page
+/// may poll it.
+pub async fn outcomes_since<'e, E: Exec<'e>>(ex: E, since_ms: i64) -> Result<Vec<RecentOutcomes>, StoreError> {
+    Ok(sqlx::query_as(
+        "select kind, queue,
+             count(case when status = 'succeeded' then 1 end) as succeeded,
+             count(case when status = 'failed' then 1 end) as failed,
+             count(case when status = 'cancelled' then 1 end) as cancelled,
+             count(case when attempts > 1 or status = 'retrying' then 1 end) as retried
+         from parley_jobs
+         where (finished_at >= $1 and status in ('succeeded', 'failed', 'cancelled'))
+            or (status = 'retrying' and updated_at >= $1 and attempts > 0)
+         group by kind, queue order by kind, queue",
+    )
+    .bind(since_ms)
+    .fetch_all(ex)
+    .await?)
+}
