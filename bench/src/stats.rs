@@ -122,7 +122,11 @@ async fn fill(deployment: &Deployment, options: &Options) -> anyhow::Result<()> 
     let jobs = (messages / 10).max(1);
     let sqlite = deployment_backend(&url) == Backend::Sqlite;
     let pad = |n: &str| {
-        if sqlite { format!("substr('000000000000' || {n}, -12)") } else { format!("right('000000000000' || {n}, 12)") }
+        if sqlite {
+            format!("substr('000000000000' || ({n}), -12)")
+        } else {
+            format!("right('000000000000' || ({n}), 12)")
+        }
     };
     let (yes, no) = if sqlite { ("1", "0") } else { ("true", "false") };
     let day_of = |ms: &str| {
@@ -132,9 +136,11 @@ async fn fill(deployment: &Deployment, options: &Options) -> anyhow::Result<()> 
             format!("to_char(to_timestamp({ms} / 1000) at time zone 'UTC', 'YYYY-MM-DD')")
         }
     };
-    let rows = |n: i64| format!("with recursive n(i) as (select 1 union all select i + 1 from n where i < {n})");
-    // Spread over the last 30 days, from now back.
-    let at = format!("({now} - (i % 30) * {DAY_MS} - (i % 86400) * 997 % {DAY_MS})");
+    let rows = |n: i64| {
+        format!("with recursive n(i) as (select cast(1 as bigint) union all select i + 1 from n where i < {n})")
+    };
+    // Spread over the 30 days the default range covers (today and the 29 before it).
+    let at = format!("({now} - (i % 29) * {DAY_MS} - (i % 86400) * 997 % {DAY_MS})");
     let user = |i: &str| format!("'00000000-0000-7000-9000-' || {}", pad(&format!("({i}) % {users} + 1")));
     let statements = [
         format!(
@@ -172,9 +178,9 @@ async fn fill(deployment: &Deployment, options: &Options) -> anyhow::Result<()> 
         ),
         format!(
             "insert into token_usage (id, user_id, job_id, attempt, kind, model, day, prompt_tokens, \
-             completion_tokens, counted_by, outcome, created_at)
+             completion_tokens, counted_by, outcome, created_at, updated_at)
              {} select '00000000-0000-7000-c000-' || {}, {}, '00000000-0000-7000-b000-' || {}, 1, 'chat', \
-             'model-' || (i % 3), {}, 10, 20, 'provider', 'succeeded', {at} from n",
+             'model-' || (i % 3), {}, 10, 20, 'provider', 'succeeded', {at}, {at} from n",
             rows(jobs),
             pad("i"),
             user("i"),
