@@ -133,7 +133,7 @@ both_backends! {
         // Used five minutes ago: this request counts as use.
         last_used(300).await.unwrap();
         assert_eq!(me(cookie.clone()).await, StatusCode::OK);
-        let sessions: Value = app.client.get(app.url("/api/auth/sessions/")).bearer_auth(&user.access).send().await.unwrap().json().await.unwrap();
+        let sessions: Value = app.get_json("/api/auth/sessions/", &user.access).await;
         let used = chrono::DateTime::parse_from_rfc3339(sessions["items"][0]["last_used_at"].as_str().unwrap()).unwrap();
         assert!(chrono::Utc::now().signed_duration_since(used).num_seconds() < 60, "{sessions}");
         // Idle longer than the timeout: the session ends, for the cookie and the token alike.
@@ -226,9 +226,7 @@ async fn noop(app: &TestApp, admin: &Account, body: Value) -> String {
 }
 
 async fn queue_stats(app: &TestApp, admin: &Account) -> Value {
-    let res = app.client.get(app.url("/api/admin/queues/")).bearer_auth(&admin.access).send().await.unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    res.json().await.unwrap()
+    app.get_json("/api/admin/queues/", &admin.access).await
 }
 
 /// Jobs of the one-slot `default` queue: a success, a fatal failure and a success after a
@@ -1032,16 +1030,7 @@ async fn an_admin_sets_a_users_quota_and_downloads_a_users_csv_export_from_the_l
     click(&root, "#q-save").await;
     until(&root, "the saved notice", "document.getElementById('notice').textContent.includes('was saved')").await;
     let user_id = app.me(&user.access).await.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
-    let seen: Value = app
-        .client
-        .get(app.url(&format!("/api/admin/users/{user_id}/")))
-        .bearer_auth(&admin.access)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let seen: Value = app.get_json(&format!("/api/admin/users/{user_id}/"), &admin.access).await;
     assert_eq!(
         seen["quota"],
         json!({"token_budget_daily": 1000, "token_budget_monthly": 20000, "allowed_config_ids": [model["id"]]})
@@ -1053,16 +1042,7 @@ async fn an_admin_sets_a_users_quota_and_downloads_a_users_csv_export_from_the_l
     click(&root, "#q-all-models").await;
     click(&root, "#q-save").await;
     until(&root, "the quota form closes", "document.getElementById('quota-card').hidden").await;
-    let seen: Value = app
-        .client
-        .get(app.url(&format!("/api/admin/users/{user_id}/")))
-        .bearer_auth(&admin.access)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let seen: Value = app.get_json(&format!("/api/admin/users/{user_id}/"), &admin.access).await;
     assert_eq!(
         seen["quota"],
         json!({"token_budget_daily": null, "token_budget_monthly": 20000, "allowed_config_ids": null})

@@ -253,10 +253,15 @@ impl TestApp {
     }
 
     /// A job as the API shows it.
-    pub async fn job(&self, token: &str, id: impl std::fmt::Display) -> Value {
-        let res = self.client.get(self.url(&format!("/api/jobs/{id}/"))).bearer_auth(token).send().await.unwrap();
-        assert_eq!(res.status(), StatusCode::OK);
+    /// `GET path` with `token`, answered 200, as JSON.
+    pub async fn get_json(&self, path: &str, token: &str) -> Value {
+        let res = self.client.get(self.url(path)).bearer_auth(token).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "GET {path}");
         res.json().await.unwrap()
+    }
+
+    pub async fn job(&self, token: &str, id: impl std::fmt::Display) -> Value {
+        self.get_json(&format!("/api/jobs/{id}/"), token).await
     }
 
     /// Polls a job until it reaches `status` (30 s deadline).
