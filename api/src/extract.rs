@@ -108,6 +108,16 @@ pub struct AuthUser {
     pub session: SessionId,
 }
 
+impl AuthUser {
+    /// Whether this session signed in within the last 10 minutes: what stands in for the
+    /// password where a request may leave it out (enrolling a factor, deleting an account
+    /// that has none).
+    pub async fn signed_in_recently(&self, state: &AppState) -> Result<bool, ApiError> {
+        let session = sessions::get(&state.db.pool, self.session).await?.ok_or(ApiError::Unauthorized)?;
+        Ok(now_ms() - session.created_at.millis() <= parley_shared::usecases::mfa::RECENT_SIGN_IN_SECS * 1000)
+    }
+}
+
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 

@@ -18,7 +18,6 @@ use parley_shared::auth::hash_token;
 use parley_shared::ids::UserId;
 use parley_shared::jobs::{EmailKind, JobSpec, SendEmail};
 use parley_shared::store::{mfa, sessions, users};
-use parley_shared::time::now_ms;
 use parley_shared::usecases;
 use parley_shared::usecases::mfa as totp;
 use serde::{Deserialize, Serialize};
@@ -105,8 +104,7 @@ pub async fn enrol_totp(
             }
         }
         None => {
-            let session = sessions::get(&state.db.pool, auth.session).await?.ok_or(ApiError::Unauthorized)?;
-            if now_ms() - session.created_at.millis() > totp::RECENT_SIGN_IN_SECS * 1000 {
+            if !auth.signed_in_recently(&state).await? {
                 return Err(ApiError::Unprocessable {
                     code: "reauthentication_required",
                     message: "this session signed in more than 10 minutes ago: send the current password".into(),

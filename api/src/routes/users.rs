@@ -9,10 +9,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use parley_shared::domain::{Bio, DisplayName, Username};
-use parley_shared::store::sessions;
 use parley_shared::store::users::{self, ProfileChanges};
-use parley_shared::time::now_ms;
-use parley_shared::usecases::mfa::RECENT_SIGN_IN_SECS;
 use serde::{Deserialize, Deserializer};
 use utoipa::ToSchema;
 
@@ -91,8 +88,7 @@ pub async fn delete_me(
 ) -> ApiResult<StatusCode> {
     if auth.user.password_hash.is_empty() {
         // No password to confirm with: the session must be fresh instead.
-        let session = sessions::get(&state.db.pool, auth.session).await?.ok_or(ApiError::Unauthorized)?;
-        if now_ms() - session.created_at.millis() > RECENT_SIGN_IN_SECS * 1000 {
+        if !auth.signed_in_recently(&state).await? {
             return Err(ApiError::Unprocessable {
                 code: "reauthentication_required",
                 message: "this account has no password: sign in again, then delete it within 10 minutes".into(),
