@@ -63,19 +63,26 @@ const LAST_HOUR_MS: i64 = 3_600_000;
 pub async fn queue_stats(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<QueueStats>> {
     let pool = &state.db.pool;
     let mut counts: BTreeMap<String, i64> = JobStatus::ALL.iter().map(|s| (s.as_str().to_owned(), 0)).collect();
-    counts.extend(jobs::count_by_status(pool).await?);
-    let depths = jobs::queue_depths(pool).await?;
-    let running = jobs::running_per_queue(pool).await?;
+    let rows = jobs::count_by_queue_and_status(pool).await?;
+    for row in &rows {
+        *counts.entry(row.status.clone()).or_default() += row.count;
+    }
     let now = now_ms();
     let queues = QueueName::ALL
         .iter()
         .map(|q| {
             let name = q.as_str();
-            let (waiting, oldest_due) = depths.iter().find(|d| d.0 == name).map_or((0, None), |d| (d.1, d.2));
+            let count = |statuses: &[JobStatus]| -> i64 {
+                rows.iter()
+                    .filter(|r| r.queue == name && statuses.iter().any(|s| s.as_str() == r.status))
+                    .map(|r| r.count)
+                    .sum()
+            };
+            let oldest_due = rows.iter().filter(|r| r.queue == name).filter_map(|r| r.oldest_due).min();
             QueueLoad {
                 name: name.to_owned(),
-                waiting,
-                running: running.iter().find(|r| r.0 == name).map_or(0, |r| r.1),
+                waiting: count(&[JobStatus::Queued, JobStatus::Retrying]),
+                running: count(&[JobStatus::Running]),
                 oldest_waiting_secs: oldest_due.map(|due| (now - due).max(0) / 1000),
             }
         })
@@ -149,9 +156,16 @@ pub async fn create_noop(
         errors.add("fail_times", "must be at most 1000");
     }
     errors.finish()?;
-    let job_id = jobs::enqueue(&state.db.writer, Some(admin.0.user.id), &noop).await?;
-    state.queue.wake(Noop::QUEUE);
+    // The job and its audit entry in one transaction: one commit, and neither without the other.
+    let mut tx = state.db.begin_write().await?;
+    let job_id = jobs::enqueue(&mut *tx, Some(admin.0.user.id), &noop).await?;
     let details = serde_json::json!({"job_id": job_id, "kind": Noop::KIND});
-    meta.admin_action(&state, &admin, parley_shared::audit::AuditAction::AdminJobCreate, None, details).await?;
+    meta.event(parley_shared::audit::AuditAction::AdminJobCreate)
+        .actor(admin.0.user.id)
+        .details(details)
+        .record(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    state.queue.wake(Noop::QUEUE);
     Ok((StatusCode::ACCEPTED, Json(JobAccepted { job_id })))
 }

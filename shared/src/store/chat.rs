@@ -246,21 +246,25 @@ pub async fn delete_session<'e, E: Exec<'e>>(ex: E, id: ChatSessionId, user: Use
 /// A message as written by the chat endpoint.
 #[derive(Debug)]
 pub struct NewMessage<'a> {
+    /// Made by the caller, so that a reply's job can name its message before either is written.
+    pub id: MessageId,
     pub session_id: ChatSessionId,
     pub user: UserId,
     pub role: MessageRole,
     pub content: &'a str,
     pub status: MessageStatus,
     pub model: Option<&'a str>,
+    /// The job writing this reply.
+    pub job: Option<JobId>,
 }
 
 pub async fn insert_message<'e, E: Exec<'e>>(ex: E, m: NewMessage<'_>) -> Result<Message, StoreError> {
     let sql = format!(
-        "insert into chat_messages (id, session_id, user_id, role, content, status, model, created_at, updated_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $8) returning {MESSAGE_COLUMNS}"
+        "insert into chat_messages (id, session_id, user_id, role, content, status, model, job_id, created_at, updated_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $9, $8, $8) returning {MESSAGE_COLUMNS}"
     );
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(MessageId::new().to_string())
+        .bind(m.id.to_string())
         .bind(m.session_id.to_string())
         .bind(m.user.to_string())
         .bind(m.role.as_str())
@@ -268,6 +272,7 @@ pub async fn insert_message<'e, E: Exec<'e>>(ex: E, m: NewMessage<'_>) -> Result
         .bind(m.status.as_str())
         .bind(m.model)
         .bind(now_ms())
+        .bind(m.job.map(|j| j.to_string()))
         .fetch_one(ex)
         .await?)
 }

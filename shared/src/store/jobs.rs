@@ -468,9 +468,27 @@ pub async fn queue_depths<'e, E: Exec<'e>>(ex: E) -> Result<Vec<(String, i64, Op
     .await?)
 }
 
-/// Job counts per status (for readiness and admin views).
-pub async fn count_by_status<'e, E: Exec<'e>>(ex: E) -> Result<Vec<(String, i64)>, StoreError> {
-    Ok(sqlx::query_as("select status, count(*) from parley_jobs group by status").fetch_all(ex).await?)
+/// Jobs of one queue in one status, and when the oldest due one fell due (ms; waiting
+/// statuses only).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct QueueStatusCount {
+    pub queue: String,
+    pub status: String,
+    pub count: i64,
+    pub oldest_due: Option<i64>,
+}
+
+/// Job counts per queue and status, in one pass over the table (the admin queue page,
+/// which may poll it).
+pub async fn count_by_queue_and_status<'e, E: Exec<'e>>(ex: E) -> Result<Vec<QueueStatusCount>, StoreError> {
+    Ok(sqlx::query_as(
+        "select queue, status, count(*) as count,
+             min(case when status in ('queued', 'retrying') and run_after <= $1 then run_after end) as oldest_due
+         from parley_jobs group by queue, status",
+    )
+    .bind(now_ms())
+    .fetch_all(ex)
+    .await?)
 }
 
 /// When `owner` last got a job of `kind` whose payload contains `marker` (rate limits).
@@ -504,13 +522,6 @@ pub async fn count_active<'e, E: Exec<'e>>(ex: E, owner: UserId, kind: JobKind) 
 /// `$first, $first+1, ...` for `n` values.
 fn placeholders(first: usize, n: usize) -> String {
     (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
-}
-
-/// Per queue: jobs running now (the admin queue page; waiting ones are [`queue_depths`]).
-pub async fn running_per_queue<'e, E: Exec<'e>>(ex: E) -> Result<Vec<(String, i64)>, StoreError> {
-    Ok(sqlx::query_as("select queue, count(*) from parley_jobs where status = 'running' group by queue")
-        .fetch_all(ex)
-        .await?)
 }
 
 /// What jobs of one kind (in one queue) came to since a point in time (the admin queue

@@ -85,12 +85,14 @@ pub async fn start(tx: &mut AnyConnection, call: StartCompletion<'_>) -> Result<
                 }
             };
             let message = |role, content, status, model| NewMessage {
+                id: MessageId::new(),
                 session_id: session.id,
                 user: call.user,
                 role,
                 content,
                 status,
                 model,
+                job: None,
             };
             for turn in kept {
                 let role = if turn.role == Role::Assistant { MessageRole::Assistant } else { MessageRole::User };

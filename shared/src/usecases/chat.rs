@@ -106,31 +106,37 @@ pub async fn post_message(tx: &mut AnyConnection, msg: PostMessage<'_>) -> Resul
     if jobs::count_active(&mut *tx, msg.user, JobKind::LlmCompletion).await? >= msg.max_active_replies {
         return Err(PostError::TooManyActive);
     }
+    // Each branch also moves the session's `updated_at`.
     let session: Session = match existing {
         Some(s) if s.config_id != Some(config.id) => {
             // The model picked for this message becomes the session's model.
             chat::set_session_config(&mut *tx, s.id, config.id).await?;
             s
         }
-        Some(s) => s,
+        Some(s) => {
+            chat::touch_session(&mut *tx, s.id).await?;
+            s
+        }
         None => chat::create_session(&mut *tx, msg.user, Some(config.id), &fallback_title(msg.text)).await?,
     };
-    let new = |role, content, status, model| NewMessage {
+    // The ids are made first (the user's message before its reply: ids order a session's
+    // messages): the reply's job names it, and it names its job.
+    let (user_message_id, reply_id) = (MessageId::new(), MessageId::new());
+    let job = jobs::enqueue(&mut *tx, Some(msg.user), &LlmCompletion { message_id: reply_id }).await?;
+    let new = |id, role, content, status, model, job| NewMessage {
+        id,
         session_id: session.id,
         user: msg.user,
         role,
         content,
         status,
         model,
+        job,
     };
-    let user_message =
-        chat::insert_message(&mut *tx, new(MessageRole::User, msg.text, MessageStatus::Complete, None)).await?;
-    let reply =
-        chat::insert_message(&mut *tx, new(MessageRole::Assistant, "", MessageStatus::Pending, Some(&config.model)))
-            .await?;
-    let job = jobs::enqueue(&mut *tx, Some(msg.user), &LlmCompletion { message_id: reply.id }).await?;
-    chat::set_message_job(&mut *tx, reply.id, job).await?;
-    chat::touch_session(&mut *tx, session.id).await?;
+    let user_message = new(user_message_id, MessageRole::User, msg.text, MessageStatus::Complete, None, None);
+    let user_message = chat::insert_message(&mut *tx, user_message).await?;
+    let reply = new(reply_id, MessageRole::Assistant, "", MessageStatus::Pending, Some(&config.model), Some(job));
+    let reply = chat::insert_message(&mut *tx, reply).await?;
     Ok(Posted { job, session_id: session.id, user_message_id: user_message.id, assistant_message_id: reply.id })
 }
 

@@ -67,8 +67,18 @@ pub async fn status(
     user: UserId,
     defaults: DefaultBudgets,
 ) -> Result<QuotaStatus, StoreError> {
-    let now = Utc::now();
     let quota = quotas::get(&mut *conn, user).await?;
+    status_of(conn, user, quota, defaults).await
+}
+
+/// [`status`] for a quota already read.
+async fn status_of(
+    conn: &mut AnyConnection,
+    user: UserId,
+    quota: Quota,
+    defaults: DefaultBudgets,
+) -> Result<QuotaStatus, StoreError> {
+    let now = Utc::now();
     let used_today = usage::total_since(&mut *conn, user, &usage::day_of(now)).await?;
     let used_month = usage::total_since(&mut *conn, user, &usage::month_start(now)).await?;
     Ok(QuotaStatus {
@@ -93,10 +103,17 @@ pub async fn check(
     config: LlmConfigId,
     defaults: DefaultBudgets,
 ) -> Result<(), QuotaError> {
-    let status = status(conn, user, defaults).await?;
-    if !status.quota.allows(config) {
+    let quota = quotas::get(&mut *conn, user).await?;
+    if !quota.allows(config) {
         return Err(QuotaError::ConfigNotAllowed);
     }
+    // Without a budget there is nothing to add up.
+    if quota.token_budget_daily.or(defaults.daily).is_none()
+        && quota.token_budget_monthly.or(defaults.monthly).is_none()
+    {
+        return Ok(());
+    }
+    let status = status_of(conn, user, quota, defaults).await?;
     // The later reset first: a spent month outlasts a spent day.
     for (period, b) in [(BudgetPeriod::Monthly, status.monthly), (BudgetPeriod::Daily, status.daily)] {
         if b.budget.is_some_and(|budget| b.used >= budget) {

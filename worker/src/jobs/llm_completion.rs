@@ -43,19 +43,24 @@ async fn complete(
     if message.status == MessageStatus::Complete {
         return Ok(JobOutcome::Succeeded(json!({"message_id": message.id})));
     }
-    let session = chat::session_by_id(pool, message.session_id)
-        .await?
-        .ok_or_else(|| JobError::fatal("the session was deleted"))?;
+    // Independent reads at once: the provider is called that much sooner.
+    let (session, history, mut events) = tokio::try_join!(
+        async {
+            chat::session_by_id(pool, message.session_id)
+                .await?
+                .ok_or_else(|| JobError::fatal("the session was deleted"))
+        },
+        async { Ok(chat::history_before(pool, message.session_id, message.id, HISTORY_LIMIT).await?) },
+        // This attempt owns the job's event stream until it returns.
+        async { Ok::<_, JobError>(StreamWriter::open(&ctx.db, &ctx.bus, job.id).await?) },
+    )?;
     let config = resolve_config(ctx, session.config_id).await?;
     let settings = provider_settings(ctx, &config)?;
-    let history = chat::history_before(pool, session.id, message.id, HISTORY_LIMIT).await?;
     let reserve = config.max_tokens.unwrap_or(1024).max(1) as usize;
     let counter = crate::prompt::TokenCounter::for_model(&config.model);
     let window = config.context_window.max(1) as usize;
     let prompt = crate::prompt::build(counter, &config.system_prompt, &history, window, reserve);
 
-    // This attempt owns the job's event stream until it returns.
-    let mut events = StreamWriter::open(&ctx.db, &ctx.bus, job.id).await?;
     let replied: Result<JobOutcome, JobError> = async {
         if job.attempts > 1 || !message.content.is_empty() {
             chat::save_partial(writer, message.id, "", MessageStatus::Pending).await?;
