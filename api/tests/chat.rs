@@ -87,6 +87,47 @@ both_backends! {
         assert!(statuses.iter().all(|s| *s == StatusCode::ACCEPTED), "{statuses:?}");
     }
 
+    async fn a_reply_queued_before_payloads_named_the_session_is_still_written(backend: Backend) {
+        use parley_shared::jobs::LlmCompletion;
+        use parley_shared::store::{chat, jobs};
+        let fake = FakeLlm::openai(vec![Step::reply(&["first"]), Step::reply(&["older", " payload"])]).await;
+        let (app, _) = app_with_model(backend, &fake, "openai_compatible", "sk", &[]).await;
+        let user = app.signup("older@example.com").await;
+        let accepted = send(&app, &user.access, json!({"message": "hello"})).await;
+        app.wait_for_status(&user.access, accepted["job_id"].as_str().unwrap(), "succeeded").await;
+        // A pending reply and its job as an earlier version wrote them: `{"message_id": ...}`.
+        let db = &app.state.db;
+        let session: parley_shared::ids::ChatSessionId = accepted["session_id"].as_str().unwrap().parse().unwrap();
+        let owner: parley_shared::ids::UserId = user.id.parse().unwrap();
+        let reply = chat::NewMessage {
+            id: parley_shared::ids::MessageId::new(),
+            session_id: session,
+            user: owner,
+            role: chat::MessageRole::Assistant,
+            content: "",
+            status: chat::MessageStatus::Pending,
+            model: None,
+            job: None,
+        };
+        let reply = chat::insert_message(&db.writer, reply).await.unwrap();
+        let job = jobs::enqueue(&db.writer, Some(owner), &LlmCompletion { message_id: reply.id, session_id: None }).await.unwrap();
+        let stored: String = sqlx::query_scalar("select payload from parley_jobs where id = $1")
+            .bind(job.to_string())
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert!(!stored.contains("session_id"), "{stored}");
+        app.state.queue.wake(parley_shared::jobs::QueueName::Interactive);
+        app.wait_for_status(&user.access, job, "succeeded").await;
+        let written = message(&app, &user.access, &session.to_string(), &reply.id.to_string()).await;
+        assert_eq!(written["content"], "older payload");
+        // Its prompt held the session's history: the question, then the first reply.
+        let prompts: Vec<Vec<Value>> =
+            fake.requests().iter().map(|r| r.body["messages"].as_array().unwrap().clone()).collect();
+        let history = prompts.iter().find(|m| m.last().is_some_and(|last| last["role"] == "assistant" && last["content"] == "first"));
+        assert!(history.is_some_and(|m| m.iter().any(|m| m["content"] == "hello")), "{prompts:?}");
+    }
+
     async fn a_reply_streams_as_deltas_and_is_saved_with_usage(backend: Backend) {
         let fake = FakeLlm::openai(vec![Step::reply(&["Hello", ", ", "world"])]).await;
         let (app, admin) = app_with_model(backend, &fake, "openai_compatible", "sk-test", &[]).await;

@@ -73,6 +73,10 @@ impl JobSpec for ProcessAvatar {
 pub struct LlmCompletion {
     /// Stored as the id's text, as when it was a plain string, so queued payloads still parse.
     pub message_id: MessageId,
+    /// The message's session, so the worker reads both at once; absent from payloads
+    /// written before it was added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<ChatSessionId>,
 }
 
 impl JobSpec for LlmCompletion {
@@ -113,7 +117,7 @@ impl JobSpec for ApiCompletion {
     /// A chat reply it was filling is closed as a chat reply's job would close it.
     async fn on_end(&self, end: JobEnd<'_>) -> Result<(), StoreError> {
         match self.message_id {
-            Some(message_id) => LlmCompletion { message_id }.on_end(end).await,
+            Some(message_id) => LlmCompletion { message_id, session_id: None }.on_end(end).await,
             None => Ok(()),
         }
     }
@@ -201,13 +205,17 @@ mod tests {
     #[test]
     fn chat_payloads_keep_their_string_ids() {
         let (message, session) = (MessageId::new(), ChatSessionId::new());
-        let completion = serde_json::to_value(LlmCompletion { message_id: message }).unwrap();
+        let completion = serde_json::to_value(LlmCompletion { message_id: message, session_id: None }).unwrap();
         assert_eq!(completion, json!({"message_id": message.to_string()}));
         let title = serde_json::to_value(GenerateTitle { session_id: session }).unwrap();
         assert_eq!(title, json!({"session_id": session.to_string()}));
         // A payload queued before the ids were typed.
         let queued: LlmCompletion = serde_json::from_value(json!({"message_id": message.to_string()})).unwrap();
         assert_eq!(queued.message_id, message);
+        assert_eq!(queued.session_id, None);
+        let named = LlmCompletion { message_id: message, session_id: Some(session) };
+        let named = serde_json::to_value(named).unwrap();
+        assert_eq!(named, json!({"message_id": message.to_string(), "session_id": session.to_string()}));
     }
 
     #[test]

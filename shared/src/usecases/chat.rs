@@ -122,7 +122,9 @@ pub async fn post_message(tx: &mut AnyConnection, msg: PostMessage<'_>) -> Resul
     // The ids are made first (the user's message before its reply: ids order a session's
     // messages): the reply's job names it, and it names its job.
     let (user_message_id, reply_id) = (MessageId::new(), MessageId::new());
-    let job = jobs::enqueue(&mut *tx, Some(msg.user), &LlmCompletion { message_id: reply_id }).await?;
+    let job =
+        jobs::enqueue(&mut *tx, Some(msg.user), &LlmCompletion { message_id: reply_id, session_id: Some(session.id) })
+            .await?;
     let new = |id, role, content, status, model, job| NewMessage {
         id,
         session_id: session.id,

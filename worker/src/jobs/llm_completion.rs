@@ -38,23 +38,29 @@ async fn complete(
     mut cancel: CancelSignal,
 ) -> Result<JobOutcome, JobError> {
     let (pool, writer) = (&ctx.db.pool, &ctx.db.writer);
-    let message =
-        chat::get_message(pool, p.message_id).await?.ok_or_else(|| JobError::fatal("the message was deleted"))?;
-    if message.status == MessageStatus::Complete {
-        return Ok(JobOutcome::Succeeded(json!({"message_id": message.id})));
-    }
-    // Independent reads at once: the provider is called that much sooner.
-    let (session, history, mut events) = tokio::try_join!(
+    // Independent reads at once (the provider is called that much sooner): the message,
+    // its session and model, the history and the event stream's end. A payload from before
+    // it named the session waits for the message first.
+    let session_id = match p.session_id {
+        Some(id) => id,
+        None => read_message(ctx, p.message_id).await?.session_id,
+    };
+    let (message, (session, config), history, mut events) = tokio::try_join!(
+        read_message(ctx, p.message_id),
         async {
-            chat::session_by_id(pool, message.session_id)
+            let session = chat::session_by_id(pool, session_id)
                 .await?
-                .ok_or_else(|| JobError::fatal("the session was deleted"))
+                .ok_or_else(|| JobError::fatal("the session was deleted"))?;
+            let config = resolve_config(ctx, session.config_id).await?;
+            Ok((session, config))
         },
-        async { Ok(chat::history_before(pool, message.session_id, message.id, HISTORY_LIMIT).await?) },
+        async { Ok(chat::history_before(pool, session_id, p.message_id, HISTORY_LIMIT).await?) },
         // This attempt owns the job's event stream until it returns.
         async { Ok::<_, JobError>(StreamWriter::open(&ctx.db, &ctx.bus, job.id).await?) },
     )?;
-    let config = resolve_config(ctx, session.config_id).await?;
+    if message.status == MessageStatus::Complete {
+        return Ok(JobOutcome::Succeeded(json!({"message_id": message.id})));
+    }
     let settings = provider_settings(ctx, &config)?;
     let reserve = config.max_tokens.unwrap_or(1024).max(1) as usize;
     let counter = crate::prompt::TokenCounter::for_model(&config.model);
@@ -164,6 +170,10 @@ async fn complete(
     let value = replied?;
     closed?;
     Ok(value)
+}
+
+async fn read_message(ctx: &WorkerContext, id: MessageId) -> Result<chat::Message, JobError> {
+    chat::get_message(&ctx.db.pool, id).await?.ok_or_else(|| JobError::fatal("the message was deleted"))
 }
 
 /// Records the tokens of this attempt of a chat reply.
