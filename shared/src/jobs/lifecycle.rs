@@ -101,8 +101,8 @@ pub async fn hand_back(env: &JobEnv, job: JobId, attempt: i64) -> Result<bool, S
 }
 
 /// Starts attempts of the jobs `pick` names, adding their `status` events to `stored`. On
-/// PostgreSQL one statement finds, starts and records them; on SQLite a read finds them and
-/// one transaction starts and records them.
+/// PostgreSQL one statement finds, starts and records them; on SQLite a read tells whether
+/// any is due, and one transaction picks, starts and records them.
 async fn start(db: &Db, pick: Pick<'_>, lease_ms: i64, stored: &mut Vec<JobEvent>) -> Result<Vec<Job>, StoreError> {
     if db.backend == Backend::Postgres {
         // A claim lost in a server crash only puts the jobs back (see `Db::relaxed`).
@@ -110,19 +110,19 @@ async fn start(db: &Db, pick: Pick<'_>, lease_ms: i64, stored: &mut Vec<JobEvent
         stored.extend(started.iter().map(|s| running_event(&s.job, s.seq)));
         return Ok(started.into_iter().map(|s| s.job).collect());
     }
-    let due;
-    let ids = match pick {
-        Pick::Ids(ids) => ids,
-        Pick::Due { queue, limit } => {
-            due = store::claimable_due(&db.pool, queue, limit).await?;
-            &due
-        }
+    let mut tx = match pick {
+        Pick::Ids([]) => return Ok(Vec::new()),
+        Pick::Ids(_) => db.begin_write().await?,
+        // A read first: an idle queue takes no write lock.
+        Pick::Due { queue, .. } if store::claimable_due(&db.pool, queue, 1).await?.is_empty() => return Ok(Vec::new()),
+        Pick::Due { .. } => db.begin_write().await?,
     };
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut tx = db.begin_write().await?;
-    let started = store::start_attempts(&mut tx, ids, lease_ms).await?;
+    let started = match pick {
+        Pick::Ids(ids) => store::start_attempts(&mut tx, ids, lease_ms).await?,
+        // Picked again under the write lock: whatever was committed while this claim waited
+        // for it is taken too.
+        Pick::Due { queue, limit } => store::start_due(&mut tx, queue, limit, lease_ms).await?,
+    };
     let events: Vec<_> = started.iter().map(|job| (job.id, EventType::Status, running_data(job))).collect();
     stored.extend(job_events::append_in(&mut tx, &events).await?);
     tx.commit().await?;

@@ -178,6 +178,35 @@ pub async fn start_attempts(conn: &mut AnyConnection, ids: &[String], lease_ms: 
     Ok(query.fetch_all(&mut *conn).await?)
 }
 
+/// Starts attempts of up to `limit` due waiting jobs of `queue`, oldest due first, picked in
+/// the same statement: on SQLite, in the caller's write transaction, so the claim takes every
+/// job committed before it got the write lock (not only those a read found earlier).
+pub async fn start_due(
+    conn: &mut AnyConnection,
+    queue: QueueName,
+    limit: i64,
+    lease_ms: i64,
+) -> Result<Vec<Job>, StoreError> {
+    let now = now_ms();
+    let sql = start_statement(&due_ids());
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(now)
+        .bind(now + lease_ms)
+        .bind(queue.as_str())
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?)
+}
+
+/// Due waiting jobs of the queue `$3`, oldest due first, at most `$4`; `$1` is now.
+fn due_ids() -> String {
+    format!(
+        "select id from parley_jobs where queue = $3 and status in ('queued', 'retrying')
+         and run_after <= $1 and {} order by run_after limit $4",
+        known_kinds()
+    )
+}
+
 /// The update that starts attempts of the jobs `picked` (ids, or a subquery of them) that
 /// are free to take: due waiting jobs, and expired ones with attempts left and no cancel
 /// request. `$1` is now, `$2` the new lease's end.
@@ -223,11 +252,7 @@ pub async fn start_attempts_with_events<'e, E: Exec<'e>>(
         Pick::Ids(ids) => {
             format!("select id from parley_jobs where id in ({}) for update skip locked", placeholders(3, ids.len()))
         }
-        Pick::Due { .. } => format!(
-            "select id from parley_jobs where queue = $3 and status in ('queued', 'retrying')
-             and run_after <= $1 and {} order by run_after limit $4 for update skip locked",
-            known_kinds()
-        ),
+        Pick::Due { .. } => format!("{} for update skip locked", due_ids()),
     };
     let now = now_ms();
     let sql = format!(
@@ -561,4 +586,47 @@ pub async fn outcomes_since<'e, E: Exec<'e>>(ex: E, since_ms: i64) -> Result<Vec
     .bind(since_ms)
     .fetch_all(ex)
     .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::Noop;
+
+    #[tokio::test]
+    async fn a_claim_picked_under_the_write_lock_takes_due_jobs_oldest_first_up_to_its_limit() {
+        let path = std::env::temp_dir().join(format!("parley-start-due-{}.db", std::process::id()));
+        let db = crate::db::Db::connect(&format!("sqlite://{}", path.display()), 2).await.unwrap();
+        db.migrate().await.unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            ids.push(enqueue(&db.writer, None, &Noop::default()).await.unwrap());
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        // Not due yet: left alone.
+        let later = enqueue(&db.writer, None, &Noop::default()).await.unwrap();
+        sqlx::query("update parley_jobs set run_after = $2 where id = $1")
+            .bind(later.to_string())
+            .bind(now_ms() + 60_000)
+            .execute(&db.writer)
+            .await
+            .unwrap();
+        let mut tx = db.begin_write().await.unwrap();
+        let other_queue = start_due(&mut tx, QueueName::Interactive, 10, 30_000).await.unwrap();
+        let first = start_due(&mut tx, QueueName::Default, 2, 30_000).await.unwrap();
+        let rest = start_due(&mut tx, QueueName::Default, 10, 30_000).await.unwrap();
+        tx.commit().await.unwrap();
+        assert!(other_queue.is_empty());
+        assert_eq!(first.len(), 2);
+        let mut first_ids: Vec<JobId> = first.iter().map(|j| j.id).collect();
+        first_ids.sort();
+        assert_eq!(first_ids, ids[..2]);
+        assert_eq!(rest.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[2]]);
+        assert!(first.iter().chain(&rest).all(|j| j.status == JobStatus::Running && j.attempts == 1));
+        db.pool.close().await;
+        db.writer.close().await;
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
 }
