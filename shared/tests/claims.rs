@@ -1,0 +1,41 @@
+//! The SQLite claim's pick, in a test binary of its own: its pool's `tracing` events would
+//! otherwise race the pool-wait metric test in the library's unit tests (the callsites'
+//! interest is process-wide).
+
+use parley_shared::Db;
+use parley_shared::ids::JobId;
+use parley_shared::jobs::{JobStatus, Noop, QueueName};
+use parley_shared::store::jobs::{enqueue, start_due};
+use parley_shared::time::now_ms;
+
+#[tokio::test]
+async fn a_claim_picked_under_the_write_lock_takes_due_jobs_oldest_first_up_to_its_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&format!("sqlite://{}", dir.path().join("claims.db").display()), 2).await.unwrap();
+    db.migrate().await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(enqueue(&db.writer, None, &Noop::default()).await.unwrap());
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    // Not due yet: left alone.
+    let later = enqueue(&db.writer, None, &Noop::default()).await.unwrap();
+    sqlx::query("update parley_jobs set run_after = $2 where id = $1")
+        .bind(later.to_string())
+        .bind(now_ms() + 60_000)
+        .execute(&db.writer)
+        .await
+        .unwrap();
+    let mut tx = db.begin_write().await.unwrap();
+    let other_queue = start_due(&mut tx, QueueName::Interactive, 10, 30_000).await.unwrap();
+    let first = start_due(&mut tx, QueueName::Default, 2, 30_000).await.unwrap();
+    let rest = start_due(&mut tx, QueueName::Default, 10, 30_000).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(other_queue.is_empty());
+    assert_eq!(first.len(), 2);
+    let mut first_ids: Vec<JobId> = first.iter().map(|j| j.id).collect();
+    first_ids.sort();
+    assert_eq!(first_ids, ids[..2]);
+    assert_eq!(rest.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[2]]);
+    assert!(first.iter().chain(&rest).all(|j| j.status == JobStatus::Running && j.attempts == 1));
+}
