@@ -277,6 +277,39 @@ pub async fn insert_message<'e, E: Exec<'e>>(ex: E, m: NewMessage<'_>) -> Result
         .await?)
 }
 
+/// Writes several messages in one statement (their ids are the caller's).
+pub async fn insert_messages<'e, E: Exec<'e>>(ex: E, messages: &[NewMessage<'_>]) -> Result<(), StoreError> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<String> = (0..messages.len())
+        .map(|i| {
+            let n = 2 + i * 8;
+            let p: Vec<String> = (n..n + 8).map(|k| format!("${k}")).collect();
+            format!("({}, $1, $1)", p.join(", "))
+        })
+        .collect();
+    let sql = format!(
+        "insert into chat_messages (id, session_id, user_id, role, content, status, model, job_id, created_at, updated_at)
+         values {}",
+        rows.join(", ")
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_ms());
+    for m in messages {
+        query = query
+            .bind(m.id.to_string())
+            .bind(m.session_id.to_string())
+            .bind(m.user.to_string())
+            .bind(m.role.as_str())
+            .bind(m.content)
+            .bind(m.status.as_str())
+            .bind(m.model)
+            .bind(m.job.map(|j| j.to_string()));
+    }
+    query.execute(ex).await?;
+    Ok(())
+}
+
 pub async fn set_message_job<'e, E: Exec<'e>>(ex: E, id: MessageId, job: JobId) -> Result<(), StoreError> {
     sqlx::query("update chat_messages set job_id = $2 where id = $1")
         .bind(id.to_string())

@@ -533,17 +533,6 @@ pub async fn last_created<'e, E: Exec<'e>>(
     .await?)
 }
 
-/// Jobs of `kind` of `owner` not finished yet.
-pub async fn count_active<'e, E: Exec<'e>>(ex: E, owner: UserId, kind: JobKind) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar(
-        "select count(*) from parley_jobs where owner_id = $1 and kind = $2 and status in ('queued', 'running', 'retrying')",
-    )
-    .bind(owner.to_string())
-    .bind(kind.as_str())
-    .fetch_one(ex)
-    .await?)
-}
-
 /// `$first, $first+1, ...` for `n` values.
 fn placeholders(first: usize, n: usize) -> String {
     (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")

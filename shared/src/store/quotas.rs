@@ -4,6 +4,7 @@
 use super::Exec;
 use crate::error::StoreError;
 use crate::ids::{LlmConfigId, UserId};
+use crate::jobs::JobKind;
 use crate::time::now_ms;
 
 /// A user's quota row; a user without one has the defaults.
@@ -36,19 +37,45 @@ pub async fn get<'e, E: Exec<'e>>(ex: E, user: UserId) -> Result<Quota, StoreErr
     .bind(user.to_string())
     .fetch_optional(ex)
     .await?;
-    let Some(row) = row else { return Ok(Quota::default()) };
-    let allowed_config_ids = match row.allowed_config_ids {
-        None => None,
-        Some(json) => Some(
-            serde_json::from_str(&json)
-                .map_err(|e| StoreError::Other(anyhow::anyhow!("malformed allowed configs: {e}")))?,
-        ),
-    };
-    Ok(Quota {
-        token_budget_daily: row.token_budget_daily,
-        token_budget_monthly: row.token_budget_monthly,
-        allowed_config_ids,
-    })
+    row.map_or(Ok(Quota::default()), Row::into_quota)
+}
+
+/// A user's quota and how many of their jobs of `kind` are not finished yet, in one read: a
+/// chat message checks both before its reply's job is written.
+pub async fn get_with_active_jobs<'e, E: Exec<'e>>(
+    ex: E,
+    user: UserId,
+    kind: JobKind,
+) -> Result<(Quota, i64), StoreError> {
+    let (daily, monthly, allowed, active): (Option<i64>, Option<i64>, Option<String>, i64) = sqlx::query_as(
+        "select q.token_budget_daily, q.token_budget_monthly, q.allowed_config_ids,
+             (select count(*) from parley_jobs j
+              where j.owner_id = $1 and j.kind = $2 and j.status in ('queued', 'running', 'retrying'))
+         from (select 1 as one) o left join user_quotas q on q.user_id = $1",
+    )
+    .bind(user.to_string())
+    .bind(kind.as_str())
+    .fetch_one(ex)
+    .await?;
+    let row = Row { token_budget_daily: daily, token_budget_monthly: monthly, allowed_config_ids: allowed };
+    Ok((row.into_quota()?, active))
+}
+
+impl Row {
+    fn into_quota(self) -> Result<Quota, StoreError> {
+        let allowed_config_ids = match self.allowed_config_ids {
+            None => None,
+            Some(json) => Some(
+                serde_json::from_str(&json)
+                    .map_err(|e| StoreError::Other(anyhow::anyhow!("malformed allowed configs: {e}")))?,
+            ),
+        };
+        Ok(Quota {
+            token_budget_daily: self.token_budget_daily,
+            token_budget_monthly: self.token_budget_monthly,
+            allowed_config_ids,
+        })
+    }
 }
 
 /// Writes a user's whole quota.

@@ -7,7 +7,7 @@ use crate::ids::{ChatSessionId, JobId, LlmConfigId, MessageId, UserId};
 use crate::jobs::lifecycle::JobEnv;
 use crate::jobs::{JobKind, LlmCompletion, lifecycle};
 use crate::store::chat::{self, MessageRole, MessageStatus, NewMessage, Session};
-use crate::store::{jobs, llm_configs, users};
+use crate::store::{jobs, llm_configs, quotas, users};
 use crate::usecases::quota::{self, DefaultBudgets, QuotaError};
 use sqlx::AnyConnection;
 
@@ -99,11 +99,12 @@ pub async fn post_message(tx: &mut AnyConnection, msg: PostMessage<'_>) -> Resul
         None if picked.is_none() => llm_configs::default_enabled(&mut *tx).await?.ok_or(PostError::NoModel)?,
         None => return Err(PostError::UnknownModel),
     };
-    quota::check(&mut *tx, msg.user, config.id, msg.budgets).await.map_err(|e| match e {
+    let (quota, active) = quotas::get_with_active_jobs(&mut *tx, msg.user, JobKind::LlmCompletion).await?;
+    quota::check_with(&mut *tx, msg.user, quota, config.id, msg.budgets).await.map_err(|e| match e {
         QuotaError::Store(e) => PostError::Store(e),
         e => PostError::Quota(e),
     })?;
-    if jobs::count_active(&mut *tx, msg.user, JobKind::LlmCompletion).await? >= msg.max_active_replies {
+    if active >= msg.max_active_replies {
         return Err(PostError::TooManyActive);
     }
     // Each branch also moves the session's `updated_at`.
@@ -135,11 +136,10 @@ pub async fn post_message(tx: &mut AnyConnection, msg: PostMessage<'_>) -> Resul
         model,
         job,
     };
-    let user_message = new(user_message_id, MessageRole::User, msg.text, MessageStatus::Complete, None, None);
-    let user_message = chat::insert_message(&mut *tx, user_message).await?;
+    let question = new(user_message_id, MessageRole::User, msg.text, MessageStatus::Complete, None, None);
     let reply = new(reply_id, MessageRole::Assistant, "", MessageStatus::Pending, Some(&config.model), Some(job));
-    let reply = chat::insert_message(&mut *tx, reply).await?;
-    Ok(Posted { job, session_id: session.id, user_message_id: user_message.id, assistant_message_id: reply.id })
+    chat::insert_messages(&mut *tx, &[question, reply]).await?;
+    Ok(Posted { job, session_id: session.id, user_message_id, assistant_message_id: reply_id })
 }
 
 /// A title from the first message, until (or instead of) a generated one.

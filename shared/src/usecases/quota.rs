@@ -104,6 +104,17 @@ pub async fn check(
     defaults: DefaultBudgets,
 ) -> Result<(), QuotaError> {
     let quota = quotas::get(&mut *conn, user).await?;
+    check_with(conn, user, quota, config, defaults).await
+}
+
+/// [`check`] for a quota already read.
+pub async fn check_with(
+    conn: &mut AnyConnection,
+    user: UserId,
+    quota: Quota,
+    config: LlmConfigId,
+    defaults: DefaultBudgets,
+) -> Result<(), QuotaError> {
     if !quota.allows(config) {
         return Err(QuotaError::ConfigNotAllowed);
     }
