@@ -128,6 +128,31 @@ both_backends! {
         assert!(history.is_some_and(|m| m.iter().any(|m| m["content"] == "hello")), "{prompts:?}");
     }
 
+    async fn a_reply_already_written_succeeds_again_even_once_its_model_is_disabled(backend: Backend) {
+        use parley_shared::jobs::LlmCompletion;
+        use parley_shared::store::jobs;
+        let fake = FakeLlm::openai(vec![Step::reply(&["done"])]).await;
+        let (app, admin) = app_with_model(backend, &fake, "openai_compatible", "sk", &[]).await;
+        let user = app.signup("rerun@example.com").await;
+        let accepted = send(&app, &user.access, json!({"message": "hello"})).await;
+        app.wait_for_status(&user.access, accepted["job_id"].as_str().unwrap(), "succeeded").await;
+        let id = models_id(&app, &admin.access).await;
+        let res = app.client.patch(app.url(&format!("/api/llm/configs/{id}/"))).bearer_auth(&admin.access).json(&json!({"enabled": false})).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        // The reply's job run once more (as after a lost outcome): the message is complete.
+        let payload = LlmCompletion {
+            message_id: accepted["assistant_message_id"].as_str().unwrap().parse().unwrap(),
+            session_id: Some(accepted["session_id"].as_str().unwrap().parse().unwrap()),
+        };
+        let owner: parley_shared::ids::UserId = user.id.parse().unwrap();
+        let job = jobs::enqueue(&app.state.db.writer, Some(owner), &payload).await.unwrap();
+        app.state.queue.wake(parley_shared::jobs::QueueName::Interactive);
+        app.wait_for_status(&user.access, job, "succeeded").await;
+        let session = accepted["session_id"].as_str().unwrap();
+        let reply = message(&app, &user.access, session, accepted["assistant_message_id"].as_str().unwrap()).await;
+        assert_eq!((reply["status"].as_str(), reply["content"].as_str()), (Some("complete"), Some("done")));
+    }
+
     async fn a_reply_streams_as_deltas_and_is_saved_with_usage(backend: Backend) {
         let fake = FakeLlm::openai(vec![Step::reply(&["Hello", ", ", "world"])]).await;
         let (app, admin) = app_with_model(backend, &fake, "openai_compatible", "sk-test", &[]).await;

@@ -19,24 +19,6 @@ async fn enqueue_noop(app: &TestApp, owner: &str, noop: Noop) -> JobId {
 }
 
 both_backends! {
-    async fn only_claims_and_lease_renewals_skip_the_wal_flush(backend: Backend) {
-        let app = spawn_app(backend).await;
-        let db = &app.state.db;
-        let setting = |pool: &sqlx::AnyPool| {
-            let pool = pool.clone();
-            async move { sqlx::query_scalar::<_, String>("show synchronous_commit").fetch_one(&pool).await.unwrap() }
-        };
-        if backend == Backend::Postgres {
-            assert_eq!(setting(&db.relaxed).await, "off");
-            assert_eq!(setting(&db.writer).await, "on");
-            assert_eq!(setting(&db.pool).await, "on");
-        }
-        // Jobs are claimed through it on both backends.
-        let user = app.signup("relaxed@example.com").await;
-        let id = enqueue_noop(&app, &user.id, Noop::default()).await;
-        app.wait_for_status(&user.access, &id.to_string(), "succeeded").await;
-    }
-
     async fn idle_workers_wake_on_push_not_on_the_poll_interval(backend: Backend) {
         // Polling far apart: only a pushed wake-up can start a job soon.
         let app = spawn_app_with(backend, &[("PARLEY_QUEUE_POLL_MS", "60000")]).await;

@@ -13,9 +13,6 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// Connections of [`Db::relaxed`] on PostgreSQL: a claim per queue and the lease renewer.
-const RELAXED_CONNECTIONS: u32 = 4;
-
 /// Which engine the app database runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -30,13 +27,6 @@ pub struct Db {
     pub pool: AnyPool,
     /// Writes and transactions that write.
     pub writer: AnyPool,
-    /// Writes whose loss in a PostgreSQL crash only repeats work: a worker's claim and its
-    /// lease renewals. Their commits do not wait for the WAL flush (`synchronous_commit =
-    /// off`); the next synchronous commit on the server (the attempt's own first write, or
-    /// anyone's) flushes them, and the server's WAL writer does within a fraction of a
-    /// second anyway. A claim lost so puts the job back as it was before it: it runs again,
-    /// as after a worker crash. On SQLite the same as [`Db::writer`].
-    pub relaxed: AnyPool,
     pub backend: Backend,
 }
 
@@ -94,22 +84,7 @@ impl Db {
             Backend::Sqlite => options(1).connect(&url).await.context("connecting to the app database")?,
             Backend::Postgres => pool.clone(),
         };
-        let relaxed = match backend {
-            Backend::Sqlite => writer.clone(),
-            Backend::Postgres => options(RELAXED_CONNECTIONS.min(max_connections))
-                .after_connect(|conn, _| {
-                    Box::pin(async move {
-                        use sqlx::Executor;
-                        conn.execute("set synchronous_commit = off").await?;
-                        Ok(())
-                    })
-                })
-                // Opened on first use: a process that never claims (an API with
-                // `PARLEY_WORKERS=0`) holds none of these connections.
-                .connect_lazy(&url)
-                .context("connecting to the app database")?,
-        };
-        Ok(Self { pool, writer, relaxed, backend })
+        Ok(Self { pool, writer, backend })
     }
 
     /// A transaction on the writer. On SQLite it takes the write lock at once (`BEGIN

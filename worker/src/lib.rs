@@ -295,7 +295,7 @@ async fn renew_leases(ctx: WorkerContext) {
             last_ok = std::time::Instant::now();
             continue;
         }
-        match store::renew_leases(&ctx.db.relaxed, &held, lease_ms).await {
+        match store::renew_leases(&ctx.db.writer, &held, lease_ms).await {
             Ok(renewed) => {
                 last_ok = std::time::Instant::now();
                 for (job, attempt) in held {

@@ -105,8 +105,7 @@ pub async fn hand_back(env: &JobEnv, job: JobId, attempt: i64) -> Result<bool, S
 /// any is due, and one transaction picks, starts and records them.
 async fn start(db: &Db, pick: Pick<'_>, lease_ms: i64, stored: &mut Vec<JobEvent>) -> Result<Vec<Job>, StoreError> {
     if db.backend == Backend::Postgres {
-        // A claim lost in a server crash only puts the jobs back (see `Db::relaxed`).
-        let started = store::start_attempts_with_events(&db.relaxed, pick, lease_ms).await?;
+        let started = store::start_attempts_with_events(&db.writer, pick, lease_ms).await?;
         stored.extend(started.iter().map(|s| running_event(&s.job, s.seq)));
         return Ok(started.into_iter().map(|s| s.job).collect());
     }

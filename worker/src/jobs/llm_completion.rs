@@ -45,22 +45,26 @@ async fn complete(
         Some(id) => id,
         None => read_message(ctx, p.message_id).await?.session_id,
     };
-    let (message, (session, config), history, mut events) = tokio::try_join!(
+    let (message, session_config, history, events) = tokio::join!(
         read_message(ctx, p.message_id),
         async {
             let session = chat::session_by_id(pool, session_id)
                 .await?
                 .ok_or_else(|| JobError::fatal("the session was deleted"))?;
             let config = resolve_config(ctx, session.config_id).await?;
-            Ok((session, config))
+            Ok::<_, JobError>((session, config))
         },
-        async { Ok(chat::history_before(pool, session_id, p.message_id, HISTORY_LIMIT).await?) },
+        chat::history_before(pool, session_id, p.message_id, HISTORY_LIMIT),
         // This attempt owns the job's event stream until it returns.
-        async { Ok::<_, JobError>(StreamWriter::open(&ctx.db, &ctx.bus, job.id).await?) },
-    )?;
+        StreamWriter::open(&ctx.db, &ctx.bus, job.id),
+    );
+    // A reply already written (an earlier attempt finished it) succeeds whatever the rest
+    // found: its model may have been disabled since.
+    let message = message?;
     if message.status == MessageStatus::Complete {
         return Ok(JobOutcome::Succeeded(json!({"message_id": message.id})));
     }
+    let ((session, config), history, mut events) = (session_config?, history?, events?);
     let settings = provider_settings(ctx, &config)?;
     let reserve = config.max_tokens.unwrap_or(1024).max(1) as usize;
     let counter = crate::prompt::TokenCounter::for_model(&config.model);
