@@ -109,8 +109,11 @@ both_backends! {
             model: None,
             job: None,
         };
-        let reply = chat::insert_message(&db.writer, reply).await.unwrap();
-        let job = jobs::enqueue(&db.writer, Some(owner), &LlmCompletion { message_id: reply.id, session_id: None }).await.unwrap();
+        let reply_id = reply.id;
+        let mut conn = db.writer.acquire().await.unwrap();
+        chat::insert_messages(&mut conn, &[reply]).await.unwrap();
+        drop(conn);
+        let job = jobs::enqueue(&db.writer, Some(owner), &LlmCompletion { message_id: reply_id, session_id: None }).await.unwrap();
         let stored: String = sqlx::query_scalar("select payload from parley_jobs where id = $1")
             .bind(job.to_string())
             .fetch_one(&db.pool)
@@ -119,7 +122,7 @@ both_backends! {
         assert!(!stored.contains("session_id"), "{stored}");
         app.state.queue.wake(parley_shared::jobs::QueueName::Interactive);
         app.wait_for_status(&user.access, job, "succeeded").await;
-        let written = message(&app, &user.access, &session.to_string(), &reply.id.to_string()).await;
+        let written = message(&app, &user.access, &session.to_string(), &reply_id.to_string()).await;
         assert_eq!(written["content"], "older payload");
         // Its prompt held the session's history: the question, then the first reply.
         let prompts: Vec<Vec<Value>> =

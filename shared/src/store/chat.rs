@@ -6,6 +6,7 @@ use crate::ids::{ChatSessionId, JobId, LlmConfigId, MessageId, UserId};
 use crate::jobs::UnknownValue;
 use crate::time::{Timestamp, now_ms};
 use serde::{Deserialize, Serialize};
+use sqlx::AnyConnection;
 
 const SESSION_COLUMNS: &str = "id, user_id, config_id, title, title_is_auto, tags, created_at, updated_at";
 pub(crate) const MESSAGE_COLUMNS: &str = "id, session_id, user_id, role, content, status, model, prompt_tokens, \
@@ -258,30 +259,20 @@ pub struct NewMessage<'a> {
     pub job: Option<JobId>,
 }
 
-pub async fn insert_message<'e, E: Exec<'e>>(ex: E, m: NewMessage<'_>) -> Result<Message, StoreError> {
-    let sql = format!(
-        "insert into chat_messages (id, session_id, user_id, role, content, status, model, job_id, created_at, updated_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $9, $8, $8) returning {MESSAGE_COLUMNS}"
-    );
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(m.id.to_string())
-        .bind(m.session_id.to_string())
-        .bind(m.user.to_string())
-        .bind(m.role.as_str())
-        .bind(m.content)
-        .bind(m.status.as_str())
-        .bind(m.model)
-        .bind(now_ms())
-        .bind(m.job.map(|j| j.to_string()))
-        .fetch_one(ex)
-        .await?)
+/// Messages written by one statement of [`insert_messages`] (8 parameters each, well within
+/// both databases' limits).
+const INSERT_BATCH: usize = 500;
+
+/// Writes messages in order, in as few statements as the batch size allows (their ids are
+/// the caller's; ids made in order keep them in order).
+pub async fn insert_messages(conn: &mut AnyConnection, messages: &[NewMessage<'_>]) -> Result<(), StoreError> {
+    for batch in messages.chunks(INSERT_BATCH) {
+        insert_batch(&mut *conn, batch).await?;
+    }
+    Ok(())
 }
 
-/// Writes several messages in one statement (their ids are the caller's).
-pub async fn insert_messages<'e, E: Exec<'e>>(ex: E, messages: &[NewMessage<'_>]) -> Result<(), StoreError> {
-    if messages.is_empty() {
-        return Ok(());
-    }
+async fn insert_batch(conn: &mut AnyConnection, messages: &[NewMessage<'_>]) -> Result<(), StoreError> {
     let rows: Vec<String> = (0..messages.len())
         .map(|i| {
             let n = 2 + i * 8;
@@ -306,7 +297,7 @@ pub async fn insert_messages<'e, E: Exec<'e>>(ex: E, messages: &[NewMessage<'_>]
             .bind(m.model)
             .bind(m.job.map(|j| j.to_string()));
     }
-    query.execute(ex).await?;
+    query.execute(conn).await?;
     Ok(())
 }
 

@@ -94,14 +94,19 @@ pub async fn start(tx: &mut AnyConnection, call: StartCompletion<'_>) -> Result<
                 model,
                 job: None,
             };
-            for turn in kept {
-                let role = if turn.role == Role::Assistant { MessageRole::Assistant } else { MessageRole::User };
-                chat::insert_message(&mut *tx, message(role, &turn.content, MessageStatus::Complete, None)).await?;
-            }
+            let mut messages: Vec<NewMessage> = kept
+                .iter()
+                .map(|turn| {
+                    let role = if turn.role == Role::Assistant { MessageRole::Assistant } else { MessageRole::User };
+                    message(role, &turn.content, MessageStatus::Complete, None)
+                })
+                .collect();
             let reply = message(MessageRole::Assistant, "", MessageStatus::Pending, Some(&call.config.model));
-            let reply = chat::insert_message(&mut *tx, reply).await?;
+            let reply_id = reply.id;
+            messages.push(reply);
+            chat::insert_messages(&mut *tx, &messages).await?;
             chat::touch_session(&mut *tx, session.id).await?;
-            (Some(session.id), Some(reply.id))
+            (Some(session.id), Some(reply_id))
         }
     };
     let new = NewApiCompletion {
