@@ -32,7 +32,12 @@ impl AppState {
     /// The worker-side view of the same resources (for in-process workers).
     /// What job transitions touch.
     pub fn job_env(&self) -> parley_shared::jobs::lifecycle::JobEnv {
-        parley_shared::jobs::lifecycle::JobEnv { db: self.db.clone(), bus: self.bus.clone(), media: self.media.clone() }
+        parley_shared::jobs::lifecycle::JobEnv {
+            db: self.db.clone(),
+            bus: self.bus.clone(),
+            media: self.media.clone(),
+            successes: Default::default(),
+        }
     }
 
     pub fn worker_context(&self) -> parley_worker::WorkerContext {
@@ -48,6 +53,7 @@ impl AppState {
             llm: self.llm.clone(),
             running: Default::default(),
             health: self.worker_health.clone(),
+            successes: Default::default(),
         }
     }
 }

@@ -195,6 +195,67 @@ both_backends! {
         }
     }
 
+    async fn successes_written_together_record_each_attempt_once(backend: Backend) {
+        // Successes that arrive together are written together: each owning attempt gets its
+        // outcome and one `done` event; a stale attempt and a second report of the same
+        // attempt, in the same burst, record nothing.
+        let app = spawn_app_with(backend, &[("PARLEY_WORKERS", "0")]).await;
+        let user = app.signup("burst@example.com").await;
+        let owner: UserId = user.id.parse().unwrap();
+        let env = &app.state.job_env();
+        let db = &env.db;
+        let mut ids = Vec::new();
+        for _ in 0..30 {
+            ids.push(jobs::enqueue(&db.writer, Some(owner), &Noop::default()).await.unwrap());
+        }
+        let taken = lifecycle::claim(env, QueueName::Default, 100, 60_000, true).await.unwrap();
+        let jobs: Vec<_> = taken.into_iter().filter(|j| ids.contains(&j.id)).collect();
+        assert_eq!(jobs.len(), ids.len());
+        let stale_id = jobs::enqueue(&db.writer, Some(owner), &Noop::default()).await.unwrap();
+        let claim = |lease_ms| lifecycle::claim(env, QueueName::Default, 10, lease_ms, true);
+        let stale = claim(1).await.unwrap().into_iter().find(|j| j.id == stale_id).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let current = claim(60_000).await.unwrap().into_iter().find(|j| j.id == stale_id).unwrap();
+        let result = serde_json::json!({"ok": true});
+        let mut reports: Vec<&parley_shared::store::jobs::Job> = jobs.iter().collect();
+        reports.extend([&jobs[0], &stale, &current, &jobs[1]]);
+        let owned = futures::future::join_all(reports.iter().map(|job| lifecycle::succeed(env, job, &result))).await;
+        let owned: Vec<bool> = owned.into_iter().map(Result::unwrap).collect();
+        let n = jobs.len();
+        // Of two reports of one attempt, whichever the write took first is the one recorded.
+        assert!(owned[0] ^ owned[n] && owned[1] ^ owned[n + 3], "{owned:?}");
+        assert!(owned[2..n].iter().all(|o| *o), "{owned:?}");
+        assert_eq!((owned[n + 1], owned[n + 2]), (false, true), "stale, then current attempt");
+        for id in ids.iter().chain([&stale_id]) {
+            let events = parley_shared::store::job_events::after(&db.pool, *id, 0, 100).await.unwrap();
+            let finals: Vec<&str> = events.iter().filter(|e| e.is_terminal()).map(|e| e.event.as_str()).collect();
+            assert_eq!(finals, ["done"], "{events:?}");
+            let mut seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+            seqs.dedup();
+            assert_eq!(seqs.len(), events.len(), "{events:?}");
+            assert_eq!(app.job(&user.access, *id).await["status"], "succeeded");
+        }
+        if backend == Backend::Postgres {
+            // One statement given a stale entry and the same attempt twice records the
+            // owning attempt once.
+            let id = jobs::enqueue(&db.writer, Some(owner), &Noop::default()).await.unwrap();
+            let job = claim(60_000).await.unwrap().into_iter().find(|j| j.id == id).unwrap();
+            let entry = |attempt| jobs::Success {
+                id,
+                attempt,
+                result: result.to_string(),
+                data: serde_json::json!({"status": "succeeded", "result": result}).to_string(),
+            };
+            let batch = [entry(job.attempts + 1), entry(job.attempts), entry(job.attempts)];
+            let written = jobs::succeed_many_with_events(&db.writer, &batch).await.unwrap();
+            assert_eq!(written.len(), 1, "{written:?}");
+            assert!(written[0].0 == 1 || written[0].0 == 2, "{written:?}");
+            let events = parley_shared::store::job_events::after(&db.pool, id, 0, 100).await.unwrap();
+            assert_eq!(events.iter().filter(|e| e.is_terminal()).count(), 1, "{events:?}");
+            assert_eq!(events.last().unwrap().seq, written[0].1);
+        }
+    }
+
     async fn a_cancel_reaches_a_job_running_in_a_worker_process(backend: Backend) {
         // The cancel goes from this API process to the worker process through the event bus
         // (in-process bus on SQLite: there the worker process sees the request at its next

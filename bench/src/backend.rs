@@ -65,7 +65,7 @@ impl Options {
             database_url: flags.take(
                 "database-url",
                 "PARLEY_BENCH_DATABASE_URL",
-                "postgres://postgres@127.0.0.1:5432/test".to_owned(),
+                "postgres://postgres@127.0.0.1:5432/test?sslmode=disable".to_owned(),
             )?,
             queue_url: flags.take("queue-url", "PARLEY_BENCH_QUEUE_URL", "redis://127.0.0.1:6379".to_owned())?,
         })

@@ -48,7 +48,7 @@ queue, chat and stats:
   --backend B            sqlite (one process) or redis (PostgreSQL + Redis + one worker
                          process) [PARLEY_BENCH_BACKEND, required]
   --database-url URL     PostgreSQL server where a fresh database is created (redis)
-                         [PARLEY_BENCH_DATABASE_URL, postgres://postgres@127.0.0.1:5432/test]
+                         [PARLEY_BENCH_DATABASE_URL, postgres://postgres@127.0.0.1:5432/test?sslmode=disable]
   --queue-url URL        Redis (redis) [PARLEY_BENCH_QUEUE_URL, redis://127.0.0.1:6379]
 queue:
   --jobs N               no-op jobs enqueued [PARLEY_BENCH_JOBS, 2000]

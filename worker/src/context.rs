@@ -3,6 +3,7 @@
 use crate::running::Running;
 use parley_shared::auth::Keys;
 use parley_shared::events::EventBus;
+use parley_shared::jobs::lifecycle::{JobEnv, SuccessQueue};
 use parley_shared::llm::LlmClient;
 use parley_shared::mail::{Mailer, Templates};
 use parley_shared::media::{LocalMediaStore, MediaStore};
@@ -25,12 +26,19 @@ pub struct WorkerContext {
     pub running: Arc<Running>,
     /// The liveness of the process's queue workers (shared by its worker sets).
     pub health: Arc<crate::Health>,
+    /// Successes waiting to be written together (one queue per worker set).
+    pub successes: Arc<SuccessQueue>,
 }
 
 impl WorkerContext {
     /// What job transitions touch.
-    pub fn job_env(&self) -> parley_shared::jobs::lifecycle::JobEnv {
-        parley_shared::jobs::lifecycle::JobEnv { db: self.db.clone(), bus: self.bus.clone(), media: self.media.clone() }
+    pub fn job_env(&self) -> JobEnv {
+        JobEnv {
+            db: self.db.clone(),
+            bus: self.bus.clone(),
+            media: self.media.clone(),
+            successes: self.successes.clone(),
+        }
     }
 
     /// Connects to the database (migrating it), the queue and the event bus named in `config`.
@@ -48,6 +56,20 @@ impl WorkerContext {
         );
         let templates = Arc::new(Templates::new()?);
         let (running, health) = (Arc::default(), Arc::default());
-        Ok(Self { config: Arc::new(config), db, queue, bus, mailer, templates, media, keys, llm, running, health })
+        let successes = Arc::default();
+        Ok(Self {
+            config: Arc::new(config),
+            db,
+            queue,
+            bus,
+            mailer,
+            templates,
+            media,
+            keys,
+            llm,
+            running,
+            health,
+            successes,
+        })
     }
 }

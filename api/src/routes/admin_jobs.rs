@@ -156,16 +156,13 @@ pub async fn create_noop(
         errors.add("fail_times", "must be at most 1000");
     }
     errors.finish()?;
-    // The job and its audit entry in one transaction: one commit, and neither without the other.
-    let mut tx = state.db.begin_write().await?;
-    let job_id = jobs::enqueue(&mut *tx, Some(admin.0.user.id), &noop).await?;
-    let details = serde_json::json!({"job_id": job_id, "kind": Noop::KIND});
-    meta.event(parley_shared::audit::AuditAction::AdminJobCreate)
-        .actor(admin.0.user.id)
-        .details(details)
-        .record(&mut *tx)
-        .await?;
-    tx.commit().await?;
+    // The job and its audit entry together: one statement (PostgreSQL) or one transaction.
+    let job_id = jobs::enqueue_recorded(&state.db, Some(admin.0.user.id), &noop, |job_id| {
+        meta.event(parley_shared::audit::AuditAction::AdminJobCreate)
+            .actor(admin.0.user.id)
+            .details(serde_json::json!({"job_id": job_id, "kind": Noop::KIND}))
+    })
+    .await?;
     state.queue.wake(Noop::QUEUE);
     Ok((StatusCode::ACCEPTED, Json(JobAccepted { job_id })))
 }

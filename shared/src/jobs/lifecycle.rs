@@ -26,6 +26,8 @@ pub struct JobEnv {
     pub db: Db,
     pub bus: EventBus,
     pub media: Arc<dyn MediaStore>,
+    /// Where successes wait to be written together (share one per worker set).
+    pub successes: Arc<SuccessQueue>,
 }
 
 impl std::fmt::Debug for JobEnv {
@@ -167,29 +169,92 @@ fn running_event(job: &Job, seq: i64) -> JobEvent {
 }
 
 /// Ends attempt `job.attempts` succeeded with `result`; false if it no longer owns the job.
+///
+/// Successes are group-committed: the first is written at once, and those that come in
+/// while a write is under way go together in the next one (one statement on PostgreSQL,
+/// one transaction on SQLite), so a burst of short jobs costs a write per burst rather than
+/// per job, and a lone job waits for nothing.
 pub async fn succeed(env: &JobEnv, job: &Job, result: &Value) -> Result<bool, StoreError> {
-    let (db, bus) = (&env.db, &env.bus);
-    let data = json!({"status": "succeeded", "result": result});
+    let success = store::Success {
+        id: job.id,
+        attempt: job.attempts,
+        result: result.to_string(),
+        data: json!({"status": "succeeded", "result": result}).to_string(),
+    };
+    let (done, written) = tokio::sync::oneshot::channel();
+    let queue = env.successes.queue.get_or_init(|| {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(write_successes(env.db.clone(), env.bus.clone(), rx));
+        tx
+    });
+    let success = match queue.send((success, done)) {
+        Ok(()) => match written.await {
+            Ok(outcome) => return outcome.map_err(|e| StoreError::Other(anyhow::anyhow!(e))),
+            Err(_) => return Err(StoreError::Other(anyhow::anyhow!("the success writer stopped"))),
+        },
+        // The writer task is gone (it panicked): this one is written on its own.
+        Err(tokio::sync::mpsc::error::SendError((success, _))) => success,
+    };
+    Ok(write_success_batch(&env.db, &env.bus, &[success]).await?.first().copied().unwrap_or(false))
+}
+
+/// Where [`succeed`] queues successes for their writer task (started on first use; it ends
+/// once the last holder of this is dropped and the queue is drained).
+#[derive(Debug, Default)]
+pub struct SuccessQueue {
+    queue: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<(store::Success, SuccessReply)>>,
+}
+
+type SuccessReply = tokio::sync::oneshot::Sender<Result<bool, String>>;
+
+/// Most successes one write records.
+const SUCCESS_BATCH: usize = 256;
+
+async fn write_successes(
+    db: Db,
+    bus: EventBus,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<(store::Success, SuccessReply)>,
+) {
+    let mut batch = Vec::new();
+    while queue.recv_many(&mut batch, SUCCESS_BATCH).await > 0 {
+        let (successes, replies): (Vec<_>, Vec<_>) = std::mem::take(&mut batch).into_iter().unzip();
+        match write_success_batch(&db, &bus, &successes).await {
+            Ok(owned) => replies.into_iter().zip(owned).for_each(|(reply, owned)| drop(reply.send(Ok(owned)))),
+            Err(e) => {
+                let error = e.to_string();
+                replies.into_iter().for_each(|reply| drop(reply.send(Err(error.clone()))));
+            }
+        }
+    }
+}
+
+/// Records `successes` with their `done` events, then publishes the events. For each,
+/// whether its attempt still owned the job.
+async fn write_success_batch(db: &Db, bus: &EventBus, successes: &[store::Success]) -> Result<Vec<bool>, StoreError> {
+    let mut owned = vec![false; successes.len()];
+    let mut stored = Vec::with_capacity(successes.len());
     if db.backend == Backend::Postgres {
-        // One statement: the record and its event, without transaction round trips.
-        let Some((seq, created_at)) =
-            store::succeed_with_event(&db.writer, job.id, job.attempts, result, &data).await?
-        else {
-            return Ok(false);
-        };
-        let event =
-            JobEvent { job_id: job.id.to_string(), seq, event: EventType::Done, data: data.to_string(), created_at };
-        bus.publish(&event).await;
-        return Ok(true);
+        for (n, seq, created_at) in store::succeed_many_with_events(&db.writer, successes).await? {
+            let Some(s) = usize::try_from(n).ok().and_then(|n| successes.get(n).map(|s| (n, s))) else { continue };
+            owned[s.0] = true;
+            let data = s.1.data.clone();
+            stored.push(JobEvent { job_id: s.1.id.to_string(), seq, event: EventType::Done, data, created_at });
+        }
+    } else {
+        let mut tx = db.begin_write().await?;
+        let mut events = Vec::with_capacity(successes.len());
+        for (n, s) in successes.iter().enumerate() {
+            if store::finish(&mut tx, s.id, s.attempt, JobStatus::Succeeded, Some(&s.result), None).await?.is_some() {
+                owned[n] = true;
+                let data: Value = serde_json::from_str(&s.data).map_err(anyhow::Error::from)?;
+                events.push((s.id, EventType::Done, data));
+            }
+        }
+        stored = job_events::append_in(&mut tx, &events).await?;
+        tx.commit().await?;
     }
-    let mut tx = db.begin_write().await?;
-    if store::finish(&mut tx, job.id, job.attempts, JobStatus::Succeeded, Some(result), None).await?.is_none() {
-        return Ok(false);
-    }
-    let stored = job_events::append_in(&mut tx, &[(job.id, EventType::Done, data)]).await?;
-    tx.commit().await?;
     bus.publish_many(&stored).await;
-    Ok(true)
+    Ok(owned)
 }
 
 /// Ends attempt `job.attempts` failed or cancelled; false if it no longer owns the job.

@@ -8,23 +8,35 @@ use crate::ids::{AuditEventId, UserId};
 use crate::time::{Timestamp, now_ms};
 
 pub async fn insert<'e, E: Exec<'e>>(ex: E, event: &AuditEvent) -> Result<(), StoreError> {
-    let now = now_ms();
-    sqlx::query(
+    let query = sqlx::query(
         "insert into audit_events (id, actor_id, target_id, action, result, ip, user_agent, details, created_at, updated_at)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
-    )
-    .bind(AuditEventId::new().to_string())
-    .bind(event.actor.map(|u| u.to_string()))
-    .bind(event.target.map(|u| u.to_string()))
-    .bind(event.action.as_str())
-    .bind(event.result.as_str())
-    .bind(&event.ip)
-    .bind(&event.user_agent)
-    .bind(event.details.as_ref().map(|d| d.to_string()))
-    .bind(now)
-    .execute(ex)
-    .await?;
+    );
+    bind_event(query, event).bind(now_ms()).execute(ex).await?;
     Ok(())
+}
+
+/// The tail of a statement that writes a job (a CTE `job`, whose statement binds `$1` to
+/// `$8` and its time as `$7`) and then its audit entry: bind the entry with
+/// [`bind_event`].
+pub(crate) const INSERT_FROM_JOB: &str = "insert into audit_events \
+    (id, actor_id, target_id, action, result, ip, user_agent, details, created_at, updated_at) \
+    select $9, $10, $11, $12, $13, $14, $15, $16, $7, $7 from job";
+
+/// Binds an entry's id and fields (eight values, in the column order above).
+pub(crate) fn bind_event<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    event: &AuditEvent,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    query
+        .bind(AuditEventId::new().to_string())
+        .bind(event.actor.map(|u| u.to_string()))
+        .bind(event.target.map(|u| u.to_string()))
+        .bind(event.action.as_str())
+        .bind(event.result.as_str())
+        .bind(event.ip.clone())
+        .bind(event.user_agent.clone())
+        .bind(event.details.as_ref().map(|d| d.to_string()))
 }
 
 /// An entry as stored.

@@ -61,6 +61,10 @@ impl Job {
     }
 }
 
+/// The columns a new job's insert writes, and its values (`$1` to `$8`, see [`bind_new_job`]).
+const INSERT_JOB: &str = "insert into parley_jobs (id, kind, queue, owner_id, payload, status, max_attempts, run_after, \
+    created_at, updated_at, request_id) values ($1, $2, $3, $4, $5, 'queued', $6, $7, $7, $7, $8)";
+
 /// Writes a queued job. Call it in the same transaction as the domain write it belongs to:
 /// once that commits, the job is in the queue (a worker's claim finds it), and if it rolls
 /// back, there is no job. Wake the queue's workers after commit ([`crate::queue::Queue::wake`]).
@@ -70,26 +74,59 @@ pub async fn enqueue<'e, E: Exec<'e>, J: JobSpec>(
     payload: &J,
 ) -> Result<JobId, StoreError> {
     let id = JobId::new();
-    let now = now_ms();
     let payload = serde_json::to_string(payload).map_err(anyhow::Error::from)?;
-    sqlx::query(
-        "insert into parley_jobs (id, kind, queue, owner_id, payload, status, max_attempts, run_after, created_at, updated_at,
-             request_id)
-         values ($1, $2, $3, $4, $5, 'queued', $6, $7, $7, $7, $8)",
-    )
-    .bind(id.to_string())
-    .bind(J::KIND.as_str())
-    .bind(J::QUEUE.as_str())
-    .bind(owner.map(|o| o.to_string()))
-    .bind(payload)
-    .bind(i64::from(J::MAX_ATTEMPTS))
-    .bind(now)
-    .bind(crate::telemetry::request_id())
-    .execute(ex)
-    .await?;
+    bind_new_job::<J>(sqlx::query(INSERT_JOB), id, owner, payload, now_ms()).execute(ex).await?;
+    enqueued::<J>(id);
+    Ok(id)
+}
+
+/// Writes a queued job and the activity-log entry that records who asked for it (`event`
+/// gets the job's id), both or neither: on PostgreSQL in one statement, with no transaction
+/// round trips; on SQLite in one transaction on the writer. Wake the queue after it.
+pub async fn enqueue_recorded<J: JobSpec>(
+    db: &crate::Db,
+    owner: Option<UserId>,
+    payload: &J,
+    event: impl FnOnce(JobId) -> crate::audit::AuditEvent,
+) -> Result<JobId, StoreError> {
+    let id = JobId::new();
+    let event = event(id);
+    if db.backend == crate::db::Backend::Sqlite {
+        let mut tx = db.begin_write().await?;
+        let id = enqueue(&mut *tx, owner, payload).await?;
+        super::audit::insert(&mut *tx, &event).await?;
+        tx.commit().await?;
+        return Ok(id);
+    }
+    let payload = serde_json::to_string(payload).map_err(anyhow::Error::from)?;
+    let sql = format!("with job as ({INSERT_JOB} returning id) {}", super::audit::INSERT_FROM_JOB);
+    let query = bind_new_job::<J>(sqlx::query(sqlx::AssertSqlSafe(sql)), id, owner, payload, now_ms());
+    super::audit::bind_event(query, &event).execute(&db.writer).await?;
+    enqueued::<J>(id);
+    Ok(id)
+}
+
+fn bind_new_job<'q, J: JobSpec>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    id: JobId,
+    owner: Option<UserId>,
+    payload: String,
+    now: i64,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    query
+        .bind(id.to_string())
+        .bind(J::KIND.as_str())
+        .bind(J::QUEUE.as_str())
+        .bind(owner.map(|o| o.to_string()))
+        .bind(payload)
+        .bind(i64::from(J::MAX_ATTEMPTS))
+        .bind(now)
+        .bind(crate::telemetry::request_id())
+}
+
+fn enqueued<J: JobSpec>(id: JobId) {
     crate::metrics::job_enqueued(J::KIND);
     tracing::info!(job.id = %id, job.kind = J::KIND.as_str(), "job enqueued");
-    Ok(id)
 }
 
 pub async fn get<'e, E: Exec<'e>>(ex: E, id: JobId) -> Result<Option<Job>, StoreError> {
@@ -278,34 +315,56 @@ pub async fn start_attempts_with_events<'e, E: Exec<'e>>(
     Ok(query.fetch_all(ex).await?)
 }
 
-/// Ends attempt `attempt` succeeded with `result` and stores its `done` event
-/// (`data`), in one statement on PostgreSQL. The event's `seq`, or `None` if that attempt
-/// no longer owns the job.
-pub async fn succeed_with_event<'e, E: Exec<'e>>(
+/// One attempt's success for [`succeed_many_with_events`].
+#[derive(Debug, Clone)]
+pub struct Success {
+    pub id: JobId,
+    pub attempt: i64,
+    /// The result, as JSON text.
+    pub result: String,
+    /// The `done` event's data, as JSON text.
+    pub data: String,
+}
+
+/// Ends each attempt of `successes` succeeded and stores its `done` event, all in one
+/// statement on PostgreSQL. For each attempt that still owned its job: its index in
+/// `successes`, the event's `seq` and its time. An attempt that no longer owns its job (or a
+/// second entry for the same attempt) records nothing.
+pub async fn succeed_many_with_events<'e, E: Exec<'e>>(
     ex: E,
-    id: JobId,
-    attempt: i64,
-    result: &serde_json::Value,
-    data: &serde_json::Value,
-) -> Result<Option<(i64, i64)>, StoreError> {
+    successes: &[Success],
+) -> Result<Vec<(i64, i64, i64)>, StoreError> {
+    if successes.is_empty() {
+        return Ok(Vec::new());
+    }
     let now = now_ms();
-    Ok(sqlx::query_as(
-        "with finished as (
-             update parley_jobs set status = 'succeeded', result = $3, error = null, error_detail = null, finished_at = $4,
-                 lease_until = null, updated_at = $4
-             where id = $1 and attempts = $2 and status = 'running' returning id)
-         insert into job_events (job_id, seq, event, data, created_at)
-         select id, coalesce((select max(e.seq) from job_events e where e.job_id = finished.id), 0) + 1, 'done', $5, $4
-         from finished
-         returning seq, created_at",
-    )
-    .bind(id.to_string())
-    .bind(attempt)
-    .bind(result.to_string())
-    .bind(now)
-    .bind(data.to_string())
-    .fetch_optional(ex)
-    .await?)
+    let values: Vec<String> = (0..successes.len())
+        .map(|i| {
+            let n = 2 + i * 5;
+            format!("(${}, ${}, ${}, ${}, ${})", n, n + 1, n + 2, n + 3, n + 4)
+        })
+        .collect();
+    let sql = format!(
+        "with input (n, id, attempt, result, data) as (values {}),
+         finished as (
+             update parley_jobs j set status = 'succeeded', result = input.result, error = null, error_detail = null,
+                 finished_at = $1, lease_until = null, updated_at = $1
+             from input where j.id = input.id and j.attempts = input.attempt and j.status = 'running'
+             returning input.n, j.id, input.data),
+         inserted as (
+             insert into job_events (job_id, seq, event, data, created_at)
+             select id, coalesce((select max(e.seq) from job_events e where e.job_id = finished.id), 0) + 1, 'done', data, $1
+             from finished
+             returning job_id, seq)
+         select finished.n, inserted.seq, $1 from inserted join finished on finished.id = inserted.job_id",
+        values.join(", ")
+    );
+    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now);
+    for (i, s) in successes.iter().enumerate() {
+        let n = i64::try_from(i).unwrap_or(i64::MAX);
+        query = query.bind(n).bind(s.id.to_string()).bind(s.attempt).bind(&s.result).bind(&s.data);
+    }
+    Ok(query.fetch_all(ex).await?)
 }
 
 /// Ends the jobs among `ids` whose worker died (lease expired) and which must not run again:
@@ -368,7 +427,7 @@ pub async fn finish(
     id: JobId,
     attempt: i64,
     status: JobStatus,
-    result: Option<&serde_json::Value>,
+    result: Option<&str>,
     error: Option<&str>,
 ) -> Result<Option<JobStatus>, StoreError> {
     let now = now_ms();
@@ -381,7 +440,7 @@ pub async fn finish(
     .bind(id.to_string())
     .bind(attempt)
     .bind(status.as_str())
-    .bind(result.map(|r| r.to_string()))
+    .bind(result)
     .bind(error)
     .bind(now)
     .fetch_optional(&mut *conn)
