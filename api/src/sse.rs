@@ -16,6 +16,15 @@ use tracing::Instrument;
 /// pub/sub message).
 const RESYNC: Duration = Duration::from_secs(1);
 
+/// Whether the request asked for an event stream (`Accept: text/event-stream`): routes that
+/// start a job then answer with its stream instead of the job's id.
+pub fn wants_stream(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"))
+}
+
 /// The SSE stream of `job` after `after`: stored events first, then live ones, in `seq`
 /// order without gaps or repeats.
 pub fn event_stream(state: AppState, job: JobId, after: i64) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {

@@ -44,4 +44,26 @@ both_backends! {
         let res = app.post_json(&format!("/api/admin/jobs/{ok_id}/retry/"), &Value::Null, Some(&admin.access)).await;
         assert_error(res, StatusCode::CONFLICT, "not_retryable").await;
     }
+
+    async fn a_no_op_job_asked_for_with_accept_event_stream_answers_with_its_stream(backend: Backend) {
+        let app = spawn_app_with(backend, &[("PARLEY_ADMIN_EMAIL", "root@example.com"), ("PARLEY_ADMIN_PASSWORD", "admin passphrase 1")]).await;
+        let admin = app.signin("root@example.com", "admin passphrase 1").await;
+        let post = |body: Value| {
+            app.client
+                .post(app.url("/api/admin/jobs/noop/"))
+                .bearer_auth(&admin.access)
+                .header("accept", "text/event-stream")
+                .json(&body)
+                .send()
+        };
+        let events = common::sse::read(post(json!({})).await.unwrap()).await;
+        let names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
+        assert_eq!(names.first(), Some(&"status"), "{events:?}");
+        assert_eq!(names.last(), Some(&"done"), "{events:?}");
+        assert_eq!(events.last().unwrap().data["status"], "succeeded", "{events:?}");
+        // A failing job's stream ends with its error; a bad body is still a 422, not a stream.
+        let events = common::sse::read(post(json!({"fail_times": 1, "fatal": true})).await.unwrap()).await;
+        assert_eq!(events.last().map(|e| e.event.as_str()), Some("error"), "{events:?}");
+        assert_error(post(json!({"sleep_ms": 700_000})).await.unwrap(), StatusCode::UNPROCESSABLE_ENTITY, "validation_error").await;
+    }
 }

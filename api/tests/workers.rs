@@ -235,18 +235,24 @@ both_backends! {
             assert_eq!(seqs.len(), events.len(), "{events:?}");
             assert_eq!(app.job(&user.access, *id).await["status"], "succeeded");
         }
-        if backend == Backend::Postgres {
-            // One statement given a stale entry and the same attempt twice records the
-            // owning attempt once.
-            let id = jobs::enqueue(&db.writer, Some(owner), &Noop::default()).await.unwrap();
-            let job = claim(60_000).await.unwrap().into_iter().find(|j| j.id == id).unwrap();
-            let entry = |attempt| jobs::Success {
-                id,
-                attempt,
-                result: result.to_string(),
-                data: serde_json::json!({"status": "succeeded", "result": result}).to_string(),
-            };
-            let batch = [entry(job.attempts + 1), entry(job.attempts), entry(job.attempts)];
+        // One statement given a stale entry and the same attempt twice records the owning
+        // attempt once.
+        let id = jobs::enqueue(&db.writer, Some(owner), &Noop::default()).await.unwrap();
+        let job = claim(60_000).await.unwrap().into_iter().find(|j| j.id == id).unwrap();
+        let entry = |attempt| jobs::Success {
+            id,
+            attempt,
+            result: result.to_string(),
+            data: serde_json::json!({"status": "succeeded", "result": result}).to_string(),
+        };
+        let batch = [entry(job.attempts + 1), entry(job.attempts), entry(job.attempts)];
+        if backend == Backend::Sqlite {
+            let mut tx = db.begin_write().await.unwrap();
+            let written = jobs::succeed_many_in(&mut tx, &batch).await.unwrap();
+            tx.commit().await.unwrap();
+            assert_eq!(written, [(id.to_string(), job.attempts)]);
+            assert_eq!(app.job(&user.access, id).await["status"], "succeeded");
+        } else {
             let written = jobs::succeed_many_with_events(&db.writer, &batch).await.unwrap();
             assert_eq!(written.len(), 1, "{written:?}");
             assert!(written[0].0 == 1 || written[0].0 == 2, "{written:?}");

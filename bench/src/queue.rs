@@ -7,6 +7,9 @@
 //!    succeeded.
 //! 3. `--roundtrips` sequential jobs, each timed from sending its POST to receiving the
 //!    `done` event of `GET /api/jobs/{id}/events/`: p50 and p99.
+//! 4. As many again, each one request: the POST with `Accept: text/event-stream`, whose
+//!    answer is the job's stream, read until `done` (what a client that waits for the
+//!    outcome does, as Celery's `delay().get()` does).
 //!
 //! On the distributed deployment, the transactions that wrote to PostgreSQL during phase 1
 //! (the server's transaction ids taken), per job, are the app-database writes per job.
@@ -69,23 +72,29 @@ pub async fn run(common: &Common, options: &Options) -> anyhow::Result<()> {
         eprintln!("{dead:#}");
     }
     let stopped = deployment.stop().await;
-    let (enqueue, end_to_end, writes, roundtrips) = result?;
+    let (enqueue, end_to_end, writes, roundtrips, streamed) = result?;
     stopped?;
     let writes = writes.map_or_else(|| "n/a".to_owned(), |w| format!("{w:.2}"));
     println!(
         "queue backend={} jobs={} enqueue_per_s={enqueue:.1} end_to_end_per_s={end_to_end:.1} \
-         roundtrip_ms_p50={:.2} roundtrip_ms_p99={:.2} db_write_txns_per_job={writes}",
+         roundtrip_ms_p50={:.2} roundtrip_ms_p99={:.2} streamed_roundtrip_ms_p50={:.2} \
+         streamed_roundtrip_ms_p99={:.2} db_write_txns_per_job={writes}",
         backend.as_str(),
         options.jobs,
         percentile(&roundtrips, 50.0),
-        percentile(&roundtrips, 99.0)
+        percentile(&roundtrips, 99.0),
+        percentile(&streamed, 50.0),
+        percentile(&streamed, 99.0)
     );
     Ok(())
 }
 
+/// What [`measure`] finds.
+type Figures = (f64, f64, Option<f64>, Vec<f64>, Vec<f64>);
+
 /// The enqueue rate, the end-to-end rate, the write transactions per job (where they can be
-/// counted), and the sorted round trips in milliseconds.
-async fn measure(deployment: &Deployment, options: &Options) -> anyhow::Result<(f64, f64, Option<f64>, Vec<f64>)> {
+/// counted), and the sorted round trips in milliseconds (two requests, then one).
+async fn measure(deployment: &Deployment, options: &Options) -> anyhow::Result<Figures> {
     let client = Client::new(deployment.server.base_url())?;
     let admin: Arc<str> = client.login(ADMIN_EMAIL).await?.into();
     eprintln!("warm-up: one job through");
@@ -107,7 +116,13 @@ async fn measure(deployment: &Deployment, options: &Options) -> anyhow::Result<(
         roundtrips.push(ms(roundtrip(&client, &admin).await?));
     }
     roundtrips.sort_by(f64::total_cmp);
-    Ok((enqueue, end_to_end, writes, roundtrips))
+    eprintln!("phase: {} sequential round trips in one request each", options.roundtrips);
+    let mut streamed = Vec::with_capacity(options.roundtrips);
+    for _ in 0..options.roundtrips {
+        streamed.push(ms(streamed_roundtrip(&client, &admin).await?));
+    }
+    streamed.sort_by(f64::total_cmp);
+    Ok((enqueue, end_to_end, writes, roundtrips, streamed))
 }
 
 #[derive(Deserialize)]
@@ -211,6 +226,27 @@ async fn roundtrip(client: &Client, admin: &str) -> anyhow::Result<Duration> {
         }
     }
     bail!("the event stream of job {} ended without `done`", accepted.job_id)
+}
+
+/// One job from its POST to its `done` event, in one request: the POST answers with the
+/// job's stream.
+async fn streamed_roundtrip(client: &Client, admin: &str) -> anyhow::Result<Duration> {
+    let sent = Instant::now();
+    let response = client
+        .request(reqwest::Method::POST, "/api/admin/jobs/noop/", admin)
+        .header(reqwest::header::ACCEPT, "text/event-stream")
+        .json(&json!({}))
+        .send()
+        .await?;
+    let mut events = crate::sse::EventReader::new(crate::client::success(response).await?);
+    while let Some(event) = events.next().await? {
+        match event.event.as_str() {
+            "done" => return Ok(event.at - sent),
+            "error" => bail!("a streamed no-op job failed: {}", event.data),
+            _ => {}
+        }
+    }
+    bail!("a streamed no-op job's stream ended without `done`")
 }
 
 fn ms(duration: Duration) -> f64 {

@@ -179,13 +179,18 @@ fn fetch(
         took_over: std::time::Instant,
         /// Whether the last claim found nothing.
         idle: bool,
+        /// Whether the last claim took fewer jobs than it asked for: the queue held no more
+        /// then, so the next claim waits for a wake-up (one sent meanwhile is kept) or the
+        /// polling interval rather than asking again at once.
+        drained: bool,
         /// A restarted worker waits this long before its first claim.
         backoff: Duration,
     }
     let took_over = std::time::Instant::now() - TAKE_OVER_EVERY;
     let env = ctx.job_env();
     let backoff = if restarts == 0 { Duration::ZERO } else { restart_backoff(restarts) };
-    let state = State { ctx, env, wake, ready: VecDeque::new(), failures: 0, took_over, idle: true, backoff };
+    let state =
+        State { ctx, env, wake, ready: VecDeque::new(), failures: 0, took_over, idle: true, drained: false, backoff };
     futures::stream::unfold(state, move |mut st| async move {
         if !st.backoff.is_zero() {
             tokio::time::sleep(std::mem::take(&mut st.backoff)).await;
@@ -197,7 +202,8 @@ fn fetch(
                 return Some((Ok(Some(Task::new(claimed))), st));
             }
             let free = st.ctx.config.worker_concurrency.saturating_sub(st.ctx.running.count(queue));
-            if free > 0 {
+            let drained = std::mem::take(&mut st.drained);
+            if free > 0 && !drained {
                 // Looked for when the queue is idle (so it never delays a job that is due),
                 // and under constant load at least every few seconds.
                 let since = st.took_over.elapsed();
@@ -220,7 +226,7 @@ fn fetch(
                 .unwrap_or_else(|e| Err(anyhow::anyhow!("the claim task failed: {e}").into()));
                 match claimed {
                     Ok(jobs) if !jobs.is_empty() => {
-                        (st.failures, st.idle) = (0, false);
+                        (st.failures, st.idle, st.drained) = (0, false, jobs.len() < limit);
                         st.ready.extend(jobs);
                         continue;
                     }

@@ -8,7 +8,8 @@ use crate::state::AppState;
 use crate::views::{JobAccepted, JobFilter, JobView};
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use parley_shared::ids::JobId;
 use parley_shared::jobs::{JobKind, JobSpec, JobStatus, Noop, QueueName};
@@ -139,15 +140,20 @@ pub async fn retry_job(
     Ok((StatusCode::ACCEPTED, Json(job.into())))
 }
 
-/// A no-op job (optionally sleeping or failing), to check the queue end to end.
+/// A no-op job (optionally sleeping or failing), to check the queue end to end. Answers 202
+/// with the job's id, or, with `Accept: text/event-stream`, the job's event stream itself
+/// (one request from the POST to `done`).
 #[utoipa::path(post, path = "/api/admin/jobs/noop/", tag = "admin", request_body = Noop, security(("bearer" = [])), responses(
-    (status = 202, body = JobAccepted), (status = 422, body = ErrorEnvelope)))]
+    (status = 202, body = JobAccepted),
+    (status = 200, description = "with Accept: text/event-stream, the job's SSE stream", content_type = "text/event-stream"),
+    (status = 422, body = ErrorEnvelope)))]
 pub async fn create_noop(
     State(state): State<AppState>,
     admin: AdminUser,
     meta: crate::audit::RequestMeta,
+    headers: HeaderMap,
     Json(noop): Json<Noop>,
-) -> ApiResult<(StatusCode, Json<JobAccepted>)> {
+) -> ApiResult<Response> {
     let mut errors = FieldErrors::default();
     if noop.sleep_ms > 600_000 {
         errors.add("sleep_ms", "must be at most 600000");
@@ -164,5 +170,8 @@ pub async fn create_noop(
     })
     .await?;
     state.queue.wake(Noop::QUEUE);
-    Ok((StatusCode::ACCEPTED, Json(JobAccepted { job_id })))
+    if crate::sse::wants_stream(&headers) {
+        return Ok(crate::sse::event_stream(state, job_id, 0).into_response());
+    }
+    Ok((StatusCode::ACCEPTED, Json(JobAccepted { job_id })).into_response())
 }

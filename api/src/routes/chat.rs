@@ -8,7 +8,7 @@ use crate::sse::event_stream;
 use crate::state::AppState;
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
@@ -85,8 +85,7 @@ pub async fn chat(
     Json(req): Json<ChatRequest>,
 ) -> ApiResult<Response> {
     let user = auth.user.id;
-    let wants_stream =
-        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/event-stream"));
+    let wants_stream = crate::sse::wants_stream(&headers);
     let key = IdempotencyKey::from_headers(&headers, format!("user:{user}:chat"))?;
     if let Some(key) = &key
         && let Some(first) = key.replay(&state.db.pool).await?

@@ -242,13 +242,16 @@ async fn write_success_batch(db: &Db, bus: &EventBus, successes: &[store::Succes
         }
     } else {
         let mut tx = db.begin_write().await?;
-        let mut events = Vec::with_capacity(successes.len());
-        for (n, s) in successes.iter().enumerate() {
-            if store::finish(&mut tx, s.id, s.attempt, JobStatus::Succeeded, Some(&s.result), None).await?.is_some() {
-                owned[n] = true;
-                let data: Value = serde_json::from_str(&s.data).map_err(anyhow::Error::from)?;
-                events.push((s.id, EventType::Done, data));
-            }
+        let finished = store::succeed_many_in(&mut tx, successes).await?;
+        let mut events = Vec::with_capacity(finished.len());
+        for (id, attempt) in finished {
+            // The first entry for that attempt (a second report of it records nothing).
+            let Some(n) = successes.iter().position(|s| s.id.to_string() == id && s.attempt == attempt) else {
+                continue;
+            };
+            owned[n] = true;
+            let data: Value = serde_json::from_str(&successes[n].data).map_err(anyhow::Error::from)?;
+            events.push((successes[n].id, EventType::Done, data));
         }
         stored = job_events::append_in(&mut tx, &events).await?;
         tx.commit().await?;

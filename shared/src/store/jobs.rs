@@ -367,6 +367,37 @@ pub async fn succeed_many_with_events<'e, E: Exec<'e>>(
     Ok(query.fetch_all(ex).await?)
 }
 
+/// Ends each attempt of `successes` succeeded, in one statement (for SQLite, where a
+/// statement cannot both update and insert: store the `done` events after it, in the same
+/// transaction). The `(id, attempt)` of each attempt that still owned its job.
+pub async fn succeed_many_in(
+    conn: &mut AnyConnection,
+    successes: &[Success],
+) -> Result<Vec<(String, i64)>, StoreError> {
+    if successes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let values: Vec<String> = (0..successes.len())
+        .map(|i| {
+            let n = 2 + i * 3;
+            format!("(${}, ${}, ${})", n, n + 1, n + 2)
+        })
+        .collect();
+    let sql = format!(
+        "update parley_jobs set status = 'succeeded', result = input.result, error = null, error_detail = null,
+             finished_at = $1, lease_until = null, updated_at = $1
+         from (select column1 as id, column2 as attempt, column3 as result from (values {})) as input
+         where parley_jobs.id = input.id and parley_jobs.attempts = input.attempt and parley_jobs.status = 'running'
+         returning id, attempts",
+        values.join(", ")
+    );
+    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now_ms());
+    for s in successes {
+        query = query.bind(s.id.to_string()).bind(s.attempt).bind(&s.result);
+    }
+    Ok(query.fetch_all(&mut *conn).await?)
+}
+
 /// Ends the jobs among `ids` whose worker died (lease expired) and which must not run again:
 /// out of attempts (failed) or with a cancel request (cancelled). Runs in the caller's
 /// transaction; returns the ended jobs.
