@@ -238,10 +238,19 @@ async fn streamed_roundtrip(client: &Client, admin: &str) -> anyhow::Result<Dura
         .json(&json!({}))
         .send()
         .await?;
+    let headers = sent.elapsed();
     let mut events = crate::sse::EventReader::new(crate::client::success(response).await?);
+    let mut first = None;
     while let Some(event) = events.next().await? {
+        first.get_or_insert(event.at - sent);
         match event.event.as_str() {
-            "done" => return Ok(event.at - sent),
+            "done" => {
+                if std::env::var_os("PARLEY_BENCH_TRACE").is_some() {
+                    let first = ms(first.unwrap_or_default());
+                    eprintln!("streamed headers {:.2} first {first:.2} done {:.2}", ms(headers), ms(event.at - sent));
+                }
+                return Ok(event.at - sent);
+            }
             "error" => bail!("a streamed no-op job failed: {}", event.data),
             _ => {}
         }

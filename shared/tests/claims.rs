@@ -39,3 +39,42 @@ async fn a_claim_picked_under_the_write_lock_takes_due_jobs_oldest_first_up_to_i
     assert_eq!(rest.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[2]]);
     assert!(first.iter().chain(&rest).all(|j| j.status == JobStatus::Running && j.attempts == 1));
 }
+
+#[tokio::test]
+async fn a_job_and_its_audit_entry_are_written_together_or_not_at_all() {
+    use parley_shared::audit::{AuditAction, AuditEvent};
+    use parley_shared::store::jobs::enqueue_recorded;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&format!("sqlite://{}", dir.path().join("recorded.db").display()), 2).await.unwrap();
+    db.migrate().await.unwrap();
+    let event = |job: JobId| {
+        let mut event = AuditEvent::new(AuditAction::AdminJobCreate, "127.0.0.1", "test");
+        event.details = Some(serde_json::json!({"job_id": job}));
+        event
+    };
+    let count = |table: &'static str| {
+        let db = db.clone();
+        async move {
+            let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("select count(*) from {table}")))
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+            n
+        }
+    };
+    let id = enqueue_recorded(&db, None, &Noop::default(), event).await.unwrap();
+    assert_eq!((count("parley_jobs").await, count("audit_events").await), (1, 1));
+    let details: String = sqlx::query_scalar("select details from audit_events").fetch_one(&db.pool).await.unwrap();
+    assert!(details.contains(&id.to_string()), "{details}");
+    // The entry's insert fails: the job is not written either, and the writer is left
+    // without an open transaction (the next writes go through).
+    sqlx::query("alter table audit_events rename to audit_events_gone").execute(&db.writer).await.unwrap();
+    assert!(enqueue_recorded(&db, None, &Noop::default(), event).await.is_err());
+    assert_eq!(count("parley_jobs").await, 1);
+    let mut tx = db.begin_write().await.unwrap();
+    enqueue(&mut *tx, None, &Noop::default()).await.unwrap();
+    tx.commit().await.unwrap();
+    sqlx::query("alter table audit_events_gone rename to audit_events").execute(&db.writer).await.unwrap();
+    enqueue_recorded(&db, None, &Noop::default(), event).await.unwrap();
+    assert_eq!((count("parley_jobs").await, count("audit_events").await), (3, 2));
+}

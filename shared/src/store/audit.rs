@@ -23,6 +23,12 @@ pub(crate) const INSERT_FROM_JOB: &str = "insert into audit_events \
     (id, actor_id, target_id, action, result, ip, user_agent, details, created_at, updated_at) \
     select $9, $10, $11, $12, $13, $14, $15, $16, $7, $7 from job";
 
+/// The same entry as a statement of its own after the job's insert, in one script with it
+/// (SQLite, where a statement cannot insert into two tables): same binds as above.
+pub(crate) const INSERT_AFTER_JOB: &str = "insert into audit_events \
+    (id, actor_id, target_id, action, result, ip, user_agent, details, created_at, updated_at) \
+    values ($9, $10, $11, $12, $13, $14, $15, $16, $7, $7)";
+
 /// Binds an entry's id and fields (eight values, in the column order above).
 pub(crate) fn bind_event<'q>(
     query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,

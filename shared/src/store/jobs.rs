@@ -82,7 +82,8 @@ pub async fn enqueue<'e, E: Exec<'e>, J: JobSpec>(
 
 /// Writes a queued job and the activity-log entry that records who asked for it (`event`
 /// gets the job's id), both or neither: on PostgreSQL in one statement, with no transaction
-/// round trips; on SQLite in one transaction on the writer. Wake the queue after it.
+/// round trips; on SQLite in one transaction on the writer, sent as one script (the
+/// writer is held for one trip to SQLite's thread rather than four). Wake the queue after it.
 pub async fn enqueue_recorded<J: JobSpec>(
     db: &crate::Db,
     owner: Option<UserId>,
@@ -91,17 +92,22 @@ pub async fn enqueue_recorded<J: JobSpec>(
 ) -> Result<JobId, StoreError> {
     let id = JobId::new();
     let event = event(id);
-    if db.backend == crate::db::Backend::Sqlite {
-        let mut tx = db.begin_write().await?;
-        let id = enqueue(&mut *tx, owner, payload).await?;
-        super::audit::insert(&mut *tx, &event).await?;
-        tx.commit().await?;
-        return Ok(id);
-    }
     let payload = serde_json::to_string(payload).map_err(anyhow::Error::from)?;
-    let sql = format!("with job as ({INSERT_JOB} returning id) {}", super::audit::INSERT_FROM_JOB);
-    let query = bind_new_job::<J>(sqlx::query(sqlx::AssertSqlSafe(sql)), id, owner, payload, now_ms());
-    super::audit::bind_event(query, &event).execute(&db.writer).await?;
+    if db.backend == crate::db::Backend::Sqlite {
+        let sql = format!("begin immediate; {INSERT_JOB}; {}; commit", super::audit::INSERT_AFTER_JOB);
+        let query = bind_new_job::<J>(sqlx::query(sqlx::AssertSqlSafe(sql)), id, owner, payload, now_ms());
+        let mut conn = db.writer.acquire().await?;
+        if let Err(e) = super::audit::bind_event(query, &event).execute(&mut *conn).await {
+            // The script stopped part way: end its transaction before the connection goes
+            // back to the pool (an error here means none was open).
+            let _ = sqlx::query("rollback").execute(&mut *conn).await;
+            return Err(e.into());
+        }
+    } else {
+        let sql = format!("with job as ({INSERT_JOB} returning id) {}", super::audit::INSERT_FROM_JOB);
+        let query = bind_new_job::<J>(sqlx::query(sqlx::AssertSqlSafe(sql)), id, owner, payload, now_ms());
+        super::audit::bind_event(query, &event).execute(&db.writer).await?;
+    }
     enqueued::<J>(id);
     Ok(id)
 }
