@@ -6,7 +6,9 @@
 //! seconds (on a fixed schedule, so a late token does not delay the next), then a finish
 //! chunk, a usage chunk when `stream_options.include_usage` asks for one, and `data: [DONE]`.
 //! Its length is the `tokens=N` written in the last user message (the default otherwise),
-//! capped by `max_tokens`.
+//! capped by `max_tokens`. A `mark=M` there names the reply: the provider keeps when it
+//! actually sent that reply's first chunk, so what it was late itself is not counted as
+//! Parley's.
 
 use anyhow::Context;
 use axum::Router;
@@ -17,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::serve::ListenerExt;
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -55,6 +58,8 @@ struct AppState {
     requests: Arc<AtomicU64>,
     /// How late each token left its schedule, in milliseconds (this process was busy).
     lateness: Arc<Mutex<Vec<f64>>>,
+    /// For each marked reply, from its request to its first chunk.
+    first_chunks: Arc<Mutex<HashMap<String, Duration>>>,
 }
 
 impl FakeProvider {
@@ -62,7 +67,7 @@ impl FakeProvider {
     pub async fn start(pace: Pace) -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the fake provider")?;
         let base_url = format!("http://{}/v1", listener.local_addr()?);
-        let state = AppState { pace, requests: Arc::default(), lateness: Arc::default() };
+        let state = AppState { pace, requests: Arc::default(), lateness: Arc::default(), first_chunks: Arc::default() };
         let app = Router::new().route("/v1/chat/completions", post(completions)).with_state(state.clone());
         // Small chunks spaced in time: do not let Nagle's algorithm hold them back.
         let listener = listener.tap_io(|tcp| {
@@ -86,6 +91,11 @@ impl FakeProvider {
         self.state.requests.load(Ordering::Relaxed)
     }
 
+    /// From the request of the reply marked `mark` to its first chunk (and forgets it).
+    pub fn take_first_chunk(&self, mark: &str) -> Option<Duration> {
+        self.state.first_chunks.lock().ok().and_then(|mut m| m.remove(mark))
+    }
+
     /// How late tokens left their schedule so far, sorted (milliseconds), and forgets them.
     pub fn take_lateness(&self) -> Vec<f64> {
         let mut lateness = self.state.lateness.lock().map(|mut l| std::mem::take(&mut *l)).unwrap_or_default();
@@ -103,11 +113,12 @@ impl Drop for FakeProvider {
 async fn completions(State(state): State<AppState>, Json(request): Json<Value>) -> Response {
     let start = Instant::now();
     state.requests.fetch_add(1, Ordering::Relaxed);
-    let (pace, lateness) = (state.pace, state.lateness);
+    let (pace, lateness, first_chunks) = (state.pace, state.lateness, state.first_chunks);
     let tokens = reply_tokens(&request, pace.default_tokens);
+    let mark = reply_mark(&request);
     let usage = request.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
     let frames = futures::stream::unfold(0, move |k| {
-        let lateness = lateness.clone();
+        let (lateness, first_chunks, mark) = (lateness.clone(), first_chunks.clone(), mark.clone());
         async move {
             if k > tokens {
                 return None;
@@ -120,6 +131,12 @@ async fn completions(State(state): State<AppState>, Json(request): Json<Value>) 
             if let Ok(mut lateness) = lateness.lock() {
                 lateness.push(due.elapsed().as_secs_f64() * 1000.0);
             }
+            if k == 0
+                && let Some(mark) = mark
+                && let Ok(mut first_chunks) = first_chunks.lock()
+            {
+                first_chunks.insert(mark, start.elapsed());
+            }
             Some((Ok(Bytes::from(data(&chunk(json!({"content": "tok "}), Value::Null)))), k + 1))
         }
     });
@@ -127,11 +144,22 @@ async fn completions(State(state): State<AppState>, Json(request): Json<Value>) 
         .into_response()
 }
 
-/// `tokens=N` from the last user message, or `default`; at most `max_tokens`.
-fn reply_tokens(request: &Value, default: usize) -> usize {
+/// The last user message's text.
+fn last_user_text(request: &Value) -> &str {
     let messages = request.get("messages").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     let last_user = messages.iter().rev().find(|m| m.get("role").and_then(Value::as_str) == Some("user"));
-    let text = last_user.and_then(|m| m.get("content")).and_then(Value::as_str).unwrap_or_default();
+    last_user.and_then(|m| m.get("content")).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// `mark=M` (up to the next space) from the last user message.
+fn reply_mark(request: &Value) -> Option<String> {
+    let (_, rest) = last_user_text(request).split_once("mark=")?;
+    Some(rest.split_whitespace().next().unwrap_or_default().to_owned())
+}
+
+/// `tokens=N` from the last user message, or `default`; at most `max_tokens`.
+fn reply_tokens(request: &Value, default: usize) -> usize {
+    let text = last_user_text(request);
     let asked = text.split_once("tokens=").and_then(|(_, rest)| {
         let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
         digits.parse().ok()
@@ -182,6 +210,9 @@ mod tests {
             r
         };
         assert_eq!(reply_tokens(&request("bench tokens=7", None), 40), 7);
+        assert_eq!(reply_tokens(&request("bench tokens=7 mark=3", None), 40), 7);
+        assert_eq!(reply_mark(&request("bench tokens=7 mark=3", None)).as_deref(), Some("3"));
+        assert_eq!(reply_mark(&request("bench tokens=7", None)), None);
         assert_eq!(reply_tokens(&request("hello", None), 40), 40);
         assert_eq!(reply_tokens(&request("bench tokens=70", Some(32)), 40), 32);
         assert!(ending(3, true).contains(r#""completion_tokens":3"#));
