@@ -78,3 +78,38 @@ async fn a_job_and_its_audit_entry_are_written_together_or_not_at_all() {
     enqueue_recorded(&db, None, &Noop::default(), event).await.unwrap();
     assert_eq!((count("parley_jobs").await, count("audit_events").await), (3, 2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_write_whose_caller_goes_away_leaves_the_writer_usable() {
+    // A client that hangs up drops its request while the job is being written: the job and
+    // its entry are written both or neither, and the writer takes the next write as usual.
+    use parley_shared::audit::{AuditAction, AuditEvent};
+    use parley_shared::store::jobs::enqueue_recorded;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&format!("sqlite://{}", dir.path().join("dropped.db").display()), 2).await.unwrap();
+    db.migrate().await.unwrap();
+    // The job's insert takes a while, so the caller is gone before the script's next statement.
+    sqlx::query(
+        "create trigger slow_insert after insert on parley_jobs begin
+             select count(*) from (with recursive c(x) as (select 1 union all select x + 1 from c where x < 2000000)
+                                   select x from c);
+         end",
+    )
+    .execute(&db.writer)
+    .await
+    .unwrap();
+    let event = |_job: JobId| AuditEvent::new(AuditAction::AdminJobCreate, "127.0.0.1", "test");
+    let noop = Noop::default();
+    let write = enqueue_recorded(&db, None, &noop, event);
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(20), write).await.is_err(),
+        "the write was quicker than the test needs"
+    );
+    sqlx::query("drop trigger slow_insert").execute(&db.writer).await.unwrap();
+    let mut tx = db.begin_write().await.unwrap();
+    enqueue(&mut *tx, None, &noop).await.unwrap();
+    tx.commit().await.unwrap();
+    let jobs: i64 = sqlx::query_scalar("select count(*) from parley_jobs").fetch_one(&db.pool).await.unwrap();
+    let entries: i64 = sqlx::query_scalar("select count(*) from audit_events").fetch_one(&db.pool).await.unwrap();
+    assert_eq!((jobs, entries), (2, 1));
+}

@@ -96,13 +96,24 @@ pub async fn enqueue_recorded<J: JobSpec>(
     if db.backend == crate::db::Backend::Sqlite {
         let sql = format!("begin immediate; {INSERT_JOB}; {}; commit", super::audit::INSERT_AFTER_JOB);
         let query = bind_new_job::<J>(sqlx::query(sqlx::AssertSqlSafe(sql)), id, owner, payload, now_ms());
-        let mut conn = db.writer.acquire().await?;
-        if let Err(e) = super::audit::bind_event(query, &event).execute(&mut *conn).await {
-            // The script stopped part way: end its transaction before the connection goes
-            // back to the pool (an error here means none was open).
-            let _ = sqlx::query("rollback").execute(&mut *conn).await;
-            return Err(e.into());
-        }
+        let query = super::audit::bind_event(query, &event);
+        let writer = db.writer.clone();
+        // In a task of its own: SQLite's thread stops a script whose caller went away (a
+        // client that hung up drops the request) after the statement it is on, which would
+        // leave the writer inside the script's transaction. The task sees it to the end.
+        let written = tokio::spawn(async move {
+            let mut conn = writer.acquire().await?;
+            if let Err(e) = query.execute(&mut *conn).await {
+                // The script stopped part way: end its transaction before the connection
+                // goes back to the pool (an error here means none was open).
+                let _ = sqlx::query("rollback").execute(&mut *conn).await;
+                return Err(e);
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| StoreError::Other(anyhow::anyhow!("writing the job stopped: {e}")))?;
+        written?;
     } else {
         let sql = format!("with job as ({INSERT_JOB} returning id) {}", super::audit::INSERT_FROM_JOB);
         let query = bind_new_job::<J>(sqlx::query(sqlx::AssertSqlSafe(sql)), id, owner, payload, now_ms());
