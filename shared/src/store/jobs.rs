@@ -669,14 +669,20 @@ pub struct RecentOutcomes {
 /// may poll it.
 pub async fn outcomes_since<'e, E: Exec<'e>>(ex: E, since_ms: i64) -> Result<Vec<RecentOutcomes>, StoreError> {
     Ok(sqlx::query_as(
+        // Two parts, each on an index (the finish time's, the status's): the window is an
+        // hour, the table may hold months.
         "select kind, queue,
-             count(case when status = 'succeeded' then 1 end) as succeeded,
-             count(case when status = 'failed' then 1 end) as failed,
-             count(case when status = 'cancelled' then 1 end) as cancelled,
-             count(case when attempts > 1 or status = 'retrying' then 1 end) as retried
-         from parley_jobs
-         where (finished_at >= $1 and status in ('succeeded', 'failed', 'cancelled'))
-            or (status = 'retrying' and updated_at >= $1 and attempts > 0)
+             sum(case when status = 'succeeded' then 1 else 0 end) as succeeded,
+             sum(case when status = 'failed' then 1 else 0 end) as failed,
+             sum(case when status = 'cancelled' then 1 else 0 end) as cancelled,
+             sum(case when attempts > 1 or status = 'retrying' then 1 else 0 end) as retried
+         from (
+             select kind, queue, status, attempts from parley_jobs
+             where finished_at >= $1 and status in ('succeeded', 'failed', 'cancelled')
+             union all
+             select kind, queue, status, attempts from parley_jobs
+             where status = 'retrying' and updated_at >= $1 and attempts > 0
+         ) recent
          group by kind, queue order by kind, queue",
     )
     .bind(since_ms)
