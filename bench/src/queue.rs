@@ -203,29 +203,11 @@ async fn roundtrip(client: &Client, admin: &str) -> anyhow::Result<Duration> {
     let sent = Instant::now();
     let accepted: Accepted = client.post("/api/admin/jobs/noop/", admin, &json!({})).await?;
     let posted = sent.elapsed();
-    let mut events = client.job_events(&accepted.job_id, admin).await?;
+    let events = client.job_events(&accepted.job_id, admin).await?;
     let opened = sent.elapsed();
-    let mut first = None;
-    while let Some(event) = events.next().await? {
-        first.get_or_insert(event.at - sent);
-        match event.event.as_str() {
-            "done" => {
-                if std::env::var_os("PARLEY_BENCH_TRACE").is_some() {
-                    eprintln!(
-                        "post {:.2} open {:.2} first {:.2} done {:.2}",
-                        ms(posted),
-                        ms(opened),
-                        ms(first.unwrap_or_default()),
-                        ms(event.at - sent)
-                    );
-                }
-                return Ok(event.at - sent);
-            }
-            "error" => bail!("job {} failed: {}", accepted.job_id, event.data),
-            _ => {}
-        }
-    }
-    bail!("the event stream of job {} ended without `done`", accepted.job_id)
+    let (first, done) = until_done(events, sent).await.with_context(|| format!("job {}", accepted.job_id))?;
+    trace(&format!("post {:.2} open {:.2}", ms(posted), ms(opened)), first, done);
+    Ok(done)
 }
 
 /// One job from its POST to its `done` event, in one request: the POST answers with the
@@ -239,23 +221,32 @@ async fn streamed_roundtrip(client: &Client, admin: &str) -> anyhow::Result<Dura
         .send()
         .await?;
     let headers = sent.elapsed();
-    let mut events = crate::sse::EventReader::new(crate::client::success(response).await?);
+    let events = crate::sse::EventReader::new(crate::client::success(response).await?);
+    let (first, done) = until_done(events, sent).await.context("a streamed no-op job")?;
+    trace(&format!("streamed headers {:.2}", ms(headers)), first, done);
+    Ok(done)
+}
+
+/// Reads a job's events until `done`: when the first and the last came, from `sent`.
+async fn until_done(mut events: crate::sse::EventReader, sent: Instant) -> anyhow::Result<(Duration, Duration)> {
     let mut first = None;
     while let Some(event) = events.next().await? {
-        first.get_or_insert(event.at - sent);
+        let at = event.at - sent;
+        first.get_or_insert(at);
         match event.event.as_str() {
-            "done" => {
-                if std::env::var_os("PARLEY_BENCH_TRACE").is_some() {
-                    let first = ms(first.unwrap_or_default());
-                    eprintln!("streamed headers {:.2} first {first:.2} done {:.2}", ms(headers), ms(event.at - sent));
-                }
-                return Ok(event.at - sent);
-            }
-            "error" => bail!("a streamed no-op job failed: {}", event.data),
+            "done" => return Ok((first.unwrap_or(at), at)),
+            "error" => bail!("the job failed: {}", event.data),
             _ => {}
         }
     }
-    bail!("a streamed no-op job's stream ended without `done`")
+    bail!("the event stream ended without `done`")
+}
+
+/// With `PARLEY_BENCH_TRACE`, where a round trip's time went, on stderr.
+fn trace(head: &str, first: Duration, done: Duration) {
+    if std::env::var_os("PARLEY_BENCH_TRACE").is_some() {
+        eprintln!("{head} first {:.2} done {:.2}", ms(first), ms(done));
+    }
 }
 
 fn ms(duration: Duration) -> f64 {

@@ -13,6 +13,9 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+/// A statement with its binds, on either engine.
+pub type SqlQuery = sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments>;
+
 /// Which engine the app database runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -95,6 +98,33 @@ impl Db {
             Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await,
             Backend::Postgres => self.writer.begin().await,
         }
+    }
+
+    /// Runs `statements` (several, `;`-separated; `bind` binds `$N` across all of them) as
+    /// one transaction on the SQLite writer, in one trip to SQLite's thread rather than one
+    /// per statement. If a statement fails, the transaction is rolled back. It runs in a
+    /// task of its own: SQLite's thread stops a script whose caller went away (a client that
+    /// hung up drops its request) after the statement it is on, which would leave the writer
+    /// inside the transaction.
+    pub async fn write_script(
+        &self,
+        statements: &str,
+        bind: impl FnOnce(SqlQuery) -> SqlQuery,
+    ) -> Result<(), crate::error::StoreError> {
+        let query = bind(sqlx::query(sqlx::AssertSqlSafe(format!("begin immediate; {statements}; commit"))));
+        let writer = self.writer.clone();
+        let written = tokio::spawn(async move {
+            let mut conn = writer.acquire().await?;
+            if let Err(e) = query.execute(&mut *conn).await {
+                // An error here means no transaction was open.
+                let _ = sqlx::query("rollback").execute(&mut *conn).await;
+                return Err(e);
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| crate::error::StoreError::Other(anyhow::anyhow!("a write script stopped: {e}")))?;
+        Ok(written?)
     }
 
     /// Applies pending migrations.

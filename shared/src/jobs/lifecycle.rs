@@ -246,9 +246,8 @@ async fn write_success_batch(db: &Db, bus: &EventBus, successes: &[store::Succes
         let mut events = Vec::with_capacity(finished.len());
         for (id, attempt) in finished {
             // The first entry for that attempt (a second report of it records nothing).
-            let Some(n) = successes.iter().position(|s| s.id.to_string() == id && s.attempt == attempt) else {
-                continue;
-            };
+            let id: JobId = id.parse().map_err(|e| StoreError::Other(anyhow::anyhow!("a stored job id: {e}")))?;
+            let Some(n) = successes.iter().position(|s| s.id == id && s.attempt == attempt) else { continue };
             owned[n] = true;
             let data: Value = serde_json::from_str(&successes[n].data).map_err(anyhow::Error::from)?;
             events.push((successes[n].id, EventType::Done, data));

@@ -7,29 +7,17 @@ use crate::error::StoreError;
 use crate::ids::{AuditEventId, UserId};
 use crate::time::{Timestamp, now_ms};
 
+/// The start of an entry's insert; its values follow, in this order.
+pub(crate) const INSERT: &str = "insert into audit_events \
+    (id, actor_id, target_id, action, result, ip, user_agent, details, created_at, updated_at)";
+
 pub async fn insert<'e, E: Exec<'e>>(ex: E, event: &AuditEvent) -> Result<(), StoreError> {
-    let query = sqlx::query(
-        "insert into audit_events (id, actor_id, target_id, action, result, ip, user_agent, details, created_at, updated_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
-    );
-    bind_event(query, event).bind(now_ms()).execute(ex).await?;
+    let sql = format!("{INSERT} values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)");
+    bind_event(sqlx::query(sqlx::AssertSqlSafe(sql)), event).bind(now_ms()).execute(ex).await?;
     Ok(())
 }
 
-/// The tail of a statement that writes a job (a CTE `job`, whose statement binds `$1` to
-/// `$8` and its time as `$7`) and then its audit entry: bind the entry with
-/// [`bind_event`].
-pub(crate) const INSERT_FROM_JOB: &str = "insert into audit_events \
-    (id, actor_id, target_id, action, result, ip, user_agent, details, created_at, updated_at) \
-    select $9, $10, $11, $12, $13, $14, $15, $16, $7, $7 from job";
-
-/// The same entry as a statement of its own after the job's insert, in one script with it
-/// (SQLite, where a statement cannot insert into two tables): same binds as above.
-pub(crate) const INSERT_AFTER_JOB: &str = "insert into audit_events \
-    (id, actor_id, target_id, action, result, ip, user_agent, details, created_at, updated_at) \
-    values ($9, $10, $11, $12, $13, $14, $15, $16, $7, $7)";
-
-/// Binds an entry's id and fields (eight values, in the column order above).
+/// Binds an entry's id and fields (eight values, in the column order of [`INSERT`]).
 pub(crate) fn bind_event<'q>(
     query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
     event: &AuditEvent,

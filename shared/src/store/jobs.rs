@@ -93,31 +93,20 @@ pub async fn enqueue_recorded<J: JobSpec>(
     let id = JobId::new();
     let event = event(id);
     let payload = serde_json::to_string(payload).map_err(anyhow::Error::from)?;
-    if db.backend == crate::db::Backend::Sqlite {
-        let sql = format!("begin immediate; {INSERT_JOB}; {}; commit", super::audit::INSERT_AFTER_JOB);
-        let query = bind_new_job::<J>(sqlx::query(sqlx::AssertSqlSafe(sql)), id, owner, payload, now_ms());
-        let query = super::audit::bind_event(query, &event);
-        let writer = db.writer.clone();
-        // In a task of its own: SQLite's thread stops a script whose caller went away (a
-        // client that hung up drops the request) after the statement it is on, which would
-        // leave the writer inside the script's transaction. The task sees it to the end.
-        let written = tokio::spawn(async move {
-            let mut conn = writer.acquire().await?;
-            if let Err(e) = query.execute(&mut *conn).await {
-                // The script stopped part way: end its transaction before the connection
-                // goes back to the pool (an error here means none was open).
-                let _ = sqlx::query("rollback").execute(&mut *conn).await;
-                return Err(e);
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|e| StoreError::Other(anyhow::anyhow!("writing the job stopped: {e}")))?;
-        written?;
-    } else {
-        let sql = format!("with job as ({INSERT_JOB} returning id) {}", super::audit::INSERT_FROM_JOB);
-        let query = bind_new_job::<J>(sqlx::query(sqlx::AssertSqlSafe(sql)), id, owner, payload, now_ms());
-        super::audit::bind_event(query, &event).execute(&db.writer).await?;
+    // The entry binds `$9` to `$16` and takes the job's time (`$7`).
+    let entry = "$9, $10, $11, $12, $13, $14, $15, $16, $7, $7";
+    let bind = |query: crate::db::SqlQuery| {
+        super::audit::bind_event(bind_new_job::<J>(query, id, owner, payload, now_ms()), &event)
+    };
+    let insert_entry = super::audit::INSERT;
+    match db.backend {
+        crate::db::Backend::Sqlite => {
+            db.write_script(&format!("{INSERT_JOB}; {insert_entry} values ({entry})"), bind).await?;
+        }
+        crate::db::Backend::Postgres => {
+            let sql = format!("with job as ({INSERT_JOB} returning id) {insert_entry} select {entry} from job");
+            bind(sqlx::query(sqlx::AssertSqlSafe(sql))).execute(&db.writer).await?;
+        }
     }
     enqueued::<J>(id);
     Ok(id)
