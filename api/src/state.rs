@@ -54,6 +54,7 @@ impl AppState {
             running: Default::default(),
             health: self.worker_health.clone(),
             successes: Default::default(),
+            events: Default::default(),
         }
     }
 }

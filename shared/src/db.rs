@@ -105,22 +105,25 @@ impl Db {
     /// per statement. If a statement fails, the transaction is rolled back. It runs in a
     /// task of its own: SQLite's thread stops a script whose caller went away (a client that
     /// hung up drops its request) after the statement it is on, which would leave the writer
-    /// inside the transaction.
+    /// inside the transaction. Returns the rows its statements return (a `select` at its end
+    /// can tell what it wrote).
     pub async fn write_script(
         &self,
         statements: &str,
         bind: impl FnOnce(SqlQuery) -> SqlQuery,
-    ) -> Result<(), crate::error::StoreError> {
+    ) -> Result<Vec<sqlx::any::AnyRow>, crate::error::StoreError> {
         let query = bind(sqlx::query(sqlx::AssertSqlSafe(format!("begin immediate; {statements}; commit"))));
         let writer = self.writer.clone();
         let written = tokio::spawn(async move {
             let mut conn = writer.acquire().await?;
-            if let Err(e) = query.execute(&mut *conn).await {
-                // An error here means no transaction was open.
-                let _ = sqlx::query("rollback").execute(&mut *conn).await;
-                return Err(e);
+            match query.fetch_all(&mut *conn).await {
+                Ok(rows) => Ok(rows),
+                Err(e) => {
+                    // An error here means no transaction was open.
+                    let _ = sqlx::query("rollback").execute(&mut *conn).await;
+                    Err(e)
+                }
             }
-            Ok(())
         })
         .await
         .map_err(|e| crate::error::StoreError::Other(anyhow::anyhow!("a write script stopped: {e}")))?;

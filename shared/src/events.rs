@@ -8,7 +8,8 @@ use crate::ids::JobId;
 use crate::store::job_events::{self, EventType, JobEvent};
 use anyhow::Context;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::broadcast;
 
 /// Fans job events out to watchers.
@@ -182,53 +183,132 @@ impl EventBus {
     }
 }
 
-/// Writes a burst of events (an LLM reply's deltas) for a job whose attempt owns its stream.
-/// `seq` is counted here, and [`StreamWriter::emit`] only hands the event to a writer task,
-/// so the caller (reading a provider's stream) never waits for the database. The task
-/// stores whatever has piled up in one statement, then publishes it: an event is stored
-/// before anyone sees it, and under load the batches grow instead of the delay.
-/// [`StreamWriter::close`] waits until everything is stored and published.
-#[derive(Debug)]
-pub struct StreamWriter {
-    job: JobId,
-    next: i64,
-    queue: tokio::sync::mpsc::UnboundedSender<JobEvent>,
-    /// Taken by [`StreamWriter::close`]; a writer dropped without closing (its attempt was
-    /// cut off) stops its task, so nothing it queued lands after the attempt's final event.
-    writer: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+/// Where a process's running attempts queue their stream events (an LLM reply's deltas) to
+/// be stored and then published. One task stores whatever has piled up, across every job,
+/// in one statement, then publishes it: an event is stored before anyone sees it, and under
+/// load (hundreds of replies streaming at once) the batches grow instead of the delay, where
+/// a write per event would queue on SQLite's one writer or on PostgreSQL's commits. The
+/// task starts on first use and ends once this and every writer is dropped.
+#[derive(Debug, Default)]
+pub struct EventQueue {
+    queue: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Queued>>,
 }
 
-impl Drop for StreamWriter {
-    fn drop(&mut self) {
-        if let Some(writer) = self.writer.take() {
-            writer.abort();
+#[derive(Debug)]
+enum Queued {
+    Event(JobEvent, Arc<StreamState>),
+    /// Answered once everything queued before it is stored and published.
+    Flush(Arc<StreamState>, tokio::sync::oneshot::Sender<Result<(), String>>),
+}
+
+/// What the writer task knows of one attempt's stream.
+#[derive(Debug, Default)]
+struct StreamState {
+    /// Its attempt was cut off (the writer was dropped without closing): nothing more of it
+    /// is stored, so nothing lands after the attempt's final event.
+    dropped: AtomicBool,
+    /// Why storing its events failed; nothing more of it is stored.
+    failed: OnceLock<String>,
+}
+
+impl StreamState {
+    fn live(&self) -> bool {
+        !self.dropped.load(Ordering::Relaxed) && self.failed.get().is_none()
+    }
+}
+
+/// Most events stored by one statement (five parameters each).
+const WRITE_BATCH: usize = 256;
+
+async fn write_events(db: Db, bus: EventBus, mut queue: tokio::sync::mpsc::UnboundedReceiver<Queued>) {
+    let mut batch = Vec::new();
+    while queue.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+        let (mut events, mut owners, mut flushes) = (Vec::new(), Vec::new(), Vec::new());
+        for queued in batch.drain(..) {
+            match queued {
+                Queued::Event(event, owner) if owner.live() => {
+                    events.push(event);
+                    owners.push(owner);
+                }
+                Queued::Event(..) => {}
+                Queued::Flush(owner, reply) => flushes.push((owner, reply)),
+            }
+        }
+        let stored = store_events(&db, events, &owners).await;
+        bus.publish_many(&stored).await;
+        for (owner, reply) in flushes {
+            let _ = reply.send(owner.failed.get().map_or(Ok(()), |e| Err(e.clone())));
         }
     }
 }
 
-/// Most events stored by one statement.
-const WRITE_BATCH: usize = 100;
+/// Stores `events` (of `owners`' streams) in one statement; if that fails (an attempt that
+/// lost its job writing a `seq` its successor took), each stream's share is stored on its
+/// own, and a stream whose share fails stops. Returns what was stored, in order.
+async fn store_events(db: &Db, events: Vec<JobEvent>, owners: &[Arc<StreamState>]) -> Vec<JobEvent> {
+    if events.is_empty() || job_events::insert_many(&db.writer, &events).await.is_ok() {
+        return events;
+    }
+    let mut stored = Vec::with_capacity(events.len());
+    let mut rest: Vec<(JobEvent, &Arc<StreamState>)> = events.into_iter().zip(owners).collect();
+    while let Some((_, owner)) = rest.first() {
+        let owner = Arc::clone(owner);
+        let (share, others): (Vec<_>, Vec<_>) = rest.into_iter().partition(|(_, o)| Arc::ptr_eq(o, &owner));
+        rest = others;
+        let share: Vec<JobEvent> = share.into_iter().map(|(e, _)| e).collect();
+        match job_events::insert_many(&db.writer, &share).await {
+            Ok(()) => stored.extend(share),
+            Err(e) => {
+                tracing::warn!(job.id = %share[0].job_id, error = %e, "storing job events failed");
+                let _ = owner.failed.set(format!("storing job events: {e}"));
+            }
+        }
+    }
+    // Each job's events keep their order; across jobs it does not matter.
+    stored
+}
+
+/// The event stream of one running attempt, which owns its job's stream: `seq` is counted
+/// here, and [`StreamWriter::emit`] only hands the event to the process's [`EventQueue`], so
+/// the caller (reading a provider's stream) never waits for the database.
+/// [`StreamWriter::close`] waits until everything it emitted is stored and published.
+#[derive(Debug)]
+pub struct StreamWriter {
+    job: JobId,
+    next: i64,
+    queue: tokio::sync::mpsc::UnboundedSender<Queued>,
+    state: Arc<StreamState>,
+    closed: bool,
+}
+
+impl Drop for StreamWriter {
+    fn drop(&mut self) {
+        if !self.closed {
+            self.state.dropped.store(true, Ordering::Relaxed);
+        }
+    }
+}
 
 impl StreamWriter {
-    /// Starts after the job's newest stored event.
-    pub async fn open(db: &Db, bus: &EventBus, job: JobId) -> anyhow::Result<Self> {
+    /// Starts after the job's newest stored event; `queue` is the process's.
+    pub async fn open(db: &Db, bus: &EventBus, queue: &EventQueue, job: JobId) -> anyhow::Result<Self> {
         let next = job_events::last_seq(&db.pool, job).await? + 1;
-        let (queue, mut pending) = tokio::sync::mpsc::unbounded_channel::<JobEvent>();
-        let (db, bus) = (db.clone(), bus.clone());
-        let writer = tokio::spawn(async move {
-            let mut batch = Vec::new();
-            while pending.recv_many(&mut batch, WRITE_BATCH).await > 0 {
-                job_events::insert_many(&db.writer, &batch).await.context("storing job events")?;
-                bus.publish_many(&batch).await;
-                batch.clear();
-            }
-            Ok(())
-        });
-        Ok(Self { job, next, queue, writer: Some(writer) })
+        let queue = queue
+            .queue
+            .get_or_init(|| {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                tokio::spawn(write_events(db.clone(), bus.clone(), rx));
+                tx
+            })
+            .clone();
+        Ok(Self { job, next, queue, state: Arc::default(), closed: false })
     }
 
     /// Queues the next event for storing and publishing.
     pub fn emit(&mut self, event: EventType, data: serde_json::Value) -> anyhow::Result<()> {
+        if let Some(e) = self.state.failed.get() {
+            anyhow::bail!("{e}");
+        }
         let event = JobEvent {
             job_id: self.job.to_string(),
             seq: self.next,
@@ -236,22 +316,23 @@ impl StreamWriter {
             data: data.to_string(),
             created_at: crate::time::now_ms(),
         };
-        // The writer only stops early on a failed write, which `close` reports.
-        self.queue.send(event).map_err(|_| anyhow::anyhow!("the job event writer stopped"))?;
+        self.queue
+            .send(Queued::Event(event, self.state.clone()))
+            .map_err(|_| anyhow::anyhow!("the job event writer stopped"))?;
         self.next += 1;
         Ok(())
     }
 
     /// Waits until every emitted event is stored and published.
     pub async fn close(mut self) -> anyhow::Result<()> {
-        // Ends the writer's loop once it has stored what is queued.
-        let (closed, _) = tokio::sync::mpsc::unbounded_channel();
-        drop(std::mem::replace(&mut self.queue, closed));
-        let Some(writer) = self.writer.as_mut() else { return Ok(()) };
-        // Taken only once it finished: if this wait is cut off, `Drop` still stops the task.
-        let finished = writer.await;
-        self.writer = None;
-        finished.context("the job event writer panicked")?
+        let (reply, stored) = tokio::sync::oneshot::channel();
+        self.queue
+            .send(Queued::Flush(self.state.clone(), reply))
+            .map_err(|_| anyhow::anyhow!("the job event writer stopped"))?;
+        // If this wait is cut off, `Drop` still stops what is left of the stream.
+        let outcome = stored.await.map_err(|_| anyhow::anyhow!("the job event writer stopped"))?;
+        self.closed = true;
+        outcome.map_err(anyhow::Error::msg)
     }
 }
 

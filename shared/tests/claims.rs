@@ -113,3 +113,65 @@ async fn a_job_write_whose_caller_goes_away_leaves_the_writer_usable() {
     let entries: i64 = sqlx::query_scalar("select count(*) from audit_events").fetch_one(&db.pool).await.unwrap();
     assert_eq!((jobs, entries), (2, 1));
 }
+
+#[tokio::test]
+async fn a_message_posted_in_one_script_keeps_the_limit_of_replies_in_progress() {
+    use parley_shared::ids::{ChatSessionId, LlmConfigId, MessageId, UserId};
+    use parley_shared::jobs::LlmCompletion;
+    use parley_shared::store::chat::{NewPost, SessionWrite, post_in_one_script};
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&format!("sqlite://{}", dir.path().join("posts.db").display()), 2).await.unwrap();
+    db.migrate().await.unwrap();
+    let user = UserId::new();
+    sqlx::query(
+        "insert into users (id, email, email_lower, password_hash, date_joined, created_at, updated_at)
+         values ($1, 'a@example.com', 'a@example.com', 'x', 0, 0, 0)",
+    )
+    .bind(user.to_string())
+    .execute(&db.writer)
+    .await
+    .unwrap();
+    let count = |sql: &'static str| {
+        let db = db.clone();
+        async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(&db.pool).await.unwrap() }
+    };
+    let (session, config) = (ChatSessionId::new(), LlmConfigId::new());
+    let post = |write: SessionWrite<'static>| {
+        let (job, reply) = (JobId::new(), MessageId::new());
+        let payload = Box::leak(Box::new(LlmCompletion { message_id: reply, session_id: Some(session) }));
+        NewPost {
+            user,
+            session,
+            session_write: write,
+            job: payload,
+            job_id: job,
+            question: MessageId::new(),
+            text: "hello",
+            reply,
+            model: "m",
+            max_active_replies: 2,
+        }
+    };
+    // The config does not exist (deleted meanwhile): the session is written without one.
+    assert!(post_in_one_script(&db, &post(SessionWrite::Create { config, title: "t" })).await.unwrap());
+    assert!(post_in_one_script(&db, &post(SessionWrite::Touch)).await.unwrap());
+    assert_eq!(count("select count(*) from chat_messages").await, 4);
+    // Two replies in progress: the third writes nothing, not even its session's time.
+    let updated: i64 = count("select updated_at from chat_sessions").await;
+    assert!(!post_in_one_script(&db, &post(SessionWrite::SetConfig(config))).await.unwrap());
+    assert_eq!(count("select count(*) from parley_jobs").await, 2);
+    assert_eq!(count("select count(*) from chat_messages").await, 4);
+    assert_eq!(count("select updated_at from chat_sessions").await, updated);
+    // One finished: there is room again.
+    sqlx::query("update parley_jobs set status = 'succeeded' where id = (select min(id) from parley_jobs)")
+        .execute(&db.writer)
+        .await
+        .unwrap();
+    assert!(post_in_one_script(&db, &post(SessionWrite::Touch)).await.unwrap());
+    assert_eq!(count("select count(*) from chat_messages where job_id is not null").await, 3);
+    // Another user's session is not written to.
+    sqlx::query("update chat_sessions set user_id = 'someone else'").execute(&db.writer).await.unwrap_err();
+    sqlx::query("delete from chat_sessions").execute(&db.writer).await.unwrap();
+    assert!(!post_in_one_script(&db, &post(SessionWrite::Touch)).await.unwrap());
+    assert_eq!(count("select count(*) from parley_jobs").await, 3);
+}

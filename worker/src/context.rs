@@ -2,7 +2,7 @@
 
 use crate::running::Running;
 use parley_shared::auth::Keys;
-use parley_shared::events::EventBus;
+use parley_shared::events::{EventBus, EventQueue, StreamWriter};
 use parley_shared::jobs::lifecycle::{JobEnv, SuccessQueue};
 use parley_shared::llm::LlmClient;
 use parley_shared::mail::{Mailer, Templates};
@@ -28,6 +28,8 @@ pub struct WorkerContext {
     pub health: Arc<crate::Health>,
     /// Successes waiting to be written together (one queue per worker set).
     pub successes: Arc<SuccessQueue>,
+    /// Stream events waiting to be stored together (one queue per worker set).
+    pub events: Arc<EventQueue>,
 }
 
 impl WorkerContext {
@@ -39,6 +41,11 @@ impl WorkerContext {
             media: self.media.clone(),
             successes: self.successes.clone(),
         }
+    }
+
+    /// The event stream of an attempt of `job`, which owns the job's stream until it ends.
+    pub async fn open_stream(&self, job: parley_shared::ids::JobId) -> anyhow::Result<StreamWriter> {
+        StreamWriter::open(&self.db, &self.bus, &self.events, job).await
     }
 
     /// Connects to the database (migrating it), the queue and the event bus named in `config`.
@@ -56,7 +63,7 @@ impl WorkerContext {
         );
         let templates = Arc::new(Templates::new()?);
         let (running, health) = (Arc::default(), Arc::default());
-        let successes = Arc::default();
+        let (successes, events) = (Arc::default(), Arc::default());
         Ok(Self {
             config: Arc::new(config),
             db,
@@ -70,6 +77,7 @@ impl WorkerContext {
             running,
             health,
             successes,
+            events,
         })
     }
 }

@@ -111,7 +111,6 @@ pub async fn chat(
         Some(Ok(id)) => ModelPick::Config(id),
         Some(Err(_)) => ModelPick::NotAnId,
     };
-    let mut tx = state.db.begin_write().await?;
     let message = PostMessage {
         user,
         text,
@@ -120,7 +119,15 @@ pub async fn chat(
         max_active_replies: state.config.llm_max_concurrent_per_user,
         budgets: state.config.token_budgets,
     };
-    let posted = usecases::chat::post_message(&mut tx, message).await.map_err(|e| match e {
+    // A request with an idempotency key records its answer in the same transaction.
+    let (posted, tx) = match &key {
+        None => (usecases::chat::post(&state.db, message).await, None),
+        Some(_) => {
+            let mut tx = state.db.begin_write().await?;
+            (usecases::chat::post_message(&mut tx, message).await, Some(tx))
+        }
+    };
+    let posted = posted.map_err(|e| match e {
         PostError::SessionNotFound => ApiError::NotFound,
         PostError::UnknownModel => ApiError::NotFound,
         PostError::NoModel => {
@@ -139,7 +146,9 @@ pub async fn chat(
         user_message_id: posted.user_message_id,
         assistant_message_id: posted.assistant_message_id,
     };
-    if let Some(first) = idempotency::commit(key.as_ref(), tx, &state.db.pool, StatusCode::ACCEPTED, &body).await? {
+    if let Some(tx) = tx
+        && let Some(first) = idempotency::commit(key.as_ref(), tx, &state.db.pool, StatusCode::ACCEPTED, &body).await?
+    {
         return Ok(first);
     }
     state.queue.wake(LlmCompletion::QUEUE);

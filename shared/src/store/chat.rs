@@ -259,6 +259,107 @@ pub struct NewMessage<'a> {
     pub job: Option<JobId>,
 }
 
+/// How posting a message changes its session (each also moves its `updated_at`).
+#[derive(Debug, Clone, Copy)]
+pub enum SessionWrite<'a> {
+    /// A new session of the poster, with this model and title.
+    Create {
+        config: LlmConfigId,
+        title: &'a str,
+    },
+    /// The message picked another model: it becomes the session's.
+    SetConfig(LlmConfigId),
+    Touch,
+}
+
+/// A message as posted: the user's message, its pending reply, and the reply's job.
+#[derive(Debug)]
+pub struct NewPost<'a> {
+    pub user: UserId,
+    pub session: ChatSessionId,
+    pub session_write: SessionWrite<'a>,
+    pub job: &'a crate::jobs::LlmCompletion,
+    pub job_id: JobId,
+    pub question: MessageId,
+    pub text: &'a str,
+    pub reply: MessageId,
+    pub model: &'a str,
+    /// Written only while the user has fewer replies than this in progress.
+    pub max_active_replies: i64,
+}
+
+/// Writes a posted message on SQLite as one script (one trip to SQLite's thread, where a
+/// transaction of statements one by one holds the one writer for a trip each): the job, only
+/// while `user` has fewer than `max_active_replies` replies in progress and an existing
+/// session is still theirs, and the rest only with the job. False if nothing was written.
+pub async fn post_in_one_script(db: &crate::Db, post: &NewPost<'_>) -> Result<bool, StoreError> {
+    use crate::jobs::{JobSpec, LlmCompletion};
+    let written = "exists (select 1 from parley_jobs where id = $1)";
+    // The job binds `$1` to `$8` (`$7` is the time); a new or changed model `$21`, a new title `$22`.
+    let room = "(select count(*) from parley_jobs where owner_id = $9 and kind = $10 \
+                and status in ('queued', 'running', 'retrying')) < $11";
+    let (session_sql, job_sql) = match post.session_write {
+        SessionWrite::Create { .. } => (
+            format!(
+                "insert into chat_sessions (id, user_id, config_id, title, created_at, updated_at) \
+                 select $12, $9, (select id from llm_configs where id = $21), $22, $7, $7 where {written}"
+            ),
+            super::jobs::insert_job_where(room),
+        ),
+        SessionWrite::SetConfig(_) => (
+            format!(
+                "update chat_sessions set config_id = (select id from llm_configs where id = $21), updated_at = $7 \
+                 where id = $12 and {written}"
+            ),
+            super::jobs::insert_job_where(&format!(
+                "{room} and exists (select 1 from chat_sessions where id = $12 and user_id = $9)"
+            )),
+        ),
+        SessionWrite::Touch => (
+            format!("update chat_sessions set updated_at = $7 where id = $12 and {written}"),
+            super::jobs::insert_job_where(&format!(
+                "{room} and exists (select 1 from chat_sessions where id = $12 and user_id = $9)"
+            )),
+        ),
+    };
+    let messages = format!(
+        "insert into chat_messages (id, session_id, user_id, role, content, status, model, job_id, created_at, updated_at) \
+         select $13, $12, $9, $14, $15, $16, null, null, $7, $7 where {written} \
+         union all select $17, $12, $9, $18, '', $19, $20, $1, $7, $7 where {written}"
+    );
+    let payload = serde_json::to_string(post.job).map_err(anyhow::Error::from)?;
+    let bind = |query: crate::db::SqlQuery| {
+        let query = super::jobs::bind_new_job::<LlmCompletion>(query, post.job_id, Some(post.user), payload, now_ms())
+            .bind(post.user.to_string())
+            .bind(LlmCompletion::KIND.as_str())
+            .bind(post.max_active_replies)
+            .bind(post.session.to_string())
+            .bind(post.question.to_string())
+            .bind(MessageRole::User.as_str())
+            .bind(post.text)
+            .bind(MessageStatus::Complete.as_str())
+            .bind(post.reply.to_string())
+            .bind(MessageRole::Assistant.as_str())
+            .bind(MessageStatus::Pending.as_str())
+            .bind(post.model);
+        match post.session_write {
+            SessionWrite::Create { config, title } => query.bind(config.to_string()).bind(title),
+            SessionWrite::SetConfig(config) => query.bind(config.to_string()),
+            SessionWrite::Touch => query,
+        }
+    };
+    let script = format!("{job_sql}; {session_sql}; {messages}; select {written}");
+    let rows = db.write_script(&script, bind).await?;
+    let written = match rows.first() {
+        Some(row) => sqlx::Row::try_get::<i64, _>(row, 0)? == 1,
+        None => false,
+    };
+    if written {
+        super::jobs::enqueued::<LlmCompletion>(post.job_id);
+    }
+    Ok(written)
+}
+
 /// Messages written by one statement of [`insert_messages`] (8 parameters each, well within
 /// both databases' limits).
 const INSERT_BATCH: usize = 500;

@@ -62,8 +62,24 @@ impl Job {
 }
 
 /// The columns a new job's insert writes, and its values (`$1` to `$8`, see [`bind_new_job`]).
-const INSERT_JOB: &str = "insert into parley_jobs (id, kind, queue, owner_id, payload, status, max_attempts, run_after, \
-    created_at, updated_at, request_id) values ($1, $2, $3, $4, $5, 'queued', $6, $7, $7, $7, $8)";
+/// The columns of a new job, and their values as bound by [`bind_new_job`].
+macro_rules! job_columns {
+    () => {
+        "parley_jobs (id, kind, queue, owner_id, payload, status, max_attempts, run_after, created_at, updated_at, request_id)"
+    };
+}
+macro_rules! job_values {
+    () => {
+        "$1, $2, $3, $4, $5, 'queued', $6, $7, $7, $7, $8"
+    };
+}
+const INSERT_JOB: &str = concat!("insert into ", job_columns!(), " values (", job_values!(), ")");
+
+/// Writes a queued job only where `condition` holds (an SQL expression; the job binds `$1`
+/// to `$8` with [`bind_new_job`], `$7` being the time).
+pub(crate) fn insert_job_where(condition: &str) -> String {
+    format!(concat!("insert into ", job_columns!(), " select ", job_values!(), " where {}"), condition)
+}
 
 /// Writes a queued job. Call it in the same transaction as the domain write it belongs to:
 /// once that commits, the job is in the queue (a worker's claim finds it), and if it rolls
@@ -112,7 +128,7 @@ pub async fn enqueue_recorded<J: JobSpec>(
     Ok(id)
 }
 
-fn bind_new_job<'q, J: JobSpec>(
+pub(crate) fn bind_new_job<'q, J: JobSpec>(
     query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
     id: JobId,
     owner: Option<UserId>,
@@ -130,7 +146,7 @@ fn bind_new_job<'q, J: JobSpec>(
         .bind(crate::telemetry::request_id())
 }
 
-fn enqueued<J: JobSpec>(id: JobId) {
+pub(crate) fn enqueued<J: JobSpec>(id: JobId) {
     crate::metrics::job_enqueued(J::KIND);
     tracing::info!(job.id = %id, job.kind = J::KIND.as_str(), "job enqueued");
 }

@@ -1,12 +1,15 @@
 //! Chat use cases: posting a message (which starts its reply as a job) and deleting a
 //! session (which stops its replies).
 
+use crate::Db;
+use crate::db::Backend;
 use crate::domain::truncate_words;
 use crate::error::StoreError;
 use crate::ids::{ChatSessionId, JobId, LlmConfigId, MessageId, UserId};
 use crate::jobs::lifecycle::JobEnv;
 use crate::jobs::{JobKind, LlmCompletion, lifecycle};
-use crate::store::chat::{self, MessageRole, MessageStatus, NewMessage, Session};
+use crate::store::chat::{self, MessageRole, MessageStatus, NewMessage, NewPost, Session, SessionWrite};
+use crate::store::llm_configs::LlmConfig;
 use crate::store::{jobs, llm_configs, quotas, users};
 use crate::usecases::quota::{self, DefaultBudgets, QuotaError};
 use sqlx::AnyConnection;
@@ -72,6 +75,87 @@ impl From<sqlx::Error> for PostError {
     }
 }
 
+/// What a message's reads decided: the session it continues (none: a new one) and the model.
+struct Plan {
+    existing: Option<Session>,
+    config: LlmConfig,
+}
+
+/// The reads and checks before a message is written: the session (it must be the user's),
+/// the model, the user's quota and replies in progress.
+async fn plan(conn: &mut AnyConnection, msg: &PostMessage<'_>) -> Result<Plan, PostError> {
+    let existing = match msg.session_id {
+        Some(id) => Some(chat::get_session(&mut *conn, id, msg.user).await?.ok_or(PostError::SessionNotFound)?),
+        None => None,
+    };
+    let picked = match msg.model {
+        ModelPick::Unspecified => None,
+        ModelPick::Config(id) => Some(id),
+        ModelPick::NotAnId => return Err(PostError::UnknownModel),
+    };
+    let config = match picked.or_else(|| existing.as_ref().and_then(|s| s.config_id)) {
+        Some(id) => llm_configs::get(&mut *conn, id).await?.filter(|c| c.enabled),
+        None => None,
+    };
+    let config = match config {
+        Some(config) => config,
+        None if picked.is_none() => llm_configs::default_enabled(&mut *conn).await?.ok_or(PostError::NoModel)?,
+        None => return Err(PostError::UnknownModel),
+    };
+    let (quota, active) = quotas::get_with_active_jobs(&mut *conn, msg.user, JobKind::LlmCompletion).await?;
+    quota::check_with(&mut *conn, msg.user, quota, config.id, msg.budgets).await.map_err(|e| match e {
+        QuotaError::Store(e) => PostError::Store(e),
+        e => PostError::Quota(e),
+    })?;
+    if active >= msg.max_active_replies {
+        return Err(PostError::TooManyActive);
+    }
+    Ok(Plan { existing, config })
+}
+
+/// Writes the user's message, a pending reply and its `llm_completion` job, and commits
+/// (wake the interactive queue after). On SQLite the reads come first, from the pool, and
+/// the writes go to the writer as one script, so the one writer is held for one trip to
+/// SQLite's thread; on PostgreSQL it is [`post_message`] in a transaction.
+pub async fn post(db: &Db, msg: PostMessage<'_>) -> Result<Posted, PostError> {
+    if db.backend == Backend::Postgres {
+        let mut tx = db.begin_write().await?;
+        let posted = post_message(&mut tx, msg).await?;
+        tx.commit().await?;
+        return Ok(posted);
+    }
+    let plan = plan(&mut *db.pool.acquire().await?, &msg).await?;
+    let session = plan.existing.as_ref().map_or_else(ChatSessionId::new, |s| s.id);
+    let title = fallback_title(msg.text);
+    let session_write = match &plan.existing {
+        None => SessionWrite::Create { config: plan.config.id, title: &title },
+        Some(s) if s.config_id != Some(plan.config.id) => SessionWrite::SetConfig(plan.config.id),
+        Some(_) => SessionWrite::Touch,
+    };
+    let (question, reply, job_id) = (MessageId::new(), MessageId::new(), JobId::new());
+    let job = LlmCompletion { message_id: reply, session_id: Some(session) };
+    let post = NewPost {
+        user: msg.user,
+        session,
+        session_write,
+        job: &job,
+        job_id,
+        question,
+        text: msg.text,
+        reply,
+        model: &plan.config.model,
+        max_active_replies: msg.max_active_replies,
+    };
+    if chat::post_in_one_script(db, &post).await? {
+        return Ok(Posted { job: job_id, session_id: session, user_message_id: question, assistant_message_id: reply });
+    }
+    // Between the reads and the write, the session went away or other replies started.
+    match plan.existing {
+        Some(s) if chat::get_session(&db.pool, s.id, msg.user).await?.is_none() => Err(PostError::SessionNotFound),
+        _ => Err(PostError::TooManyActive),
+    }
+}
+
 /// Writes the user's message, a pending reply and its `llm_completion` job in `tx` (the
 /// caller commits, then wakes the interactive queue).
 ///
@@ -81,32 +165,7 @@ pub async fn post_message(tx: &mut AnyConnection, msg: PostMessage<'_>) -> Resul
     // The active replies are counted under the user's row lock: concurrent requests cannot
     // both pass the limit.
     users::lock(&mut *tx, msg.user).await?;
-    let existing = match msg.session_id {
-        Some(id) => Some(chat::get_session(&mut *tx, id, msg.user).await?.ok_or(PostError::SessionNotFound)?),
-        None => None,
-    };
-    let picked = match msg.model {
-        ModelPick::Unspecified => None,
-        ModelPick::Config(id) => Some(id),
-        ModelPick::NotAnId => return Err(PostError::UnknownModel),
-    };
-    let config = match picked.or_else(|| existing.as_ref().and_then(|s| s.config_id)) {
-        Some(id) => llm_configs::get(&mut *tx, id).await?.filter(|c| c.enabled),
-        None => None,
-    };
-    let config = match config {
-        Some(config) => config,
-        None if picked.is_none() => llm_configs::default_enabled(&mut *tx).await?.ok_or(PostError::NoModel)?,
-        None => return Err(PostError::UnknownModel),
-    };
-    let (quota, active) = quotas::get_with_active_jobs(&mut *tx, msg.user, JobKind::LlmCompletion).await?;
-    quota::check_with(&mut *tx, msg.user, quota, config.id, msg.budgets).await.map_err(|e| match e {
-        QuotaError::Store(e) => PostError::Store(e),
-        e => PostError::Quota(e),
-    })?;
-    if active >= msg.max_active_replies {
-        return Err(PostError::TooManyActive);
-    }
+    let Plan { existing, config } = plan(&mut *tx, &msg).await?;
     // Each branch also moves the session's `updated_at`.
     let session: Session = match existing {
         Some(s) if s.config_id != Some(config.id) => {

@@ -8,7 +8,6 @@ use super::{CancelSignal, JobError, Outcome as JobOutcome, RunJob};
 use crate::WorkerContext;
 use crate::usage::Spent;
 use futures::StreamExt;
-use parley_shared::events::StreamWriter;
 use parley_shared::ids::MessageId;
 use parley_shared::jobs::{ApiCompletion, GenerateTitle, JobSpec};
 use parley_shared::llm::ChatMessage;
@@ -55,7 +54,7 @@ async fn complete(
         }
     }
 
-    let mut events = StreamWriter::open(&ctx.db, &ctx.bus, job.id).await?;
+    let mut events = ctx.open_stream(job.id).await?;
     let answered: Result<JobOutcome, JobError> = async {
         // Watchers drop the text of a failed attempt that sent some.
         if job.attempts > 1 && job_events::has_text_since_restart(pool, job.id).await? {

@@ -48,7 +48,7 @@ async fn export(p: ExportData, ctx: &WorkerContext, job: &Job, mut cancel: Cance
     let scratch = store.scratch_dir();
     tokio::fs::create_dir_all(&scratch).await.map_err(anyhow::Error::from)?;
     let path = scratch.join(parley_shared::media::new_key("", "part"));
-    let mut events = StreamWriter::open(&ctx.db, &ctx.bus, job.id).await?;
+    let mut events = ctx.open_stream(job.id).await?;
     // A cancel stops the writing between two rows; the partial file is removed.
     let written = tokio::select! {
         written = write(ctx, &export, &path, &mut events) => Some(written),

@@ -7,7 +7,6 @@ use crate::WorkerContext;
 use crate::usage::Spent;
 use futures::StreamExt;
 use parley_shared::crypto;
-use parley_shared::events::StreamWriter;
 use parley_shared::ids::{LlmConfigId, MessageId};
 use parley_shared::jobs::{GenerateTitle, JobSpec, LlmCompletion};
 use parley_shared::llm::{ChatMessage, LlmError, Provider, ProviderSettings, StreamItem, UserFacing};
@@ -56,7 +55,7 @@ async fn complete(
         },
         chat::history_before(pool, session_id, p.message_id, HISTORY_LIMIT),
         // This attempt owns the job's event stream until it returns.
-        StreamWriter::open(&ctx.db, &ctx.bus, job.id),
+        ctx.open_stream(job.id),
     );
     // A reply already written (an earlier attempt finished it) succeeds whatever the rest
     // found: its model may have been disabled since.

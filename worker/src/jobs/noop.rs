@@ -3,7 +3,6 @@
 
 use super::{CancelSignal, JobError, Outcome, RunJob};
 use crate::WorkerContext;
-use parley_shared::events::StreamWriter;
 use parley_shared::jobs::Noop;
 use parley_shared::store::job_events::EventType;
 use parley_shared::store::jobs::Job;
@@ -18,7 +17,7 @@ impl RunJob for Noop {
 
 async fn noop(p: Noop, ctx: &WorkerContext, job: &Job, mut cancel: CancelSignal) -> Result<Outcome, JobError> {
     if p.sleep_ms > 0 {
-        let mut events = StreamWriter::open(&ctx.db, &ctx.bus, job.id).await?;
+        let mut events = ctx.open_stream(job.id).await?;
         events.emit(EventType::Progress, json!({"sleeping_ms": p.sleep_ms}))?;
         events.close().await?;
         tokio::select! {
