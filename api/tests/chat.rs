@@ -70,6 +70,66 @@ fn deltas(events: &[common::sse::SseEvent]) -> String {
 }
 
 both_backends! {
+    async fn concurrent_generations_and_message_length_are_limited(backend: Backend) {
+        let fake = FakeLlm::openai(vec![Step::stall(&["slow"], 5_000)]).await;
+        let (app, _) = app_with_model(
+            backend,
+            &fake,
+            "openai_compatible",
+            "sk",
+            &[("PARLEY_LLM_STALL_SECS", "30"), ("PARLEY_LLM_MAX_MESSAGE_CHARS", "100")],
+        )
+        .await;
+        let user = app.signup("limits@example.com").await;
+        // Six at once: the limit holds under concurrency, two get in.
+        let app_ref = &app;
+        let tries = (0..6).map(|i| {
+            let body = json!({"message": format!("n{i}")});
+            let token = user.access.clone();
+            async move { app_ref.post_json("/api/llm/chat/", &body, Some(&token)).await }
+        });
+        let statuses: Vec<StatusCode> = futures::future::join_all(tries).await.iter().map(|r| r.status()).collect();
+        assert_eq!(statuses.iter().filter(|s| **s == StatusCode::ACCEPTED).count(), 2, "{statuses:?}");
+        assert!(statuses.iter().all(|s| *s == StatusCode::ACCEPTED || *s == StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
+        let third = app.post_json("/api/llm/chat/", &json!({"message": "three"}), Some(&user.access)).await;
+        assert_error(third, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+        let other = app.signup("other@example.com").await;
+        let long = app.post_json("/api/llm/chat/", &json!({"message": "x".repeat(101)}), Some(&other.access)).await;
+        assert_error(long, StatusCode::UNPROCESSABLE_ENTITY, "validation_error").await;
+        let empty = app.post_json("/api/llm/chat/", &json!({"message": "  "}), Some(&other.access)).await;
+        assert_error(empty, StatusCode::UNPROCESSABLE_ENTITY, "validation_error").await;
+    }
+
+    async fn a_message_picking_another_model_moves_its_session_to_that_model(backend: Backend) {
+        let fake = FakeLlm::openai(vec![Step::reply(&["one"]), Step::reply(&["two"]), Step::reply(&["three"])]).await;
+        let (app, admin) = app_with_model(backend, &fake, "openai_compatible", "sk", &[]).await;
+        let second = json!({"name": "second", "provider": "openai_compatible", "model": "other-model",
+            "base_url": fake.base_url(), "api_key": "sk"});
+        let res = app.post_json("/api/llm/configs/", &second, Some(&admin.access)).await;
+        assert_eq!(res.status(), StatusCode::CREATED, "{}", res.text().await.unwrap());
+        let second: Value = res.json().await.unwrap();
+        let user = app.signup("models@example.com").await;
+        let first = send(&app, &user.access, json!({"message": "hello"})).await;
+        let session = first["session_id"].as_str().unwrap();
+        app.wait_for_status(&user.access, first["job_id"].as_str().unwrap(), "succeeded").await;
+        let switched = send(&app, &user.access, json!({"message": "again", "session_id": session, "config_id": second["id"]})).await;
+        app.wait_for_status(&user.access, switched["job_id"].as_str().unwrap(), "succeeded").await;
+        // The next message without a pick keeps the session's new model.
+        let kept = send(&app, &user.access, json!({"message": "and again", "session_id": session})).await;
+        app.wait_for_status(&user.access, kept["job_id"].as_str().unwrap(), "succeeded").await;
+        let mut models = Vec::new();
+        for accepted in [&first, &switched, &kept] {
+            let reply = accepted["assistant_message_id"].as_str().unwrap();
+            models.push(message(&app, &user.access, session, reply).await["model"].clone());
+        }
+        assert_ne!(models[0], json!("other-model"));
+        assert_eq!(models[1..], [json!("other-model"), json!("other-model")]);
+        // Another user cannot post into that session, and an unknown session is not found.
+        let other = app.signup("intruder@example.com").await;
+        let res = app.post_json("/api/llm/chat/", &json!({"message": "hi", "session_id": session}), Some(&other.access)).await;
+        assert_error(res, StatusCode::NOT_FOUND, "not_found").await;
+    }
+
     async fn more_concurrent_chats_than_database_connections_are_all_accepted(backend: Backend) {
         // A chat request holds one connection for its transaction; it must never wait for a
         // second one, or requests beyond the pool size wait on each other until they fail.
@@ -499,37 +559,6 @@ async fn a_retried_chat_request_with_the_same_idempotency_key_creates_one_reply(
         .filter(|r| r.body["messages"].as_array().unwrap().last().unwrap()["content"] == "only once")
         .count();
     assert_eq!(replies, 1, "one generation (the other request writes the title)");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_generations_and_message_length_are_limited() {
-    let fake = FakeLlm::openai(vec![Step::stall(&["slow"], 5_000)]).await;
-    let (app, _) = app_with_model(
-        Backend::Sqlite,
-        &fake,
-        "openai_compatible",
-        "sk",
-        &[("PARLEY_LLM_STALL_SECS", "30"), ("PARLEY_LLM_MAX_MESSAGE_CHARS", "100")],
-    )
-    .await;
-    let user = app.signup("limits@example.com").await;
-    // Six at once: the limit holds under concurrency, two get in.
-    let app_ref = &app;
-    let tries = (0..6).map(|i| {
-        let body = json!({"message": format!("n{i}")});
-        let token = user.access.clone();
-        async move { app_ref.post_json("/api/llm/chat/", &body, Some(&token)).await }
-    });
-    let statuses: Vec<StatusCode> = futures::future::join_all(tries).await.iter().map(|r| r.status()).collect();
-    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::ACCEPTED).count(), 2, "{statuses:?}");
-    assert!(statuses.iter().all(|s| *s == StatusCode::ACCEPTED || *s == StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
-    let third = app.post_json("/api/llm/chat/", &json!({"message": "three"}), Some(&user.access)).await;
-    assert_error(third, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
-    let other = app.signup("other@example.com").await;
-    let long = app.post_json("/api/llm/chat/", &json!({"message": "x".repeat(101)}), Some(&other.access)).await;
-    assert_error(long, StatusCode::UNPROCESSABLE_ENTITY, "validation_error").await;
-    let empty = app.post_json("/api/llm/chat/", &json!({"message": "  "}), Some(&other.access)).await;
-    assert_error(empty, StatusCode::UNPROCESSABLE_ENTITY, "validation_error").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

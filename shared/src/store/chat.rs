@@ -288,38 +288,32 @@ pub struct NewPost<'a> {
     pub max_active_replies: i64,
 }
 
-/// Writes a posted message on SQLite as one script (one trip to SQLite's thread, where a
-/// transaction of statements one by one holds the one writer for a trip each): the job, only
-/// while `user` has fewer than `max_active_replies` replies in progress and an existing
-/// session is still theirs, and the rest only with the job. False if nothing was written.
-pub async fn post_in_one_script(db: &crate::Db, post: &NewPost<'_>) -> Result<bool, StoreError> {
-    use crate::jobs::{JobSpec, LlmCompletion};
-    let written = "exists (select 1 from parley_jobs where id = $1)";
+/// The statements of a posted message: the job, only while `user` has fewer than
+/// `max_active_replies` replies in progress and an existing session is still theirs; then
+/// the session and the two messages, only where `written` (the job was).
+fn post_statements(post: &NewPost<'_>, written: &str) -> [String; 3] {
     // The job binds `$1` to `$8` (`$7` is the time); a new or changed model `$21`, a new title `$22`.
     let room = "(select count(*) from parley_jobs where owner_id = $9 and kind = $10 \
                 and status in ('queued', 'running', 'retrying')) < $11";
-    let (session_sql, job_sql) = match post.session_write {
+    let theirs = "exists (select 1 from chat_sessions where id = $12 and user_id = $9)";
+    let (job, session) = match post.session_write {
         SessionWrite::Create { .. } => (
+            super::jobs::insert_job_where(room),
             format!(
                 "insert into chat_sessions (id, user_id, config_id, title, created_at, updated_at) \
                  select $12, $9, (select id from llm_configs where id = $21), $22, $7, $7 where {written}"
             ),
-            super::jobs::insert_job_where(room),
         ),
         SessionWrite::SetConfig(_) => (
+            super::jobs::insert_job_where(&format!("{room} and {theirs}")),
             format!(
                 "update chat_sessions set config_id = (select id from llm_configs where id = $21), updated_at = $7 \
                  where id = $12 and {written}"
             ),
-            super::jobs::insert_job_where(&format!(
-                "{room} and exists (select 1 from chat_sessions where id = $12 and user_id = $9)"
-            )),
         ),
         SessionWrite::Touch => (
+            super::jobs::insert_job_where(&format!("{room} and {theirs}")),
             format!("update chat_sessions set updated_at = $7 where id = $12 and {written}"),
-            super::jobs::insert_job_where(&format!(
-                "{room} and exists (select 1 from chat_sessions where id = $12 and user_id = $9)"
-            )),
         ),
     };
     let messages = format!(
@@ -327,37 +321,69 @@ pub async fn post_in_one_script(db: &crate::Db, post: &NewPost<'_>) -> Result<bo
          select $13, $12, $9, $14, $15, $16, null, null, $7, $7 where {written} \
          union all select $17, $12, $9, $18, '', $19, $20, $1, $7, $7 where {written}"
     );
-    let payload = serde_json::to_string(post.job).map_err(anyhow::Error::from)?;
-    let bind = |query: crate::db::SqlQuery| {
-        let query = super::jobs::bind_new_job::<LlmCompletion>(query, post.job_id, Some(post.user), payload, now_ms())
-            .bind(post.user.to_string())
-            .bind(LlmCompletion::KIND.as_str())
-            .bind(post.max_active_replies)
-            .bind(post.session.to_string())
-            .bind(post.question.to_string())
-            .bind(MessageRole::User.as_str())
-            .bind(post.text)
-            .bind(MessageStatus::Complete.as_str())
-            .bind(post.reply.to_string())
-            .bind(MessageRole::Assistant.as_str())
-            .bind(MessageStatus::Pending.as_str())
-            .bind(post.model);
-        match post.session_write {
-            SessionWrite::Create { config, title } => query.bind(config.to_string()).bind(title),
-            SessionWrite::SetConfig(config) => query.bind(config.to_string()),
-            SessionWrite::Touch => query,
-        }
-    };
-    let script = format!("{job_sql}; {session_sql}; {messages}; select {written}");
-    let rows = db.write_script(&script, bind).await?;
-    let written = match rows.first() {
-        Some(row) => sqlx::Row::try_get::<i64, _>(row, 0)? == 1,
-        None => false,
-    };
-    if written {
-        super::jobs::enqueued::<LlmCompletion>(post.job_id);
+    [job, session, messages]
+}
+
+/// Binds [`post_statements`]' parameters; `payload` is the job's, as JSON.
+fn bind_post(query: crate::db::SqlQuery, post: &NewPost<'_>, payload: String) -> crate::db::SqlQuery {
+    use crate::jobs::{JobSpec, LlmCompletion};
+    let query = super::jobs::bind_new_job::<LlmCompletion>(query, post.job_id, Some(post.user), payload, now_ms())
+        .bind(post.user.to_string())
+        .bind(LlmCompletion::KIND.as_str())
+        .bind(post.max_active_replies)
+        .bind(post.session.to_string())
+        .bind(post.question.to_string())
+        .bind(MessageRole::User.as_str())
+        .bind(post.text)
+        .bind(MessageStatus::Complete.as_str())
+        .bind(post.reply.to_string())
+        .bind(MessageRole::Assistant.as_str())
+        .bind(MessageStatus::Pending.as_str())
+        .bind(post.model);
+    match post.session_write {
+        SessionWrite::Create { config, title } => query.bind(config.to_string()).bind(title.to_owned()),
+        SessionWrite::SetConfig(config) => query.bind(config.to_string()),
+        SessionWrite::Touch => query,
     }
-    Ok(written)
+}
+
+fn posted(post: &NewPost<'_>, written: i64) -> bool {
+    if written == 1 {
+        super::jobs::enqueued::<crate::jobs::LlmCompletion>(post.job_id);
+    }
+    written == 1
+}
+
+/// Writes a posted message on SQLite as one script in a transaction of its own (one trip to
+/// SQLite's thread, where statements one by one hold the one writer for a trip each). False
+/// if nothing was written (see [`post_statements`]).
+pub async fn post_in_one_script(db: &crate::Db, post: &NewPost<'_>) -> Result<bool, StoreError> {
+    let written = "exists (select 1 from parley_jobs where id = $1)";
+    let [job, session, messages] = post_statements(post, written);
+    let script = format!("{job}; {session}; {messages}; select {written}");
+    let payload = serde_json::to_string(post.job).map_err(anyhow::Error::from)?;
+    let rows = db.write_script(&script, |query| bind_post(query, post, payload)).await?;
+    let written = match rows.first() {
+        Some(row) => sqlx::Row::try_get::<i64, _>(row, 0)?,
+        None => 0,
+    };
+    Ok(posted(post, written))
+}
+
+/// Writes a posted message on PostgreSQL as one statement of the caller's transaction, which
+/// holds the user's row lock (so the replies in progress are counted under it). False if
+/// nothing was written (see [`post_statements`]).
+pub async fn post_in_one_statement(conn: &mut AnyConnection, post: &NewPost<'_>) -> Result<bool, StoreError> {
+    let [job, session, messages] = post_statements(post, "exists (select 1 from job)");
+    let sql = format!(
+        "with job as ({job} returning id), session as ({session}), messages as ({messages}) select count(*) from job"
+    );
+    let payload = serde_json::to_string(post.job).map_err(anyhow::Error::from)?;
+    let written: i64 = bind_post(sqlx::query(sqlx::AssertSqlSafe(sql)), post, payload)
+        .fetch_one(&mut *conn)
+        .await
+        .and_then(|row| sqlx::Row::try_get(&row, 0))?;
+    Ok(posted(post, written))
 }
 
 /// Messages written by one statement of [`insert_messages`] (8 parameters each, well within

@@ -114,16 +114,12 @@ async fn plan(conn: &mut AnyConnection, msg: &PostMessage<'_>) -> Result<Plan, P
 }
 
 /// Writes the user's message, a pending reply and its `llm_completion` job, and commits
-/// (wake the interactive queue after). On SQLite the reads come first, from the pool, and
-/// the writes go to the writer as one script, so the one writer is held for one trip to
-/// SQLite's thread; on PostgreSQL it is [`post_message`] in a transaction.
+/// (wake the interactive queue after). The reads come first, from the pool; the writes are
+/// one script on SQLite (the one writer is held for one trip to SQLite's thread) and one
+/// statement on PostgreSQL, under the user's row lock. Each write is guarded again (the
+/// replies in progress, the session), so what changed between the reads and the write is
+/// refused as before.
 pub async fn post(db: &Db, msg: PostMessage<'_>) -> Result<Posted, PostError> {
-    if db.backend == Backend::Postgres {
-        let mut tx = db.begin_write().await?;
-        let posted = post_message(&mut tx, msg).await?;
-        tx.commit().await?;
-        return Ok(posted);
-    }
     let plan = plan(&mut *db.pool.acquire().await?, &msg).await?;
     let session = plan.existing.as_ref().map_or_else(ChatSessionId::new, |s| s.id);
     let title = fallback_title(msg.text);
@@ -132,6 +128,7 @@ pub async fn post(db: &Db, msg: PostMessage<'_>) -> Result<Posted, PostError> {
         Some(s) if s.config_id != Some(plan.config.id) => SessionWrite::SetConfig(plan.config.id),
         Some(_) => SessionWrite::Touch,
     };
+    // The user's message before its reply: ids order a session's messages.
     let (question, reply, job_id) = (MessageId::new(), MessageId::new(), JobId::new());
     let job = LlmCompletion { message_id: reply, session_id: Some(session) };
     let post = NewPost {
@@ -146,7 +143,17 @@ pub async fn post(db: &Db, msg: PostMessage<'_>) -> Result<Posted, PostError> {
         model: &plan.config.model,
         max_active_replies: msg.max_active_replies,
     };
-    if chat::post_in_one_script(db, &post).await? {
+    let written = match db.backend {
+        Backend::Sqlite => chat::post_in_one_script(db, &post).await?,
+        Backend::Postgres => {
+            let mut tx = db.begin_write().await?;
+            users::lock(&mut *tx, msg.user).await?;
+            let written = chat::post_in_one_statement(&mut tx, &post).await?;
+            tx.commit().await?;
+            written
+        }
+    };
+    if written {
         return Ok(Posted { job: job_id, session_id: session, user_message_id: question, assistant_message_id: reply });
     }
     // Between the reads and the write, the session went away or other replies started.
