@@ -175,3 +175,56 @@ async fn a_message_posted_in_one_script_keeps_the_limit_of_replies_in_progress()
     assert!(!post_in_one_script(&db, &post(SessionWrite::Touch)).await.unwrap());
     assert_eq!(count("select count(*) from parley_jobs").await, 3);
 }
+
+#[tokio::test]
+async fn stream_events_of_several_jobs_are_stored_together_and_a_failing_stream_stops_alone() {
+    use parley_shared::events::{EventBus, EventQueue, StreamWriter};
+    use parley_shared::store::job_events::EventType;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&format!("sqlite://{}", dir.path().join("events.db").display()), 2).await.unwrap();
+    db.migrate().await.unwrap();
+    let (bus, queue) = (EventBus::local(), EventQueue::default());
+    let a = enqueue(&db.writer, None, &Noop::default()).await.unwrap();
+    let b = enqueue(&db.writer, None, &Noop::default()).await.unwrap();
+    let mut watch_b = bus.subscribe(b);
+    let mut wa = StreamWriter::open(&db, &bus, &queue, a).await.unwrap();
+    let mut wb = StreamWriter::open(&db, &bus, &queue, b).await.unwrap();
+    // Another attempt took `a`'s next seq meanwhile (this one lost the job).
+    sqlx::query("insert into job_events (job_id, seq, event, data, created_at) values ($1, 1, 'status', '{}', 0)")
+        .bind(a.to_string())
+        .execute(&db.writer)
+        .await
+        .unwrap();
+    for n in 0..3 {
+        wa.emit(EventType::Delta, serde_json::json!({"text": n})).unwrap();
+        wb.emit(EventType::Delta, serde_json::json!({"text": n})).unwrap();
+    }
+    let (closed_a, closed_b) = tokio::join!(wa.close(), wb.close());
+    assert!(closed_a.is_err(), "the stream that lost its seq reports it");
+    closed_b.unwrap();
+    let seqs = |job: JobId| {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("select seq from job_events where job_id = $1 order by seq")
+                .bind(job.to_string())
+                .fetch_all(&db.pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(seqs(a).await, vec![1], "nothing of the failed stream is stored");
+    assert_eq!(seqs(b).await, vec![1, 2, 3]);
+    // `b`'s events were published once stored, in order.
+    for seq in 1..=3 {
+        assert_eq!(watch_b.try_recv().unwrap().seq, seq);
+    }
+    // A writer dropped without closing (its attempt cut off) stores nothing more.
+    let mut wb = StreamWriter::open(&db, &bus, &queue, b).await.unwrap();
+    let mut wc = StreamWriter::open(&db, &bus, &queue, a).await.unwrap();
+    wc.emit(EventType::Delta, serde_json::json!({"text": "c"})).unwrap();
+    wb.emit(EventType::Delta, serde_json::json!({"text": "late"})).unwrap();
+    drop(wb);
+    wc.close().await.unwrap();
+    assert_eq!(seqs(b).await, vec![1, 2, 3]);
+    assert_eq!(seqs(a).await, vec![1, 2]);
+}
