@@ -242,12 +242,25 @@ async fn write_events(db: Db, bus: EventBus, mut queue: tokio::sync::mpsc::Unbou
     }
 }
 
-/// Stores `events` (of `owners`' streams) in one statement; if that fails (an attempt that
-/// lost its job writing a `seq` its successor took), each stream's share is stored on its
-/// own, and a stream whose share fails stops. Returns what was stored, in order.
+/// Stores `events` (of `owners`' streams) in one statement. If the database refused what
+/// the statement wrote (an attempt that lost its job writing a `seq` its successor took),
+/// each stream's share is stored on its own, and a stream whose share fails stops; if it
+/// could not be reached, every stream of the batch stops (their attempts fail and are
+/// retried), without a write per stream against a database that is down. Returns what was
+/// stored, in order.
 async fn store_events(db: &Db, events: Vec<JobEvent>, owners: &[Arc<StreamState>]) -> Vec<JobEvent> {
-    if events.is_empty() || job_events::insert_many(&db.writer, &events).await.is_ok() {
+    if events.is_empty() {
         return events;
+    }
+    match job_events::insert_many(&db.writer, &events).await {
+        Ok(()) => return events,
+        Err(e) if !refused(&e) => {
+            tracing::warn!(error = %e, "storing job events failed");
+            let error = format!("storing job events: {e}");
+            owners.iter().for_each(|o| drop(o.failed.set(error.clone())));
+            return Vec::new();
+        }
+        Err(_) => {}
     }
     let mut stored = Vec::with_capacity(events.len());
     let mut rest: Vec<(JobEvent, &Arc<StreamState>)> = events.into_iter().zip(owners).collect();
@@ -266,6 +279,17 @@ async fn store_events(db: &Db, events: Vec<JobEvent>, owners: &[Arc<StreamState>
     }
     // Each job's events keep their order; across jobs it does not matter.
     stored
+}
+
+/// Whether the database refused the data (a constraint, text it cannot store), rather than
+/// failing to run the statement at all.
+fn refused(error: &crate::error::StoreError) -> bool {
+    use crate::error::StoreError;
+    match error {
+        StoreError::Conflict { .. } | StoreError::InvalidText => true,
+        StoreError::Other(e) => matches!(e.downcast_ref::<sqlx::Error>(), Some(sqlx::Error::Database(_))),
+        StoreError::NotFound => false,
+    }
 }
 
 /// The event stream of one running attempt, which owns its job's stream: `seq` is counted

@@ -227,4 +227,12 @@ async fn stream_events_of_several_jobs_are_stored_together_and_a_failing_stream_
     wc.close().await.unwrap();
     assert_eq!(seqs(b).await, vec![1, 2, 3]);
     assert_eq!(seqs(a).await, vec![1, 2]);
+    // The database cannot be reached: every stream of the batch stops.
+    let mut wa = StreamWriter::open(&db, &bus, &queue, a).await.unwrap();
+    let mut wb = StreamWriter::open(&db, &bus, &queue, b).await.unwrap();
+    db.writer.close().await;
+    wa.emit(EventType::Delta, serde_json::json!({"text": "d"})).unwrap();
+    wb.emit(EventType::Delta, serde_json::json!({"text": "d"})).unwrap();
+    let (closed_a, closed_b) = tokio::join!(wa.close(), wb.close());
+    assert!(closed_a.is_err() && closed_b.is_err());
 }
