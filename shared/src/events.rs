@@ -191,7 +191,35 @@ impl EventBus {
 /// task starts on first use and ends once this and every writer is dropped.
 #[derive(Debug, Default)]
 pub struct EventQueue {
-    queue: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Queued>>,
+    queue: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Queued>>>,
+}
+
+impl EventQueue {
+    /// The writer task's queue, started on first use (and again if the task died).
+    fn sender(&self, db: &Db, bus: &EventBus) -> tokio::sync::mpsc::UnboundedSender<Queued> {
+        let mut queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*queue {
+            Some(tx) if !tx.is_closed() => tx.clone(),
+            _ => {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                tokio::spawn(write_events(db.clone(), bus.clone(), rx));
+                *queue = Some(tx.clone());
+                tx
+            }
+        }
+    }
+
+    /// Waits until everything queued so far, by any stream, is stored (or skipped): once an
+    /// attempt was cut off (its writer dropped without closing), nothing of its stream is
+    /// written after this returns, so its final event cannot meet one of its deltas.
+    pub async fn flush(&self) {
+        let queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let Some(queue) = queue else { return };
+        let (reply, flushed) = tokio::sync::oneshot::channel();
+        if queue.send(Queued::Flush(Arc::default(), reply)).is_ok() {
+            let _ = flushed.await;
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -273,7 +301,13 @@ async fn store_events(db: &Db, events: Vec<JobEvent>, owners: &[Arc<StreamState>
             Ok(()) => stored.extend(share),
             Err(e) => {
                 tracing::warn!(job.id = %share[0].job_id, error = %e, "storing job events failed");
-                let _ = owner.failed.set(format!("storing job events: {e}"));
+                let error = format!("storing job events: {e}");
+                let _ = owner.failed.set(error.clone());
+                if !refused(&e) {
+                    // The database went away meanwhile: the rest stop too.
+                    rest.iter().for_each(|(_, o)| drop(o.failed.set(error.clone())));
+                    break;
+                }
             }
         }
     }
@@ -282,12 +316,15 @@ async fn store_events(db: &Db, events: Vec<JobEvent>, owners: &[Arc<StreamState>
 }
 
 /// Whether the database refused the data (a constraint, text it cannot store), rather than
-/// failing to run the statement at all.
+/// failing to run the statement (unreachable, shutting down, out of connections or space).
 fn refused(error: &crate::error::StoreError) -> bool {
     use crate::error::StoreError;
     match error {
         StoreError::Conflict { .. } | StoreError::InvalidText => true,
-        StoreError::Other(e) => matches!(e.downcast_ref::<sqlx::Error>(), Some(sqlx::Error::Database(_))),
+        StoreError::Other(e) => match e.downcast_ref::<sqlx::Error>() {
+            Some(sqlx::Error::Database(e)) => e.kind() != sqlx::error::ErrorKind::Other,
+            _ => false,
+        },
         StoreError::NotFound => false,
     }
 }
@@ -317,14 +354,7 @@ impl StreamWriter {
     /// Starts after the job's newest stored event; `queue` is the process's.
     pub async fn open(db: &Db, bus: &EventBus, queue: &EventQueue, job: JobId) -> anyhow::Result<Self> {
         let next = job_events::last_seq(&db.pool, job).await? + 1;
-        let queue = queue
-            .queue
-            .get_or_init(|| {
-                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-                tokio::spawn(write_events(db.clone(), bus.clone(), rx));
-                tx
-            })
-            .clone();
+        let queue = queue.sender(db, bus);
         Ok(Self { job, next, queue, state: Arc::default(), closed: false })
     }
 

@@ -169,11 +169,24 @@ async fn a_message_posted_in_one_script_keeps_the_limit_of_replies_in_progress()
         .unwrap();
     assert!(post_in_one_script(&db, &post(SessionWrite::Touch)).await.unwrap());
     assert_eq!(count("select count(*) from chat_messages where job_id is not null").await, 3);
-    // Another user's session is not written to.
-    sqlx::query("update chat_sessions set user_id = 'someone else'").execute(&db.writer).await.unwrap_err();
+    // The session became another user's (as if the reads had found another's): not written to.
+    sqlx::query(
+        "insert into users (id, email, email_lower, password_hash, date_joined, created_at, updated_at)
+         values ('someone else', 'b@example.com', 'b@example.com', 'x', 0, 0, 0)",
+    )
+    .execute(&db.writer)
+    .await
+    .unwrap();
+    sqlx::query("update chat_sessions set user_id = 'someone else'").execute(&db.writer).await.unwrap();
+    let updated: i64 = count("select updated_at from chat_sessions").await;
+    assert!(!post_in_one_script(&db, &post(SessionWrite::Touch)).await.unwrap());
+    assert!(!post_in_one_script(&db, &post(SessionWrite::SetConfig(config))).await.unwrap());
+    assert_eq!(count("select updated_at from chat_sessions").await, updated);
+    // A session deleted meanwhile: nothing written either.
     sqlx::query("delete from chat_sessions").execute(&db.writer).await.unwrap();
     assert!(!post_in_one_script(&db, &post(SessionWrite::Touch)).await.unwrap());
     assert_eq!(count("select count(*) from parley_jobs").await, 3);
+    assert_eq!(count("select count(*) from chat_messages").await, 0);
 }
 
 #[tokio::test]

@@ -72,8 +72,7 @@ async fn run(ctx: &WorkerContext, job: Job, mut signal: watch::Receiver<Signal>)
     let work = AssertUnwindSafe(jobs::execute(ctx, &job, cancel_rx)).catch_unwind().map(|r| {
         r.unwrap_or_else(|_| Outcome::Retry { error: anyhow::anyhow!("the job handler panicked"), after: None })
     });
-    let work = tokio::time::timeout(policy.timeout, work);
-    tokio::pin!(work);
+    let mut work = Box::pin(tokio::time::timeout(policy.timeout, work));
     let ended = tokio::select! {
         result = &mut work => result.map_or(Ended::TimedOut, Ended::Done),
         stop = async { signal.wait_for(|s| *s != Signal::Run).await.map_or(Signal::Lost, |s| *s) } => match stop {
@@ -89,6 +88,12 @@ async fn run(ctx: &WorkerContext, job: Job, mut signal: watch::Receiver<Signal>)
             _ => Ended::Lost,
         },
     };
+    // An attempt cut off (timed out, cancelled past its grace, lost) stops here, and its
+    // event stream is settled before its final event is written.
+    drop(work);
+    if !matches!(ended, Ended::Done(Outcome::Succeeded(_))) {
+        ctx.events.flush().await;
+    }
     let ran = started.elapsed();
     let duration_ms = ran.as_millis() as u64;
     let env = ctx.job_env();
