@@ -43,6 +43,12 @@ struct RedisChannels {
     cancels: String,
 }
 
+/// Longest a publish may take. While Redis is down, its connection manager holds each
+/// command until its reconnect attempts give up (about six seconds), and a claim or a
+/// success that waited that long would outlive short leases; what is not published in time
+/// reaches watchers anyway (streams re-read the table, workers see cancels at renewal).
+const PUBLISH_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Cancel requests a worker may fall behind by (it also learns of them at lease renewal).
 const CANCEL_BUFFER: usize = 256;
 
@@ -134,8 +140,13 @@ impl EventBus {
             }
             Some(redis) => {
                 let mut conn = redis.conn.clone();
-                let sent: redis::RedisResult<()> =
-                    redis::cmd("PUBLISH").arg(&redis.cancels).arg(job.to_string()).query_async(&mut conn).await;
+                let mut publish = redis::cmd("PUBLISH");
+                publish.arg(&redis.cancels).arg(job.to_string());
+                let sent = tokio::time::timeout(PUBLISH_TIMEOUT, publish.query_async::<()>(&mut conn)).await;
+                let sent: redis::RedisResult<()> = match sent {
+                    Ok(sent) => sent,
+                    Err(_) => Err(redis::RedisError::from((redis::ErrorKind::Io, "timed out"))),
+                };
                 if let Err(e) = sent {
                     tracing::warn!(job.id = %job, error = %e, "publishing a cancel request failed; the lease renewal carries it");
                 }
@@ -169,9 +180,11 @@ impl EventBus {
                         .ignore();
                 }
                 let mut conn = redis.conn.clone();
-                if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+                match tokio::time::timeout(PUBLISH_TIMEOUT, pipe.query_async::<()>(&mut conn)).await {
+                    Ok(Ok(())) => {}
                     // Watchers still get them: streams re-read the table periodically.
-                    tracing::warn!(error = %e, "publishing job events failed");
+                    Ok(Err(e)) => tracing::warn!(error = %e, "publishing job events failed"),
+                    Err(_) => tracing::warn!("publishing job events timed out"),
                 }
             }
         }
