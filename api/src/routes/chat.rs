@@ -124,7 +124,7 @@ pub async fn chat(
         None => (usecases::chat::post(&state.db, message).await, None),
         Some(_) => {
             let mut tx = state.db.begin_write().await?;
-            (usecases::chat::post_message(&mut tx, message).await, Some(tx))
+            (usecases::chat::post_message(&mut tx, state.db.backend, message).await, Some(tx))
         }
     };
     let posted = posted.map_err(|e| match e {

@@ -1,6 +1,7 @@
 //! Chat sessions and their messages.
 
 use super::{Exec, escape_like};
+use crate::db::Backend;
 use crate::error::StoreError;
 use crate::ids::{ChatSessionId, JobId, LlmConfigId, MessageId, UserId};
 use crate::jobs::UnknownValue;
@@ -370,19 +371,38 @@ pub async fn post_in_one_script(db: &crate::Db, post: &NewPost<'_>) -> Result<bo
     Ok(posted(post, written))
 }
 
-/// Writes a posted message on PostgreSQL as one statement of the caller's transaction, which
-/// holds the user's row lock (so the replies in progress are counted under it). False if
-/// nothing was written (see [`post_statements`]).
-pub async fn post_in_one_statement(conn: &mut AnyConnection, post: &NewPost<'_>) -> Result<bool, StoreError> {
-    let [job, session, messages] = post_statements(post, "exists (select 1 from job)");
-    let sql = format!(
-        "with job as ({job} returning id), session as ({session}), messages as ({messages}) select count(*) from job"
-    );
+/// Writes a posted message in the caller's transaction, which holds the user's row lock
+/// (so the replies in progress are counted under it): on PostgreSQL as one statement, on
+/// SQLite statement by statement. False if nothing was written (see [`post_statements`]).
+pub async fn post_in(conn: &mut AnyConnection, backend: Backend, post: &NewPost<'_>) -> Result<bool, StoreError> {
     let payload = serde_json::to_string(post.job).map_err(anyhow::Error::from)?;
-    let written: i64 = bind_post(sqlx::query(sqlx::AssertSqlSafe(sql)), post, payload)
-        .fetch_one(&mut *conn)
-        .await
-        .and_then(|row| sqlx::Row::try_get(&row, 0))?;
+    let count = |row: sqlx::any::AnyRow| sqlx::Row::try_get::<i64, _>(&row, 0);
+    let written = match backend {
+        Backend::Postgres => {
+            let [job, session, messages] = post_statements(post, "exists (select 1 from job)");
+            let sql = format!(
+                "with job as ({job} returning id), session as ({session}), messages as ({messages}) \
+                 select count(*) from job"
+            );
+            let query = bind_post(sqlx::query(sqlx::AssertSqlSafe(sql)), post, payload);
+            query.fetch_one(&mut *conn).await.and_then(count)?
+        }
+        Backend::Sqlite => {
+            let written = "exists (select 1 from parley_jobs where id = $1)";
+            for statement in post_statements(post, written) {
+                // Each statement takes the parameters it names; SQLite leaves the rest unread.
+                bind_post(sqlx::query(sqlx::AssertSqlSafe(statement)), post, payload.clone())
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            let sql = format!("select {written}");
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(post.job_id.to_string())
+                .fetch_one(&mut *conn)
+                .await
+                .and_then(count)?
+        }
+    };
     Ok(posted(post, written))
 }
 

@@ -8,9 +8,9 @@ use crate::error::StoreError;
 use crate::ids::{ChatSessionId, JobId, LlmConfigId, MessageId, UserId};
 use crate::jobs::lifecycle::JobEnv;
 use crate::jobs::{JobKind, LlmCompletion, lifecycle};
-use crate::store::chat::{self, MessageRole, MessageStatus, NewMessage, NewPost, Session, SessionWrite};
+use crate::store::chat::{self, NewPost, Session, SessionWrite};
 use crate::store::llm_configs::LlmConfig;
-use crate::store::{jobs, llm_configs, quotas, users};
+use crate::store::{llm_configs, quotas, users};
 use crate::usecases::quota::{self, DefaultBudgets, QuotaError};
 use sqlx::AnyConnection;
 
@@ -113,6 +113,61 @@ async fn plan(conn: &mut AnyConnection, msg: &PostMessage<'_>) -> Result<Plan, P
     Ok(Plan { existing, config })
 }
 
+/// What a message writes, with the ids made for it (the user's message before its reply:
+/// ids order a session's messages).
+struct Prepared {
+    plan: Plan,
+    session: ChatSessionId,
+    title: String,
+    question: MessageId,
+    reply: MessageId,
+    job_id: JobId,
+    job: LlmCompletion,
+}
+
+impl Prepared {
+    fn new(plan: Plan, msg: &PostMessage<'_>) -> Self {
+        let session = plan.existing.as_ref().map_or_else(ChatSessionId::new, |s| s.id);
+        let (question, reply, job_id) = (MessageId::new(), MessageId::new(), JobId::new());
+        let job = LlmCompletion { message_id: reply, session_id: Some(session) };
+        Self { plan, session, title: fallback_title(msg.text), question, reply, job_id, job }
+    }
+
+    fn new_post<'a>(&'a self, msg: &PostMessage<'a>) -> NewPost<'a> {
+        let config = self.plan.config.id;
+        let session_write = match &self.plan.existing {
+            None => SessionWrite::Create { config, title: &self.title },
+            Some(s) if s.config_id != Some(config) => SessionWrite::SetConfig(config),
+            Some(_) => SessionWrite::Touch,
+        };
+        NewPost {
+            user: msg.user,
+            session: self.session,
+            session_write,
+            job: &self.job,
+            job_id: self.job_id,
+            question: self.question,
+            text: msg.text,
+            reply: self.reply,
+            model: &self.plan.config.model,
+            max_active_replies: msg.max_active_replies,
+        }
+    }
+
+    /// What was posted, or (nothing was written) why not: between the reads and the write,
+    /// the session went away or other replies started.
+    async fn outcome(self, written: bool, conn: &mut AnyConnection, user: UserId) -> Result<Posted, PostError> {
+        if written {
+            let (job, session_id) = (self.job_id, self.session);
+            return Ok(Posted { job, session_id, user_message_id: self.question, assistant_message_id: self.reply });
+        }
+        match self.plan.existing {
+            Some(s) if chat::get_session(&mut *conn, s.id, user).await?.is_none() => Err(PostError::SessionNotFound),
+            _ => Err(PostError::TooManyActive),
+        }
+    }
+}
+
 /// Writes the user's message, a pending reply and its `llm_completion` job, and commits
 /// (wake the interactive queue after). The reads come first, from the pool; the writes are
 /// one script on SQLite (the one writer is held for one trip to SQLite's thread) and one
@@ -120,92 +175,33 @@ async fn plan(conn: &mut AnyConnection, msg: &PostMessage<'_>) -> Result<Plan, P
 /// replies in progress, the session), so what changed between the reads and the write is
 /// refused as before.
 pub async fn post(db: &Db, msg: PostMessage<'_>) -> Result<Posted, PostError> {
-    let plan = plan(&mut *db.pool.acquire().await?, &msg).await?;
-    let session = plan.existing.as_ref().map_or_else(ChatSessionId::new, |s| s.id);
-    let title = fallback_title(msg.text);
-    let session_write = match &plan.existing {
-        None => SessionWrite::Create { config: plan.config.id, title: &title },
-        Some(s) if s.config_id != Some(plan.config.id) => SessionWrite::SetConfig(plan.config.id),
-        Some(_) => SessionWrite::Touch,
-    };
-    // The user's message before its reply: ids order a session's messages.
-    let (question, reply, job_id) = (MessageId::new(), MessageId::new(), JobId::new());
-    let job = LlmCompletion { message_id: reply, session_id: Some(session) };
-    let post = NewPost {
-        user: msg.user,
-        session,
-        session_write,
-        job: &job,
-        job_id,
-        question,
-        text: msg.text,
-        reply,
-        model: &plan.config.model,
-        max_active_replies: msg.max_active_replies,
-    };
+    let prepared = Prepared::new(plan(&mut *db.pool.acquire().await?, &msg).await?, &msg);
+    let post = prepared.new_post(&msg);
     let written = match db.backend {
         Backend::Sqlite => chat::post_in_one_script(db, &post).await?,
         Backend::Postgres => {
             let mut tx = db.begin_write().await?;
             users::lock(&mut *tx, msg.user).await?;
-            let written = chat::post_in_one_statement(&mut tx, &post).await?;
+            let written = chat::post_in(&mut tx, Backend::Postgres, &post).await?;
             tx.commit().await?;
             written
         }
     };
-    if written {
-        return Ok(Posted { job: job_id, session_id: session, user_message_id: question, assistant_message_id: reply });
-    }
-    // Between the reads and the write, the session went away or other replies started.
-    match plan.existing {
-        Some(s) if chat::get_session(&db.pool, s.id, msg.user).await?.is_none() => Err(PostError::SessionNotFound),
-        _ => Err(PostError::TooManyActive),
-    }
+    prepared.outcome(written, &mut *db.pool.acquire().await?, msg.user).await
 }
 
-/// Writes the user's message, a pending reply and its `llm_completion` job in `tx` (the
-/// caller commits, then wakes the interactive queue).
+/// [`post`] in `tx`, reads included (the caller commits, then wakes the interactive queue):
+/// for a request that records its answer in the same transaction.
 ///
 /// Everything is read through `tx` too: on PostgreSQL the writer is the shared pool, and a
 /// request holding one of its connections must not wait for a second.
-pub async fn post_message(tx: &mut AnyConnection, msg: PostMessage<'_>) -> Result<Posted, PostError> {
+pub async fn post_message(tx: &mut AnyConnection, backend: Backend, msg: PostMessage<'_>) -> Result<Posted, PostError> {
     // The active replies are counted under the user's row lock: concurrent requests cannot
     // both pass the limit.
     users::lock(&mut *tx, msg.user).await?;
-    let Plan { existing, config } = plan(&mut *tx, &msg).await?;
-    // Each branch also moves the session's `updated_at`.
-    let session: Session = match existing {
-        Some(s) if s.config_id != Some(config.id) => {
-            // The model picked for this message becomes the session's model.
-            chat::set_session_config(&mut *tx, s.id, config.id).await?;
-            s
-        }
-        Some(s) => {
-            chat::touch_session(&mut *tx, s.id).await?;
-            s
-        }
-        None => chat::create_session(&mut *tx, msg.user, Some(config.id), &fallback_title(msg.text)).await?,
-    };
-    // The ids are made first (the user's message before its reply: ids order a session's
-    // messages): the reply's job names it, and it names its job.
-    let (user_message_id, reply_id) = (MessageId::new(), MessageId::new());
-    let job =
-        jobs::enqueue(&mut *tx, Some(msg.user), &LlmCompletion { message_id: reply_id, session_id: Some(session.id) })
-            .await?;
-    let new = |id, role, content, status, model, job| NewMessage {
-        id,
-        session_id: session.id,
-        user: msg.user,
-        role,
-        content,
-        status,
-        model,
-        job,
-    };
-    let question = new(user_message_id, MessageRole::User, msg.text, MessageStatus::Complete, None, None);
-    let reply = new(reply_id, MessageRole::Assistant, "", MessageStatus::Pending, Some(&config.model), Some(job));
-    chat::insert_messages(&mut *tx, &[question, reply]).await?;
-    Ok(Posted { job, session_id: session.id, user_message_id, assistant_message_id: reply_id })
+    let prepared = Prepared::new(plan(&mut *tx, &msg).await?, &msg);
+    let written = chat::post_in(&mut *tx, backend, &prepared.new_post(&msg)).await?;
+    prepared.outcome(written, tx, msg.user).await
 }
 
 /// A title from the first message, until (or instead of) a generated one.
