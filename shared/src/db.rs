@@ -58,11 +58,12 @@ impl Db {
                 .acquire_time_level(log::LevelFilter::Trace)
                 // sqlx pings every connection it hands out, a round trip per query; a
                 // connection in steady use is known good, so only one idle for a while (the
-                // server may have restarted meanwhile) is checked.
+                // server may have restarted meanwhile) is checked. A SQLite file has no
+                // server to lose: its connections are never checked.
                 .test_before_acquire(false)
-                .before_acquire(|conn, meta| {
+                .before_acquire(move |conn, meta| {
                     Box::pin(async move {
-                        if meta.idle_for >= Duration::from_secs(1) {
+                        if backend == Backend::Postgres && meta.idle_for >= Duration::from_secs(1) {
                             use sqlx::Connection;
                             conn.ping().await?;
                         }

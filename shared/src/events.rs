@@ -190,6 +190,21 @@ impl EventBus {
         }
     }
 
+    /// Publishes already stored events, in order, without waiting for Redis: in-process
+    /// watchers have them on return, the Redis publish runs in a task of its own.
+    pub fn publish_detached(&self, events: Vec<JobEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        match &self.redis {
+            None => events.into_iter().for_each(|e| self.local.deliver(e)),
+            Some(_) => {
+                let bus = self.clone();
+                tokio::spawn(async move { bus.publish_many(&events).await });
+            }
+        }
+    }
+
     /// Publishes an already stored event.
     pub async fn publish(&self, event: &JobEvent) {
         self.publish_many(std::slice::from_ref(event)).await;

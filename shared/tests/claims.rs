@@ -5,7 +5,7 @@
 use parley_shared::Db;
 use parley_shared::ids::JobId;
 use parley_shared::jobs::{JobStatus, Noop, QueueName};
-use parley_shared::store::jobs::{enqueue, start_due};
+use parley_shared::store::jobs::{enqueue, start_due_in_one_script};
 use parley_shared::time::now_ms;
 
 #[tokio::test]
@@ -26,18 +26,71 @@ async fn a_claim_picked_under_the_write_lock_takes_due_jobs_oldest_first_up_to_i
         .execute(&db.writer)
         .await
         .unwrap();
-    let mut tx = db.begin_write().await.unwrap();
-    let other_queue = start_due(&mut tx, QueueName::Interactive, 10, 30_000).await.unwrap();
-    let first = start_due(&mut tx, QueueName::Default, 2, 30_000).await.unwrap();
-    let rest = start_due(&mut tx, QueueName::Default, 10, 30_000).await.unwrap();
-    tx.commit().await.unwrap();
+    // A due job with a cancel request is not started (nor given an event); one retrying
+    // with an event stream already continues it.
+    let cancelled = enqueue(&db.writer, None, &Noop::default()).await.unwrap();
+    sqlx::query("update parley_jobs set cancel_requested = true, run_after = 0 where id = $1")
+        .bind(cancelled.to_string())
+        .execute(&db.writer)
+        .await
+        .unwrap();
+    let retried = enqueue(&db.writer, None, &Noop::default()).await.unwrap();
+    sqlx::query("update parley_jobs set status = 'retrying', attempts = 2, run_after = $2 where id = $1")
+        .bind(retried.to_string())
+        .bind(now_ms() + 60_000)
+        .execute(&db.writer)
+        .await
+        .unwrap();
+    for seq in 1..=3 {
+        sqlx::query("insert into job_events (job_id, seq, event, data, created_at) values ($1, $2, 'status', '{}', 0)")
+            .bind(retried.to_string())
+            .bind(seq)
+            .execute(&db.writer)
+            .await
+            .unwrap();
+    }
+    let other_queue = start_due_in_one_script(&db, QueueName::Interactive, 10, 30_000).await.unwrap();
+    let first = start_due_in_one_script(&db, QueueName::Default, 2, 30_000).await.unwrap();
+    let rest = start_due_in_one_script(&db, QueueName::Default, 10, 30_000).await.unwrap();
     assert!(other_queue.is_empty());
     assert_eq!(first.len(), 2);
-    let mut first_ids: Vec<JobId> = first.iter().map(|j| j.id).collect();
+    let mut first_ids: Vec<JobId> = first.iter().map(|s| s.job.id).collect();
     first_ids.sort();
     assert_eq!(first_ids, ids[..2]);
-    assert_eq!(rest.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[2]]);
-    assert!(first.iter().chain(&rest).all(|j| j.status == JobStatus::Running && j.attempts == 1));
+    assert_eq!(rest.iter().map(|s| s.job.id).collect::<Vec<_>>(), vec![ids[2]]);
+    assert!(first.iter().chain(&rest).all(|s| s.job.status == JobStatus::Running && s.job.attempts == 1 && s.seq == 1));
+    let events: Vec<(String, i64, String)> = sqlx::query_as(
+        "select job_id, seq, data from job_events where event = 'status' and data != '{}' order by job_id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let mut expected: Vec<(String, i64, String)> =
+        ids.iter().map(|id| (id.to_string(), 1, r#"{"status":"running","attempt":1}"#.to_owned())).collect();
+    expected.sort();
+    assert_eq!(events, expected);
+
+    sqlx::query("update parley_jobs set run_after = 0 where id = $1")
+        .bind(retried.to_string())
+        .execute(&db.writer)
+        .await
+        .unwrap();
+    let again = start_due_in_one_script(&db, QueueName::Default, 10, 30_000).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].job.id, again[0].job.attempts, again[0].seq), (retried, 3, 4));
+    let data: String = sqlx::query_scalar("select data from job_events where job_id = $1 and seq = 4")
+        .bind(retried.to_string())
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(data, r#"{"status":"running","attempt":3}"#);
+    let cancelled_status: String = sqlx::query_scalar("select status from parley_jobs where id = $1")
+        .bind(cancelled.to_string())
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(cancelled_status, "queued");
+    assert!(start_due_in_one_script(&db, QueueName::Default, 10, 30_000).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -248,4 +301,44 @@ async fn stream_events_of_several_jobs_are_stored_together_and_a_failing_stream_
     wb.emit(EventType::Delta, serde_json::json!({"text": "d"})).unwrap();
     let (closed_a, closed_b) = tokio::join!(wa.close(), wb.close());
     assert!(closed_a.is_err() && closed_b.is_err());
+}
+
+#[tokio::test]
+async fn successes_written_in_one_script_record_only_attempts_that_still_own_their_job() {
+    use parley_shared::store::jobs::{Success, succeed_many_in_one_script};
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&format!("sqlite://{}", dir.path().join("successes.db").display()), 2).await.unwrap();
+    db.migrate().await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(enqueue(&db.writer, None, &Noop::default()).await.unwrap());
+    }
+    let started = start_due_in_one_script(&db, QueueName::Default, 10, 30_000).await.unwrap();
+    assert_eq!(started.len(), 3);
+    let success = |id: JobId, attempt: i64| Success {
+        id,
+        attempt,
+        result: r#"{"n":1}"#.into(),
+        data: format!(r#"{{"status":"succeeded","job":"{id}"}}"#),
+    };
+    // The second's attempt is not the one running (it lost the job); the third is not in the batch.
+    let batch = [success(ids[0], 1), success(ids[1], 2)];
+    let finished = succeed_many_in_one_script(&db, &batch).await.unwrap();
+    assert_eq!(finished.iter().map(|(n, seq, _)| (*n, *seq)).collect::<Vec<_>>(), vec![(0, 2)]);
+    let rows: Vec<(String, String, Option<String>)> =
+        sqlx::query_as("select id, status, result from parley_jobs order by id").fetch_all(&db.pool).await.unwrap();
+    let status = |id: JobId| rows.iter().find(|r| r.0 == id.to_string()).cloned().unwrap();
+    assert_eq!((status(ids[0]).1.as_str(), status(ids[0]).2.as_deref()), ("succeeded", Some(r#"{"n":1}"#)));
+    assert_eq!(status(ids[1]).1, "running");
+    assert_eq!(status(ids[2]).1, "running");
+    let done: Vec<(String, i64, String)> =
+        sqlx::query_as("select job_id, seq, data from job_events where event = 'done'")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(done, vec![(ids[0].to_string(), 2, batch[0].data.clone())]);
+    // Reported again: nothing more is written.
+    assert!(succeed_many_in_one_script(&db, &batch[..1]).await.unwrap().is_empty());
+    let events: i64 = sqlx::query_scalar("select count(*) from job_events").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(events, 4);
 }

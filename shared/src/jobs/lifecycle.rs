@@ -51,8 +51,9 @@ pub async fn claim(
     let bus = &env.bus;
     let mut stored = Vec::new();
     let mut started = start(&env.db, Pick::Due { queue, limit }, lease_ms, &mut stored).await?;
-    // Watchers learn at once that their jobs started, before the look for dead workers' jobs.
-    bus.publish_many(&stored).await;
+    // Watchers learn at once that their jobs started, while the jobs start: a watcher that
+    // gets a later event first re-reads the table.
+    bus.publish_detached(stored);
     let room = limit - started.len() as i64;
     if take_over && room > 0 {
         let mut stored = Vec::new();
@@ -61,7 +62,7 @@ pub async fn claim(
             Ok(more) => started.extend(more),
             Err(e) => tracing::warn!(queue = queue.as_str(), error = %e, "taking over dead workers' jobs failed"),
         }
-        bus.publish_many(&stored).await;
+        bus.publish_detached(stored);
     }
     Ok(started)
 }
@@ -111,19 +112,21 @@ async fn start(db: &Db, pick: Pick<'_>, lease_ms: i64, stored: &mut Vec<JobEvent
         stored.extend(started.iter().map(|s| running_event(&s.job, s.seq)));
         return Ok(started.into_iter().map(|s| s.job).collect());
     }
-    let mut tx = match pick {
+    let ids = match pick {
         Pick::Ids([]) => return Ok(Vec::new()),
-        Pick::Ids(_) => db.begin_write().await?,
+        Pick::Ids(ids) => ids,
         // A read first: an idle queue takes no write lock.
         Pick::Due { queue, .. } if store::claimable_due(&db.pool, queue, 1).await?.is_empty() => return Ok(Vec::new()),
-        Pick::Due { .. } => db.begin_write().await?,
-    };
-    let started = match pick {
-        Pick::Ids(ids) => store::start_attempts(&mut tx, ids, lease_ms).await?,
         // Picked again under the write lock: whatever was committed while this claim waited
         // for it is taken too.
-        Pick::Due { queue, limit } => store::start_due(&mut tx, queue, limit, lease_ms).await?,
+        Pick::Due { queue, limit } => {
+            let started = store::start_due_in_one_script(db, queue, limit, lease_ms).await?;
+            stored.extend(started.iter().map(|s| running_event(&s.job, s.seq)));
+            return Ok(started.into_iter().map(|s| s.job).collect());
+        }
     };
+    let mut tx = db.begin_write().await?;
+    let started = store::start_attempts(&mut tx, ids, lease_ms).await?;
     let events: Vec<_> = started.iter().map(|job| (job.id, EventType::Status, running_data(job))).collect();
     stored.extend(job_events::append_in(&mut tx, &events).await?);
     tx.commit().await?;
@@ -157,13 +160,18 @@ fn running_data(job: &Job) -> Value {
     json!({"status": "running", "attempt": job.attempts})
 }
 
+/// [`running_data`] as the claim statements store it.
+fn running_text(job: &Job) -> String {
+    format!(r#"{{"status":"running","attempt":{}}}"#, job.attempts)
+}
+
 /// The `status` event [`store::start_attempts_with_events`] stored for `job`.
 fn running_event(job: &Job, seq: i64) -> JobEvent {
     JobEvent {
         job_id: job.id.to_string(),
         seq,
         event: EventType::Status,
-        data: running_data(job).to_string(),
+        data: running_text(job),
         created_at: job.updated_at.millis(),
     }
 }
@@ -233,8 +241,19 @@ async fn write_successes(
 async fn write_success_batch(db: &Db, bus: &EventBus, successes: &[store::Success]) -> Result<Vec<bool>, StoreError> {
     let mut owned = vec![false; successes.len()];
     let mut stored = Vec::with_capacity(successes.len());
-    if db.backend == Backend::Postgres {
-        for (n, seq, created_at) in store::succeed_many_with_events(&db.writer, successes).await? {
+    let distinct = {
+        let mut ids: Vec<JobId> = successes.iter().map(|s| s.id).collect();
+        ids.sort_unstable();
+        ids.windows(2).all(|w| w[0] != w[1])
+    };
+    if db.backend == Backend::Postgres || distinct {
+        let finished = match db.backend {
+            Backend::Postgres => store::succeed_many_with_events(&db.writer, successes).await?,
+            // One script; two attempts of one job (the first lost its lease) in one batch
+            // take the transaction below.
+            Backend::Sqlite => store::succeed_many_in_one_script(db, successes).await?,
+        };
+        for (n, seq, created_at) in finished {
             let Some(s) = usize::try_from(n).ok().and_then(|n| successes.get(n).map(|s| (n, s))) else { continue };
             owned[s.0] = true;
             let data = s.1.data.clone();

@@ -2,7 +2,7 @@
 
 use super::Exec;
 use crate::error::StoreError;
-use crate::ids::LlmConfigId;
+use crate::ids::{ChatSessionId, LlmConfigId};
 use crate::time::{Timestamp, now_ms};
 
 const COLUMNS: &str = "id, name, provider, model, base_url, api_key_enc, temperature, max_tokens, context_window, \
@@ -128,6 +128,39 @@ pub async fn default_enabled<'e, E: Exec<'e>>(ex: E) -> Result<Option<LlmConfig>
     let sql =
         format!("select {COLUMNS} from llm_configs where enabled = true order by is_default desc, created_at limit 1");
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_optional(ex).await?)
+}
+
+/// The enabled config a session's replies use, read with the session's own: its config
+/// while enabled (a disabled one gives none), or, when it names none, [`default_enabled`].
+/// One read where the session's and then its config's would be two.
+pub async fn for_session<'e, E: Exec<'e>>(ex: E, session: ChatSessionId) -> Result<Option<LlmConfig>, StoreError> {
+    let sql = format!(
+        "select {COLUMNS} from llm_configs
+         where enabled = true and coalesce(id = (select config_id from chat_sessions where id = $1), true)
+         order by is_default desc, created_at limit 1"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(session.to_string()).fetch_optional(ex).await?)
+}
+
+/// The enabled config a new message in `session` (of `user`; none: a new session) gets when
+/// it picks none: the session's while enabled, else [`default_enabled`]. One read, which
+/// needs no session read first.
+pub async fn for_new_message<'e, E: Exec<'e>>(
+    ex: E,
+    session: Option<ChatSessionId>,
+    user: crate::ids::UserId,
+) -> Result<Option<LlmConfig>, StoreError> {
+    let sql = format!(
+        "select {COLUMNS} from llm_configs where enabled = true
+         order by coalesce(id = (select config_id from chat_sessions where id = $1 and user_id = $2), false) desc,
+             is_default desc, created_at
+         limit 1"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(session.map(|s| s.to_string()))
+        .bind(user.to_string())
+        .fetch_optional(ex)
+        .await?)
 }
 
 pub async fn delete<'e, E: Exec<'e>>(ex: E, id: LlmConfigId) -> Result<(), StoreError> {

@@ -10,9 +10,10 @@ use crate::jobs::lifecycle::JobEnv;
 use crate::jobs::{JobKind, LlmCompletion, lifecycle};
 use crate::store::chat::{self, NewPost, Session, SessionWrite};
 use crate::store::llm_configs::LlmConfig;
+use crate::store::quotas::Quota;
 use crate::store::{llm_configs, quotas, users};
 use crate::usecases::quota::{self, DefaultBudgets, QuotaError};
-use sqlx::AnyConnection;
+use sqlx::{AnyConnection, AnyPool};
 
 /// Fallback titles (before or instead of a generated one) take this much of the first message.
 const FALLBACK_TITLE_CHARS: usize = 60;
@@ -81,29 +82,84 @@ struct Plan {
     config: LlmConfig,
 }
 
-/// The reads and checks before a message is written: the session (it must be the user's),
-/// the model, the user's quota and replies in progress.
-async fn plan(conn: &mut AnyConnection, msg: &PostMessage<'_>) -> Result<Plan, PostError> {
+/// What a message's checks read: its session (when it continues one), its model (the one
+/// picked, or the session's while enabled, else the default), and the user's quota with the
+/// replies in progress.
+struct Reads {
+    session: Option<Session>,
+    config: Option<LlmConfig>,
+    quota: Quota,
+    active: i64,
+}
+
+impl Reads {
+    /// The reads one after another on `conn` (a transaction).
+    async fn on(conn: &mut AnyConnection, msg: &PostMessage<'_>) -> Result<Self, StoreError> {
+        let session = match msg.session_id {
+            Some(id) => chat::get_session(&mut *conn, id, msg.user).await?,
+            None => None,
+        };
+        let config = match msg.model {
+            ModelPick::Config(id) => llm_configs::get(&mut *conn, id).await?,
+            ModelPick::Unspecified => llm_configs::for_new_message(&mut *conn, msg.session_id, msg.user).await?,
+            ModelPick::NotAnId => None,
+        };
+        let (quota, active) = quotas::get_with_active_jobs(&mut *conn, msg.user, JobKind::LlmCompletion).await?;
+        Ok(Self { session, config, quota, active })
+    }
+
+    /// The reads at once, each on a connection of the pool.
+    async fn from_pool(pool: &AnyPool, msg: &PostMessage<'_>) -> Result<Self, StoreError> {
+        let session = async {
+            match msg.session_id {
+                Some(id) => chat::get_session(pool, id, msg.user).await,
+                None => Ok(None),
+            }
+        };
+        let config = async {
+            match msg.model {
+                ModelPick::Config(id) => llm_configs::get(pool, id).await,
+                ModelPick::Unspecified => llm_configs::for_new_message(pool, msg.session_id, msg.user).await,
+                ModelPick::NotAnId => Ok(None),
+            }
+        };
+        let quota = quotas::get_with_active_jobs(pool, msg.user, JobKind::LlmCompletion);
+        let (session, config, (quota, active)) = tokio::try_join!(session, config, quota)?;
+        Ok(Self { session, config, quota, active })
+    }
+}
+
+/// Where [`plan`] reads the user's token use from, when a budget applies.
+enum UsageFrom<'a> {
+    Pool(&'a AnyPool),
+    Conn(&'a mut AnyConnection),
+}
+
+/// The checks before a message is written, on what [`Reads`] found: the session (it must
+/// be the user's), the model, the user's quota and replies in progress.
+async fn plan(usage: UsageFrom<'_>, msg: &PostMessage<'_>, reads: Reads) -> Result<Plan, PostError> {
+    let Reads { session, config, quota, active } = reads;
     let existing = match msg.session_id {
-        Some(id) => Some(chat::get_session(&mut *conn, id, msg.user).await?.ok_or(PostError::SessionNotFound)?),
+        Some(_) => Some(session.ok_or(PostError::SessionNotFound)?),
         None => None,
     };
-    let picked = match msg.model {
-        ModelPick::Unspecified => None,
-        ModelPick::Config(id) => Some(id),
-        ModelPick::NotAnId => return Err(PostError::UnknownModel),
+    let config = match (config.filter(|c| c.enabled), msg.model) {
+        (_, ModelPick::NotAnId) => return Err(PostError::UnknownModel),
+        (Some(config), _) => config,
+        (None, ModelPick::Unspecified) => return Err(PostError::NoModel),
+        (None, ModelPick::Config(_)) => return Err(PostError::UnknownModel),
     };
-    let config = match picked.or_else(|| existing.as_ref().and_then(|s| s.config_id)) {
-        Some(id) => llm_configs::get(&mut *conn, id).await?.filter(|c| c.enabled),
-        None => None,
+    let checked = match usage {
+        UsageFrom::Conn(conn) => quota::check_with(conn, msg.user, quota, config.id, msg.budgets).await,
+        // No connection is taken for nothing.
+        UsageFrom::Pool(pool) if quota::has_budget(&quota, msg.budgets) => {
+            let mut conn = pool.acquire().await?;
+            quota::check_with(&mut conn, msg.user, quota, config.id, msg.budgets).await
+        }
+        UsageFrom::Pool(_) if !quota.allows(config.id) => Err(QuotaError::ConfigNotAllowed),
+        UsageFrom::Pool(_) => Ok(()),
     };
-    let config = match config {
-        Some(config) => config,
-        None if picked.is_none() => llm_configs::default_enabled(&mut *conn).await?.ok_or(PostError::NoModel)?,
-        None => return Err(PostError::UnknownModel),
-    };
-    let (quota, active) = quotas::get_with_active_jobs(&mut *conn, msg.user, JobKind::LlmCompletion).await?;
-    quota::check_with(&mut *conn, msg.user, quota, config.id, msg.budgets).await.map_err(|e| match e {
+    checked.map_err(|e| match e {
         QuotaError::Store(e) => PostError::Store(e),
         e => PostError::Quota(e),
     })?;
@@ -175,7 +231,8 @@ impl Prepared {
 /// replies in progress, the session), so what changed between the reads and the write is
 /// refused as before.
 pub async fn post(db: &Db, msg: PostMessage<'_>) -> Result<Posted, PostError> {
-    let prepared = Prepared::new(plan(&mut *db.pool.acquire().await?, &msg).await?, &msg);
+    let reads = Reads::from_pool(&db.pool, &msg).await?;
+    let prepared = Prepared::new(plan(UsageFrom::Pool(&db.pool), &msg, reads).await?, &msg);
     let post = prepared.new_post(&msg);
     let written = match db.backend {
         Backend::Sqlite => chat::post_in_one_script(db, &post).await?,
@@ -199,7 +256,8 @@ pub async fn post_message(tx: &mut AnyConnection, backend: Backend, msg: PostMes
     // The active replies are counted under the user's row lock: concurrent requests cannot
     // both pass the limit.
     users::lock(&mut *tx, msg.user).await?;
-    let prepared = Prepared::new(plan(&mut *tx, &msg).await?, &msg);
+    let reads = Reads::on(&mut *tx, &msg).await?;
+    let prepared = Prepared::new(plan(UsageFrom::Conn(&mut *tx), &msg, reads).await?, &msg);
     let written = chat::post_in(&mut *tx, backend, &prepared.new_post(&msg)).await?;
     prepared.outcome(written, tx, msg.user).await
 }

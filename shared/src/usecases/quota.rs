@@ -71,6 +71,11 @@ pub async fn status(
     status_of(conn, user, quota, defaults).await
 }
 
+/// Whether a budget applies to the user of `quota` (so [`check_with`] reads their token use).
+pub fn has_budget(quota: &Quota, defaults: DefaultBudgets) -> bool {
+    quota.token_budget_daily.or(defaults.daily).is_some() || quota.token_budget_monthly.or(defaults.monthly).is_some()
+}
+
 /// [`status`] for a quota already read.
 async fn status_of(
     conn: &mut AnyConnection,
@@ -119,9 +124,7 @@ pub async fn check_with(
         return Err(QuotaError::ConfigNotAllowed);
     }
     // Without a budget there is nothing to add up.
-    if quota.token_budget_daily.or(defaults.daily).is_none()
-        && quota.token_budget_monthly.or(defaults.monthly).is_none()
-    {
+    if !has_budget(&quota, defaults) {
         return Ok(());
     }
     let status = status_of(conn, user, quota, defaults).await?;

@@ -47,10 +47,10 @@ async fn complete(
     let (message, session_config, history, events) = tokio::join!(
         read_message(ctx, p.message_id),
         async {
-            let session = chat::session_by_id(pool, session_id)
-                .await?
-                .ok_or_else(|| JobError::fatal("the session was deleted"))?;
-            let config = resolve_config(ctx, session.config_id).await?;
+            let (session, config) =
+                tokio::try_join!(chat::session_by_id(pool, session_id), llm_configs::for_session(pool, session_id))?;
+            let session = session.ok_or_else(|| JobError::fatal("the session was deleted"))?;
+            let config = config.ok_or_else(|| JobError::fatal("no enabled LLM configuration"))?;
             Ok::<_, JobError>((session, config))
         },
         chat::history_before(pool, session_id, p.message_id, HISTORY_LIMIT),
