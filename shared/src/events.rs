@@ -190,8 +190,10 @@ impl EventBus {
         }
     }
 
-    /// Publishes already stored events, in order, without waiting for Redis: in-process
-    /// watchers have them on return, the Redis publish runs in a task of its own.
+    /// Publishes already stored events, in order, without waiting: on the in-process bus
+    /// watchers have them on return; through Redis the publish runs in a task of its own, so
+    /// a later event of the same job may reach watchers first (they re-read the table on a
+    /// gap in `seq`).
     pub fn publish_detached(&self, events: Vec<JobEvent>) {
         if events.is_empty() {
             return;

@@ -18,6 +18,25 @@ async fn a_claim_picked_under_the_write_lock_takes_due_jobs_oldest_first_up_to_i
         ids.push(enqueue(&db.writer, None, &Noop::default()).await.unwrap());
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
+    // The first two due at the same moment: the tie is broken the same way by both
+    // statements of the claim, so the one it starts is the one that gets the event.
+    sqlx::query("update parley_jobs set run_after = (select min(run_after) from parley_jobs) where id = $1")
+        .bind(ids[1].to_string())
+        .execute(&db.writer)
+        .await
+        .unwrap();
+    let tied = start_due_in_one_script(&db, QueueName::Default, 1, 30_000).await.unwrap();
+    assert_eq!(tied.len(), 1);
+    let tied_event: Vec<String> =
+        sqlx::query_scalar("select job_id from job_events").fetch_all(&db.pool).await.unwrap();
+    assert_eq!(tied_event, vec![tied[0].job.id.to_string()]);
+    assert_eq!(tied[0].job.id, ids[0], "ties go to the earlier row");
+    sqlx::query("update parley_jobs set status = 'queued', attempts = 0 where id = $1")
+        .bind(ids[0].to_string())
+        .execute(&db.writer)
+        .await
+        .unwrap();
+    sqlx::query("delete from job_events").execute(&db.writer).await.unwrap();
     // Not due yet: left alone.
     let later = enqueue(&db.writer, None, &Noop::default()).await.unwrap();
     sqlx::query("update parley_jobs set run_after = $2 where id = $1")

@@ -165,7 +165,8 @@ fn running_text(job: &Job) -> String {
     format!(r#"{{"status":"running","attempt":{}}}"#, job.attempts)
 }
 
-/// The `status` event [`store::start_attempts_with_events`] stored for `job`.
+/// The `status` event [`store::start_attempts_with_events`] (PostgreSQL) or
+/// [`store::start_due_in_one_script`] (SQLite) stored for `job`.
 fn running_event(job: &Job, seq: i64) -> JobEvent {
     JobEvent {
         job_id: job.id.to_string(),

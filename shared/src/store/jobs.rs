@@ -266,15 +266,24 @@ pub async fn start_due_in_one_script(
     let now = now_ms();
     let rows =
         db.write_script(&script, |query| query.bind(now).bind(now + lease_ms).bind(queue.as_str()).bind(limit)).await?;
-    // The events' rows (two columns) come first, then the started jobs'.
+    // The events' rows (two columns) come first, then the started jobs'. The script has
+    // committed: a row that cannot be read here is left to its lease (it is taken over once
+    // that expires) rather than failing the jobs that can run.
     let (seqs, jobs): (Vec<_>, Vec<_>) = rows.iter().partition(|row| sqlx::Row::columns(*row).len() == 2);
-    let seqs: Vec<(String, i64)> = seqs.into_iter().map(sqlx::FromRow::from_row).collect::<Result<_, _>>()?;
+    let seqs: Vec<(String, i64)> = seqs.into_iter().filter_map(|row| sqlx::FromRow::from_row(row).ok()).collect();
     let mut started = Vec::with_capacity(jobs.len());
     for row in jobs {
-        let job: Job = sqlx::FromRow::from_row(row)?;
+        let job: Job = match sqlx::FromRow::from_row(row) {
+            Ok(job) => job,
+            Err(e) => {
+                tracing::error!(error = %e, "a started job could not be read; it runs once its lease expires");
+                continue;
+            }
+        };
         let id = job.id.to_string();
         let Some(&(_, seq)) = seqs.iter().find(|(job_id, _)| *job_id == id) else {
-            return Err(StoreError::Other(anyhow::anyhow!("job {id} started without its status event")));
+            tracing::error!(job.id = %id, "a job started without its status event; it runs once its lease expires");
+            continue;
         };
         started.push(Started { job, seq });
     }
@@ -425,6 +434,10 @@ pub async fn succeed_many_in_one_script(
     if successes.is_empty() {
         return Ok(Vec::new());
     }
+    debug_assert!(
+        successes.iter().enumerate().all(|(i, s)| successes[..i].iter().all(|t| t.id != s.id)),
+        "the ids of one script's successes differ"
+    );
     let values: Vec<String> = (0..successes.len())
         .map(|i| {
             let n = 2 + i * 4;
