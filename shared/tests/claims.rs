@@ -8,11 +8,17 @@ use parley_shared::jobs::{JobStatus, Noop, QueueName};
 use parley_shared::store::jobs::{enqueue, start_due_in_one_script};
 use parley_shared::time::now_ms;
 
+/// A migrated SQLite database in a temporary directory (kept while the guard lives).
+async fn migrated_sqlite() -> (Db, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&format!("sqlite://{}", dir.path().join("test.db").display()), 2).await.unwrap();
+    db.migrate().await.unwrap();
+    (db, dir)
+}
+
 #[tokio::test]
 async fn a_claim_picked_under_the_write_lock_takes_due_jobs_oldest_first_up_to_its_limit() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::connect(&format!("sqlite://{}", dir.path().join("claims.db").display()), 2).await.unwrap();
-    db.migrate().await.unwrap();
+    let (db, _dir) = migrated_sqlite().await;
     let mut ids = Vec::new();
     for _ in 0..3 {
         ids.push(enqueue(&db.writer, None, &Noop::default()).await.unwrap());
@@ -116,9 +122,7 @@ async fn a_claim_picked_under_the_write_lock_takes_due_jobs_oldest_first_up_to_i
 async fn a_job_and_its_audit_entry_are_written_together_or_not_at_all() {
     use parley_shared::audit::{AuditAction, AuditEvent};
     use parley_shared::store::jobs::enqueue_recorded;
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::connect(&format!("sqlite://{}", dir.path().join("recorded.db").display()), 2).await.unwrap();
-    db.migrate().await.unwrap();
+    let (db, _dir) = migrated_sqlite().await;
     let event = |job: JobId| {
         let mut event = AuditEvent::new(AuditAction::AdminJobCreate, "127.0.0.1", "test");
         event.details = Some(serde_json::json!({"job_id": job}));
@@ -157,9 +161,7 @@ async fn a_job_write_whose_caller_goes_away_leaves_the_writer_usable() {
     // its entry are written both or neither, and the writer takes the next write as usual.
     use parley_shared::audit::{AuditAction, AuditEvent};
     use parley_shared::store::jobs::enqueue_recorded;
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::connect(&format!("sqlite://{}", dir.path().join("dropped.db").display()), 2).await.unwrap();
-    db.migrate().await.unwrap();
+    let (db, _dir) = migrated_sqlite().await;
     // The job's insert takes a while, so the caller is gone before the script's next statement.
     sqlx::query(
         "create trigger slow_insert after insert on parley_jobs begin
@@ -191,9 +193,7 @@ async fn a_message_posted_in_one_script_keeps_the_limit_of_replies_in_progress()
     use parley_shared::ids::{ChatSessionId, LlmConfigId, MessageId, UserId};
     use parley_shared::jobs::LlmCompletion;
     use parley_shared::store::chat::{NewPost, SessionWrite, post_in_one_script};
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::connect(&format!("sqlite://{}", dir.path().join("posts.db").display()), 2).await.unwrap();
-    db.migrate().await.unwrap();
+    let (db, _dir) = migrated_sqlite().await;
     let user = UserId::new();
     sqlx::query(
         "insert into users (id, email, email_lower, password_hash, date_joined, created_at, updated_at)
@@ -265,9 +265,7 @@ async fn a_message_posted_in_one_script_keeps_the_limit_of_replies_in_progress()
 async fn stream_events_of_several_jobs_are_stored_together_and_a_failing_stream_stops_alone() {
     use parley_shared::events::{EventBus, EventQueue, StreamWriter};
     use parley_shared::store::job_events::EventType;
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::connect(&format!("sqlite://{}", dir.path().join("events.db").display()), 2).await.unwrap();
-    db.migrate().await.unwrap();
+    let (db, _dir) = migrated_sqlite().await;
     let (bus, queue) = (EventBus::local(), EventQueue::default());
     let a = enqueue(&db.writer, None, &Noop::default()).await.unwrap();
     let b = enqueue(&db.writer, None, &Noop::default()).await.unwrap();
@@ -325,9 +323,7 @@ async fn stream_events_of_several_jobs_are_stored_together_and_a_failing_stream_
 #[tokio::test]
 async fn successes_written_in_one_script_record_only_attempts_that_still_own_their_job() {
     use parley_shared::store::jobs::{Success, succeed_many_in_one_script};
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::connect(&format!("sqlite://{}", dir.path().join("successes.db").display()), 2).await.unwrap();
-    db.migrate().await.unwrap();
+    let (db, _dir) = migrated_sqlite().await;
     let mut ids = Vec::new();
     for _ in 0..3 {
         ids.push(enqueue(&db.writer, None, &Noop::default()).await.unwrap());

@@ -11,7 +11,7 @@ use crate::jobs::{JobKind, LlmCompletion, lifecycle};
 use crate::store::chat::{self, NewPost, Session, SessionWrite};
 use crate::store::llm_configs::LlmConfig;
 use crate::store::quotas::Quota;
-use crate::store::{llm_configs, quotas, users};
+use crate::store::{Exec, llm_configs, quotas, users};
 use crate::usecases::quota::{self, DefaultBudgets, QuotaError};
 use sqlx::{AnyConnection, AnyPool};
 
@@ -95,37 +95,34 @@ struct Reads {
 impl Reads {
     /// The reads one after another on `conn` (a transaction).
     async fn on(conn: &mut AnyConnection, msg: &PostMessage<'_>) -> Result<Self, StoreError> {
-        let session = match msg.session_id {
-            Some(id) => chat::get_session(&mut *conn, id, msg.user).await?,
-            None => None,
-        };
-        let config = match msg.model {
-            ModelPick::Config(id) => llm_configs::get(&mut *conn, id).await?,
-            ModelPick::Unspecified => llm_configs::for_new_message(&mut *conn, msg.session_id, msg.user).await?,
-            ModelPick::NotAnId => None,
-        };
+        let session = session_of(&mut *conn, msg).await?;
+        let config = model_of(&mut *conn, msg).await?;
         let (quota, active) = quotas::get_with_active_jobs(&mut *conn, msg.user, JobKind::LlmCompletion).await?;
         Ok(Self { session, config, quota, active })
     }
 
-    /// The reads at once, each on a connection of the pool.
+    /// The same reads at once, each on a connection of the pool.
     async fn from_pool(pool: &AnyPool, msg: &PostMessage<'_>) -> Result<Self, StoreError> {
-        let session = async {
-            match msg.session_id {
-                Some(id) => chat::get_session(pool, id, msg.user).await,
-                None => Ok(None),
-            }
-        };
-        let config = async {
-            match msg.model {
-                ModelPick::Config(id) => llm_configs::get(pool, id).await,
-                ModelPick::Unspecified => llm_configs::for_new_message(pool, msg.session_id, msg.user).await,
-                ModelPick::NotAnId => Ok(None),
-            }
-        };
         let quota = quotas::get_with_active_jobs(pool, msg.user, JobKind::LlmCompletion);
-        let (session, config, (quota, active)) = tokio::try_join!(session, config, quota)?;
+        let (session, config, (quota, active)) = tokio::try_join!(session_of(pool, msg), model_of(pool, msg), quota)?;
         Ok(Self { session, config, quota, active })
+    }
+}
+
+/// The session a message continues, if it is the user's.
+async fn session_of<'e, E: Exec<'e>>(ex: E, msg: &PostMessage<'_>) -> Result<Option<Session>, StoreError> {
+    match msg.session_id {
+        Some(id) => chat::get_session(ex, id, msg.user).await,
+        None => Ok(None),
+    }
+}
+
+/// The model a message asks for, or (none picked) the session's or the default.
+async fn model_of<'e, E: Exec<'e>>(ex: E, msg: &PostMessage<'_>) -> Result<Option<LlmConfig>, StoreError> {
+    match msg.model {
+        ModelPick::Config(id) => llm_configs::get(ex, id).await,
+        ModelPick::Unspecified => llm_configs::for_new_message(ex, msg.session_id, msg.user).await,
+        ModelPick::NotAnId => Ok(None),
     }
 }
 
@@ -210,16 +207,26 @@ impl Prepared {
         }
     }
 
-    /// What was posted, or (nothing was written) why not: between the reads and the write,
-    /// the session went away or other replies started.
-    async fn outcome(self, written: bool, conn: &mut AnyConnection, user: UserId) -> Result<Posted, PostError> {
-        if written {
-            let (job, session_id) = (self.job_id, self.session);
-            return Ok(Posted { job, session_id, user_message_id: self.question, assistant_message_id: self.reply });
+    /// What was posted.
+    fn posted(self) -> Posted {
+        Posted {
+            job: self.job_id,
+            session_id: self.session,
+            user_message_id: self.question,
+            assistant_message_id: self.reply,
         }
+    }
+
+    /// Why nothing was written: between the reads and the write, the session went away or
+    /// other replies started.
+    async fn refused(self, conn: &mut AnyConnection, user: UserId) -> PostError {
         match self.plan.existing {
-            Some(s) if chat::get_session(&mut *conn, s.id, user).await?.is_none() => Err(PostError::SessionNotFound),
-            _ => Err(PostError::TooManyActive),
+            Some(s) => match chat::get_session(&mut *conn, s.id, user).await {
+                Ok(None) => PostError::SessionNotFound,
+                Ok(Some(_)) => PostError::TooManyActive,
+                Err(e) => PostError::Store(e),
+            },
+            None => PostError::TooManyActive,
         }
     }
 }
@@ -244,7 +251,10 @@ pub async fn post(db: &Db, msg: PostMessage<'_>) -> Result<Posted, PostError> {
             written
         }
     };
-    prepared.outcome(written, &mut *db.pool.acquire().await?, msg.user).await
+    if written {
+        return Ok(prepared.posted());
+    }
+    Err(prepared.refused(&mut *db.pool.acquire().await?, msg.user).await)
 }
 
 /// [`post`] in `tx`, reads included (the caller commits, then wakes the interactive queue):
@@ -259,7 +269,10 @@ pub async fn post_message(tx: &mut AnyConnection, backend: Backend, msg: PostMes
     let reads = Reads::on(&mut *tx, &msg).await?;
     let prepared = Prepared::new(plan(UsageFrom::Conn(&mut *tx), &msg, reads).await?, &msg);
     let written = chat::post_in(&mut *tx, backend, &prepared.new_post(&msg)).await?;
-    prepared.outcome(written, tx, msg.user).await
+    if written {
+        return Ok(prepared.posted());
+    }
+    Err(prepared.refused(tx, msg.user).await)
 }
 
 /// A title from the first message, until (or instead of) a generated one.
